@@ -1,0 +1,18 @@
+//! Skiff's API machinery that needs no IO: shared by the API server, the controllers and tools.
+//!
+//! - [`field`]: field paths and field errors, the building blocks of `422 Invalid` answers.
+//! - [`table`]: the column/cell types of `meta.k8s.io/v1` Table output.
+//! - [`selector`]: label and field selectors (parsing with upstream's grammar, and matching).
+//! - [`patch`]: JSON patch, JSON merge patch and strategic merge patch.
+//! - [`registry`]: the description of a kind (names, scope, subresources, behaviour).
+//! - [`listmeta`]: which lists merge by key or as sets (the upstream `x-kubernetes-list-*` and
+//!   `patchMergeKey` metadata), shared by strategic merge patch, server-side apply and OpenAPI.
+
+pub use k8s_openapi;
+
+pub mod field;
+pub mod listmeta;
+pub mod patch;
+pub mod registry;
+pub mod selector;
+pub mod table;

@@ -1,0 +1,1 @@
+//! The built-in kinds Skiff serves, being written.

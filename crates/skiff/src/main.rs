@@ -1,0 +1,2 @@
+//! The `skiff` binary: parse arguments, set up logging, run.
+fn main() {}
