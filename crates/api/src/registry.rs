@@ -230,11 +230,43 @@ pub trait Strategy: Send + Sync + 'static {
         }
     }
 
+    /// Where the `scale` subresource finds replicas and the selector (upstream's
+    /// `CustomResourceSubresourceScale`); built-in scalable kinds use the defaults.
+    fn scale_paths(&self) -> ScalePaths {
+        ScalePaths::default()
+    }
+
     /// The kind's OpenAPI schema name (e.g. `io.k8s.api.apps.v1.Deployment`) and the
     /// definitions it refers to, all as JSON Schema (OpenAPI v3 flavour), for OpenAPI
     /// publishing and unknown-field detection. `None` for kinds without a known schema.
-    fn schema(&self) -> Option<KindSchema> {
+    /// Called on every write, so implementations build it once and hand out the `Arc`.
+    fn schema(&self) -> Option<Arc<KindSchema>> {
         None
+    }
+}
+
+/// JSON paths (dot form, e.g. `.spec.replicas`) used by the `scale` subresource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScalePaths {
+    /// Desired replicas.
+    pub spec_replicas: String,
+    /// Observed replicas.
+    pub status_replicas: String,
+    /// Where the label selector lives.
+    pub label_selector: Option<String>,
+    /// Whether the selector at `label_selector` is a `metav1.LabelSelector` object (built-ins)
+    /// rather than a serialized string (custom resources).
+    pub selector_is_object: bool,
+}
+
+impl Default for ScalePaths {
+    fn default() -> Self {
+        ScalePaths {
+            spec_replicas: ".spec.replicas".into(),
+            status_replicas: ".status.replicas".into(),
+            label_selector: Some(".spec.selector".into()),
+            selector_is_object: true,
+        }
     }
 }
 

@@ -3,19 +3,21 @@
 //! kubectl asks for `Accept: application/json;as=Table;v=v1;g=meta.k8s.io` and prints the
 //! server's columns verbatim; columns with `priority > 0` are shown only with `-o wide`.
 
+use std::borrow::Cow;
+
 use serde_json::Value;
 
 /// One Table column, as in upstream `TableColumnDefinition`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Column {
     /// Header, e.g. `NAME` is rendered from `Name`.
-    pub name: &'static str,
+    pub name: Cow<'static, str>,
     /// OpenAPI type: `string`, `integer`, `number`, `boolean`, `date`.
-    pub type_: &'static str,
+    pub type_: Cow<'static, str>,
     /// OpenAPI format, e.g. `name` for the name column.
-    pub format: &'static str,
+    pub format: Cow<'static, str>,
     /// What the column shows.
-    pub description: &'static str,
+    pub description: Cow<'static, str>,
     /// 0 for default columns, 1 for `-o wide` ones.
     pub priority: i32,
 }
@@ -23,16 +25,22 @@ pub struct Column {
 impl Column {
     /// A default-priority column.
     pub const fn new(name: &'static str, type_: &'static str, description: &'static str) -> Self {
-        Column { name, type_, format: "", description, priority: 0 }
+        Column {
+            name: Cow::Borrowed(name),
+            type_: Cow::Borrowed(type_),
+            format: Cow::Borrowed(""),
+            description: Cow::Borrowed(description),
+            priority: 0,
+        }
     }
 
     /// The standard first column.
     pub const fn name() -> Self {
         Column {
-            name: "Name",
-            type_: "string",
-            format: "name",
-            description: "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names",
+            name: Cow::Borrowed("Name"),
+            type_: Cow::Borrowed("string"),
+            format: Cow::Borrowed("name"),
+            description: Cow::Borrowed("Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names"),
             priority: 0,
         }
     }
@@ -44,6 +52,17 @@ impl Column {
             "string",
             "CreationTimestamp is a timestamp representing the server time when this object was created.",
         )
+    }
+
+    /// A column whose texts are only known at run time (custom resource printer columns).
+    pub fn owned(name: String, type_: String, format: String, description: String, priority: i32) -> Self {
+        Column {
+            name: Cow::Owned(name),
+            type_: Cow::Owned(type_),
+            format: Cow::Owned(format),
+            description: Cow::Owned(description),
+            priority,
+        }
     }
 
     /// The same column, shown only with `-o wide`.

@@ -1,1 +1,65 @@
-//! being written
+//! Skiff's command tree. `main.rs` parses [`Cli`] and calls [`run`]; each subcommand lives in
+//! its own module and wires library components into one tokio runtime.
+
+pub mod server;
+
+use clap::{Parser, Subcommand};
+
+/// Skiff: a small, fast Kubernetes-compatible orchestrator.
+#[derive(Debug, Parser)]
+#[command(name = "skiff", version, about, long_about = None)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the control plane (API server on the embedded store).
+    Server(server::ServerArgs),
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The arguments do not make a valid configuration.
+    #[error("invalid configuration:\n{}", .0.join("\n"))]
+    Config(Vec<String>),
+    /// Preparing the data directory failed.
+    #[error("preparing data directory {path} failed")]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Setting up certificates and credentials failed.
+    #[error("setting up cluster credentials failed")]
+    Pki(#[source] skiff_pki::Error),
+    /// Opening the store failed.
+    #[error("opening the store failed")]
+    Store(#[source] skiff_store::Error),
+    /// The API server failed to start.
+    #[error("starting the API server failed")]
+    ApiServer(#[source] skiff_apiserver::Error),
+}
+
+impl Error {
+    /// The process exit code: 2 for usage/configuration errors, 1 for runtime failures.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Config(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Run a parsed command to completion.
+pub async fn run(cli: Cli) -> Result<(), Error> {
+    match cli.command {
+        Command::Server(args) => server::run(args).await,
+    }
+}

@@ -1,1 +1,237 @@
-//! being written
+//! Test helpers shared by integration and end-to-end tests.
+//!
+//! [`TestCluster`] starts the real `skiff` binary as a child process on a free loopback port
+//! with a temporary data directory, waits until `/readyz` answers, and kills it on drop
+//! (upstream's `StartTestServer`). [`TestCluster::kubectl`] runs the stock kubectl binary
+//! against it.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// The `skiff` binary under test: `$SKIFF_BIN`, else `<target>/debug/skiff` of this workspace.
+pub fn skiff_binary() -> PathBuf {
+    if let Some(bin) = std::env::var_os("SKIFF_BIN") {
+        return PathBuf::from(bin);
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace.join("target"), PathBuf::from);
+    target.join("debug/skiff")
+}
+
+/// The kubectl binary: `$KUBECTL`, else `kubectl` on the PATH.
+pub fn kubectl_binary() -> PathBuf {
+    std::env::var_os("KUBECTL").map_or_else(|| PathBuf::from("kubectl"), PathBuf::from)
+}
+
+/// A free loopback TCP port.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("binding an ephemeral port");
+    listener.local_addr().expect("local address").port()
+}
+
+/// A running `skiff server` process.
+pub struct TestCluster {
+    child: Option<Child>,
+    data_dir: tempfile::TempDir,
+    /// HTTPS port.
+    pub port: u16,
+}
+
+impl TestCluster {
+    /// Start a server and wait until it is ready.
+    pub fn start() -> Result<TestCluster> {
+        Self::start_with(&[])
+    }
+
+    /// Start a server with extra flags.
+    pub fn start_with(extra: &[&str]) -> Result<TestCluster> {
+        let data_dir = tempfile::Builder::new().prefix("skiff-test-").tempdir()?;
+        let port = free_port();
+        let mut cluster = TestCluster { child: None, data_dir, port };
+        cluster.spawn(extra)?;
+        Ok(cluster)
+    }
+
+    fn spawn(&mut self, extra: &[&str]) -> Result<()> {
+        let bin = skiff_binary();
+        if !bin.exists() {
+            bail!("{} does not exist: build it first (cargo build -p skiff)", bin.display());
+        }
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path())?;
+        let mut cmd = Command::new(&bin);
+        cmd.arg("server")
+            .arg("--data-dir")
+            .arg(self.data_dir.path())
+            .args(["--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1"])
+            .args(["--https-port", &self.port.to_string()])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        self.child = Some(cmd.spawn().with_context(|| format!("starting {}", bin.display()))?);
+        self.wait_ready(Duration::from_secs(30))
+    }
+
+    /// Where the server's log goes.
+    pub fn log_path(&self) -> PathBuf {
+        self.data_dir.path().join("server.log")
+    }
+
+    /// The server log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        self.data_dir.path()
+    }
+
+    /// The admin kubeconfig.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.data_dir.path().join("kubeconfig.yaml")
+    }
+
+    /// The API server URL.
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Some(status) = child.try_wait()? {
+                    bail!("skiff server exited early with {status}:\n{}", self.log());
+                }
+            }
+            if self.kubeconfig().exists() {
+                let out = self.kubectl(&["get", "--raw", "/readyz"])?;
+                if out.status.success() {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("skiff server not ready after {timeout:?}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Run kubectl with this cluster's kubeconfig.
+    pub fn kubectl(&self, args: &[&str]) -> Result<Output> {
+        self.kubectl_stdin(args, None)
+    }
+
+    /// Run kubectl, feeding `stdin`.
+    pub fn kubectl_stdin(&self, args: &[&str], stdin: Option<&str>) -> Result<Output> {
+        use std::io::Write;
+        let mut cmd = Command::new(kubectl_binary());
+        cmd.env("KUBECONFIG", self.kubeconfig())
+            .env("HOME", self.data_dir.path())
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .args(args)
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().context("starting kubectl (is it installed? see scripts/setup.sh)")?;
+        if let Some(input) = stdin {
+            child.stdin.take().context("kubectl stdin")?.write_all(input.as_bytes())?;
+        }
+        Ok(child.wait_with_output()?)
+    }
+
+    /// Run kubectl and require success; returns stdout.
+    pub fn k(&self, args: &[&str]) -> Result<String> {
+        let out = self.kubectl(args)?;
+        if !out.status.success() {
+            bail!(
+                "kubectl {} failed ({}):\nstdout: {}\nstderr: {}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8(out.stdout)?)
+    }
+
+    /// Run kubectl with stdin and require success; returns stdout.
+    pub fn k_stdin(&self, args: &[&str], stdin: &str) -> Result<String> {
+        let out = self.kubectl_stdin(args, Some(stdin))?;
+        if !out.status.success() {
+            bail!(
+                "kubectl {} failed ({}):\nstdout: {}\nstderr: {}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8(out.stdout)?)
+    }
+
+    /// Run kubectl expecting failure; returns stderr.
+    pub fn k_fail(&self, args: &[&str]) -> Result<String> {
+        let out = self.kubectl(args)?;
+        if out.status.success() {
+            bail!("kubectl {} unexpectedly succeeded: {}", args.join(" "), String::from_utf8_lossy(&out.stdout));
+        }
+        Ok(String::from_utf8(out.stderr)?)
+    }
+
+    /// kubectl `-o json` output parsed.
+    pub fn k_json(&self, args: &[&str]) -> Result<serde_json::Value> {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["-o", "json"]);
+        Ok(serde_json::from_str(&self.k(&all)?)?)
+    }
+
+    /// Kill the server with SIGKILL (no clean shutdown).
+    pub fn kill(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Stop with SIGTERM and wait for a clean exit; returns the exit status.
+    pub fn terminate(&mut self) -> Result<std::process::ExitStatus> {
+        let mut child = self.child.take().context("server not running")?;
+        let pid = child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status()?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                child.kill()?;
+                bail!("server did not stop within 15s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Start the server again on the same data directory and port.
+    pub fn restart(&mut self) -> Result<()> {
+        if self.child.is_some() {
+            self.terminate()?;
+        }
+        self.spawn(&[])
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
