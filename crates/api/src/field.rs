@@ -121,7 +121,12 @@ pub struct FieldError {
 
 impl FieldError {
     fn new(error_type: ErrorType, field: &Path, bad_value: Option<String>, detail: &str) -> Self {
-        FieldError { error_type, field: field.clone(), bad_value, detail: detail.to_owned() }
+        FieldError {
+            error_type,
+            field: field.clone(),
+            bad_value,
+            detail: detail.to_owned(),
+        }
     }
 
     /// A required field is missing.
@@ -138,7 +143,12 @@ impl FieldError {
     pub fn not_supported(field: &Path, value: impl Into<BadValue>, supported: &[&str]) -> Self {
         let quoted: Vec<String> = supported.iter().map(|s| format!("\"{s}\"")).collect();
         let detail = format!("supported values: {}", quoted.join(", "));
-        Self::new(ErrorType::NotSupported, field, Some(value.into().0), &detail)
+        Self::new(
+            ErrorType::NotSupported,
+            field,
+            Some(value.into().0),
+            &detail,
+        )
     }
 
     /// A value is duplicated.
@@ -225,7 +235,10 @@ mod tests {
 
     #[test]
     fn renders_like_upstream() {
-        let path = Path::new("spec").child("containers").index(0).child("image");
+        let path = Path::new("spec")
+            .child("containers")
+            .index(0)
+            .child("image");
         assert_eq!(
             FieldError::required(&path, "").to_string(),
             "spec.containers[0].image: Required value"

@@ -45,7 +45,11 @@ pub struct ResourceInfo {
 impl ResourceInfo {
     /// `group/version`, or just `version` for the core group.
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() { self.version.clone() } else { format!("{}/{}", self.group, self.version) }
+        if self.group.is_empty() {
+            self.version.clone()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
     }
 
     /// Whether the kind serves the named subresource.
@@ -81,9 +85,19 @@ pub struct Verbs {
 
 impl Verbs {
     /// Every verb.
-    pub const ALL: Verbs = Verbs { create: true, update: true, delete: true, read: true };
+    pub const ALL: Verbs = Verbs {
+        create: true,
+        update: true,
+        delete: true,
+        read: true,
+    };
     /// Only create (e.g. `tokenreviews`).
-    pub const CREATE_ONLY: Verbs = Verbs { create: true, update: false, delete: false, read: false };
+    pub const CREATE_ONLY: Verbs = Verbs {
+        create: true,
+        update: false,
+        delete: false,
+        read: false,
+    };
 
     /// The verb names for discovery, in upstream's order.
     pub fn names(&self) -> Vec<&'static str> {
@@ -130,7 +144,13 @@ impl Subresource {
 
     /// A `scale` subresource speaking `autoscaling/v1` Scale.
     pub fn scale() -> Self {
-        Subresource::new("scale", "Scale", "autoscaling", "v1", &["get", "patch", "update"])
+        Subresource::new(
+            "scale",
+            "Scale",
+            "autoscaling",
+            "v1",
+            &["get", "patch", "update"],
+        )
     }
 
     /// Any subresource.
@@ -210,7 +230,10 @@ pub trait Strategy: Send + Sync + 'static {
 
     /// One row's cells, matching [`Strategy::columns`].
     fn row(&self, obj: &Value, ctx: &PrintContext) -> Cells {
-        let name = obj.pointer("/metadata/name").cloned().unwrap_or(Value::String(String::new()));
+        let name = obj
+            .pointer("/metadata/name")
+            .cloned()
+            .unwrap_or(Value::String(String::new()));
         vec![name, Value::String(age(obj, ctx))]
     }
 
@@ -222,9 +245,15 @@ pub trait Strategy: Send + Sync + 'static {
     /// The value of a field selector key for an object (`None` for unsupported keys).
     fn field_value(&self, obj: &Value, key: &str) -> Option<String> {
         match key {
-            "metadata.name" => obj.pointer("/metadata/name").and_then(Value::as_str).map(str::to_owned),
+            "metadata.name" => obj
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
             "metadata.namespace" => Some(
-                obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("").to_owned(),
+                obj.pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned(),
             ),
             _ => None,
         }
@@ -281,7 +310,11 @@ pub struct KindSchema {
 
 /// `Age` cell text for an object: time since `metadata.creationTimestamp`, or `<unknown>`.
 pub fn age(obj: &Value, ctx: &PrintContext) -> String {
-    match obj.pointer("/metadata/creationTimestamp").and_then(Value::as_str).and_then(parse_rfc3339) {
+    match obj
+        .pointer("/metadata/creationTimestamp")
+        .and_then(Value::as_str)
+        .and_then(parse_rfc3339)
+    {
         Some(created) => crate::table::human_duration(ctx.now_unix - created),
         None => "<unknown>".to_owned(),
     }
@@ -316,7 +349,10 @@ mod tests {
     fn parses_rfc3339() {
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
         assert_eq!(parse_rfc3339("2024-03-01T12:30:15Z"), Some(1_709_296_215));
-        assert_eq!(parse_rfc3339("2024-03-01T12:30:15.123456Z"), Some(1_709_296_215));
+        assert_eq!(
+            parse_rfc3339("2024-03-01T12:30:15.123456Z"),
+            Some(1_709_296_215)
+        );
         assert_eq!(parse_rfc3339("garbage"), None);
     }
 
@@ -324,7 +360,16 @@ mod tests {
     fn verbs_in_discovery_order() {
         assert_eq!(
             Verbs::ALL.names(),
-            ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+            [
+                "create",
+                "delete",
+                "deletecollection",
+                "get",
+                "list",
+                "patch",
+                "update",
+                "watch"
+            ]
         );
     }
 }

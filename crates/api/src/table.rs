@@ -40,7 +40,9 @@ impl Column {
             name: Cow::Borrowed("Name"),
             type_: Cow::Borrowed("string"),
             format: Cow::Borrowed("name"),
-            description: Cow::Borrowed("Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names"),
+            description: Cow::Borrowed(
+                "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names",
+            ),
             priority: 0,
         }
     }
@@ -55,7 +57,13 @@ impl Column {
     }
 
     /// A column whose texts are only known at run time (custom resource printer columns).
-    pub fn owned(name: String, type_: String, format: String, description: String, priority: i32) -> Self {
+    pub fn owned(
+        name: String,
+        type_: String,
+        format: String,
+        description: String,
+        priority: i32,
+    ) -> Self {
         Column {
             name: Cow::Owned(name),
             type_: Cow::Owned(type_),

@@ -24,11 +24,22 @@ pub struct Cidr {
 impl std::str::FromStr for Cidr {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, String> {
-        let (addr, len) = text.split_once('/').ok_or_else(|| format!("{text:?} is not a CIDR"))?;
-        let addr: Ipv4Addr = addr.parse().map_err(|_| format!("{text:?} is not an IPv4 CIDR"))?;
-        let prefix: u8 = len.parse().ok().filter(|p| *p <= 30).ok_or_else(|| format!("{text:?} has an invalid prefix length"))?;
+        let (addr, len) = text
+            .split_once('/')
+            .ok_or_else(|| format!("{text:?} is not a CIDR"))?;
+        let addr: Ipv4Addr = addr
+            .parse()
+            .map_err(|_| format!("{text:?} is not an IPv4 CIDR"))?;
+        let prefix: u8 = len
+            .parse()
+            .ok()
+            .filter(|p| *p <= 30)
+            .ok_or_else(|| format!("{text:?} has an invalid prefix length"))?;
         let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-        Ok(Cidr { network: Ipv4Addr::from(u32::from(addr) & mask), prefix })
+        Ok(Cidr {
+            network: Ipv4Addr::from(u32::from(addr) & mask),
+            prefix,
+        })
     }
 }
 
@@ -45,7 +56,9 @@ impl Cidr {
 
     /// Whether an address is inside the block.
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+        let mask = u32::MAX
+            .checked_shl(32 - u32::from(self.prefix))
+            .unwrap_or(0);
         u32::from(ip) & mask == u32::from(self.network)
     }
 
@@ -83,7 +96,10 @@ pub enum Specific {
 impl Allocator {
     /// An allocator over `store` for `service_cidr`.
     pub fn new(store: Arc<dyn Store>, service_cidr: Cidr) -> Self {
-        Allocator { store, service_cidr }
+        Allocator {
+            store,
+            service_cidr,
+        }
     }
 
     fn ip_key(ip: Ipv4Addr) -> String {
@@ -95,7 +111,11 @@ impl Allocator {
     }
 
     async fn claim(&self, key: &str, owner: &str) -> ApiResult<Specific> {
-        match self.store.create(key, bytes::Bytes::from(owner.to_owned())).await {
+        match self
+            .store
+            .create(key, bytes::Bytes::from(owner.to_owned()))
+            .await
+        {
             Ok(_) => Ok(Specific::Allocated),
             Err(skiff_store::Error::AlreadyExists { .. }) => Ok(Specific::Taken),
             Err(e) => Err(e.into()),
@@ -118,7 +138,10 @@ impl Allocator {
                 return Ok(ip);
             }
         }
-        Err(ApiError::internal(format!("no service IPs left in {}", self.service_cidr)))
+        Err(ApiError::internal(format!(
+            "no service IPs left in {}",
+            self.service_cidr
+        )))
     }
 
     /// Claim a specific node port.
@@ -163,6 +186,9 @@ mod tests {
         assert!(!c.contains(Ipv4Addr::new(10, 44, 0, 1)));
         assert_eq!(c.size(), 65536);
         assert!("10.43.0.0".parse::<Cidr>().is_err());
-        assert_eq!("10.43.1.7/16".parse::<Cidr>().unwrap().to_string(), "10.43.0.0/16");
+        assert_eq!(
+            "10.43.1.7/16".parse::<Cidr>().unwrap().to_string(),
+            "10.43.0.0/16"
+        );
     }
 }

@@ -14,13 +14,28 @@ use crate::objects::{self, meta_str};
 use crate::state::State;
 
 /// Namespaces every cluster has.
-pub const DEFAULT_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
+pub const DEFAULT_NAMESPACES: [&str; 4] =
+    ["default", "kube-system", "kube-public", "kube-node-lease"];
 
-async fn ensure(state: &Arc<State>, group: &str, version: &str, plural: &str, obj: Value) -> ApiResult<()> {
+async fn ensure(
+    state: &Arc<State>,
+    group: &str,
+    version: &str,
+    plural: &str,
+    obj: Value,
+) -> ApiResult<()> {
     let info = state.resource(group, version, plural)?;
-    let namespace = obj.pointer("/metadata/namespace").and_then(Value::as_str).map(str::to_owned);
+    let namespace = obj
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     let name = meta_str(&obj, "name").to_owned();
-    if state.objects.get(&info, namespace.as_deref(), &name).await?.is_some() {
+    if state
+        .objects
+        .get(&info, namespace.as_deref(), &name)
+        .await?
+        .is_some()
+    {
         return Ok(());
     }
     let mut ctx = state.internal_ctx(info, namespace.as_deref(), None);
@@ -34,7 +49,14 @@ async fn ensure(state: &Arc<State>, group: &str, version: &str, plural: &str, ob
 /// Create the default objects (idempotent).
 pub async fn run(state: &Arc<State>) -> ApiResult<()> {
     for ns in DEFAULT_NAMESPACES {
-        ensure(state, "", "v1", "namespaces", json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns } })).await?;
+        ensure(
+            state,
+            "",
+            "v1",
+            "namespaces",
+            json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns } }),
+        )
+        .await?;
     }
     let first_ip = state.allocator.service_cidr.first().to_string();
     let kubernetes = json!({
@@ -66,7 +88,14 @@ pub async fn run(state: &Arc<State>) -> ApiResult<()> {
 pub async fn follow_crds(state: Arc<State>) -> ApiResult<()> {
     let info = state.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")?;
     let prefix = objects::prefix(&info, None);
-    let page = state.objects.store.range(skiff_store::RangeRequest { prefix: prefix.clone(), ..Default::default() }).await?;
+    let page = state
+        .objects
+        .store
+        .range(skiff_store::RangeRequest {
+            prefix: prefix.clone(),
+            ..Default::default()
+        })
+        .await?;
     let api_version = info.api_version();
     for kv in &page.items {
         crate::crd::register(&state, &objects::decode(kv, &api_version)?);
@@ -87,10 +116,14 @@ pub async fn follow_crds(state: Arc<State>) -> ApiResult<()> {
             };
             while let Some(event) = watch.events.recv().await {
                 revision = event.revision();
-                let Ok(crd) = objects::decode(&event.kv, &api_version) else { continue };
+                let Ok(crd) = objects::decode(&event.kv, &api_version) else {
+                    continue;
+                };
                 match event.kind {
                     EventKind::Put => crate::crd::register(&state, &crd),
-                    EventKind::Delete => state.registry.set_custom(meta_str(&crd, "name"), Vec::new()),
+                    EventKind::Delete => state
+                        .registry
+                        .set_custom(meta_str(&crd, "name"), Vec::new()),
                 }
             }
         }

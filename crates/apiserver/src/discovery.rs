@@ -7,9 +7,11 @@ use skiff_api::registry::ResourceInfo;
 use crate::registry::RegistrySnapshot;
 
 /// The `Content-Type` of aggregated discovery responses.
-pub const AGGREGATED_V2: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+pub const AGGREGATED_V2: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 /// The beta form, still requested by older clients.
-pub const AGGREGATED_V2BETA1: &str = "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList";
+pub const AGGREGATED_V2BETA1: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList";
 
 /// `/api`.
 pub fn core_versions(server_address: &str) -> Value {
@@ -21,19 +23,30 @@ pub fn core_versions(server_address: &str) -> Value {
 }
 
 fn group_doc(name: &str, versions: &[String]) -> Value {
-    let vs: Vec<Value> = versions.iter().map(|v| json!({ "groupVersion": format!("{name}/{v}"), "version": v })).collect();
+    let vs: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({ "groupVersion": format!("{name}/{v}"), "version": v }))
+        .collect();
     json!({ "name": name, "versions": vs, "preferredVersion": vs.first().cloned().unwrap_or(Value::Null) })
 }
 
 /// `/apis`.
 pub fn group_list(registry: &RegistrySnapshot) -> Value {
-    let groups: Vec<Value> = registry.groups().iter().filter(|(g, _)| !g.is_empty()).map(|(g, vs)| group_doc(g, vs)).collect();
+    let groups: Vec<Value> = registry
+        .groups()
+        .iter()
+        .filter(|(g, _)| !g.is_empty())
+        .map(|(g, vs)| group_doc(g, vs))
+        .collect();
     json!({ "kind": "APIGroupList", "apiVersion": "v1", "groups": groups })
 }
 
 /// `/apis/<group>`.
 pub fn group(registry: &RegistrySnapshot, name: &str) -> Option<Value> {
-    let (_, versions) = registry.groups().iter().find(|(g, _)| g == name && !g.is_empty())?;
+    let (_, versions) = registry
+        .groups()
+        .iter()
+        .find(|(g, _)| g == name && !g.is_empty())?;
     let mut doc = group_doc(name, versions);
     doc["kind"] = json!("APIGroup");
     doc["apiVersion"] = json!("v1");
@@ -45,7 +58,11 @@ pub fn resource_list(registry: &RegistrySnapshot, group: &str, version: &str) ->
     if !registry.has_group_version(group, version) {
         return None;
     }
-    let gv = if group.is_empty() { version.to_owned() } else { format!("{group}/{version}") };
+    let gv = if group.is_empty() {
+        version.to_owned()
+    } else {
+        format!("{group}/{version}")
+    };
     let mut resources = Vec::new();
     for info in registry.resources_in(group, version) {
         let mut r = json!({
@@ -77,7 +94,9 @@ pub fn resource_list(registry: &RegistrySnapshot, group: &str, version: &str) ->
             resources.push(s);
         }
     }
-    Some(json!({ "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources }))
+    Some(
+        json!({ "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources }),
+    )
 }
 
 fn aggregated_resource(info: &ResourceInfo) -> Value {
@@ -118,7 +137,11 @@ pub fn aggregated(registry: &RegistrySnapshot, core: bool, api_version: &str) ->
             let versions: Vec<Value> = versions
                 .iter()
                 .map(|v| {
-                    let resources: Vec<Value> = registry.resources_in(g, v).into_iter().map(|i| aggregated_resource(i)).collect();
+                    let resources: Vec<Value> = registry
+                        .resources_in(g, v)
+                        .into_iter()
+                        .map(|i| aggregated_resource(i))
+                        .collect();
                     json!({ "version": v, "resources": resources, "freshness": "Current" })
                 })
                 .collect();

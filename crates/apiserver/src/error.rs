@@ -57,7 +57,13 @@ fn details(name: &str, gr: &GroupResource) -> Value {
 
 impl ApiError {
     fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        ApiError { code, reason, message: message.into(), details: None, retry_after: None }
+        ApiError {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+            retry_after: None,
+        }
     }
 
     fn with_details(mut self, details: Value) -> Self {
@@ -67,31 +73,47 @@ impl ApiError {
 
     /// 404: `pods "x" not found`.
     pub fn not_found(gr: &GroupResource, name: &str) -> Self {
-        Self::new(404, "NotFound", format!("{gr} \"{name}\" not found")).with_details(details(name, gr))
+        Self::new(404, "NotFound", format!("{gr} \"{name}\" not found"))
+            .with_details(details(name, gr))
     }
 
     /// 404 for a path that names no resource.
     pub fn path_not_found() -> Self {
-        Self::new(404, "NotFound", "the server could not find the requested resource")
-            .with_details(json!({}))
+        Self::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
+        .with_details(json!({}))
     }
 
     /// 404 for a namespace that does not exist on create.
     pub fn namespace_not_found(namespace: &str) -> Self {
-        let gr = GroupResource { group: String::new(), resource: "namespaces".into() };
+        let gr = GroupResource {
+            group: String::new(),
+            resource: "namespaces".into(),
+        };
         Self::not_found(&gr, namespace)
     }
 
     /// 409 AlreadyExists.
     pub fn already_exists(gr: &GroupResource, name: &str) -> Self {
-        Self::new(409, "AlreadyExists", format!("{gr} \"{name}\" already exists"))
-            .with_details(details(name, gr))
+        Self::new(
+            409,
+            "AlreadyExists",
+            format!("{gr} \"{name}\" already exists"),
+        )
+        .with_details(details(name, gr))
     }
 
     /// 409 Conflict on a stale resourceVersion or failed precondition.
     pub fn conflict(gr: &GroupResource, name: &str, why: &str) -> Self {
-        Self::new(409, "Conflict", format!("Operation cannot be fulfilled on {gr} \"{name}\": {why}"))
-            .with_details(details(name, gr))
+        Self::new(
+            409,
+            "Conflict",
+            format!("Operation cannot be fulfilled on {gr} \"{name}\": {why}"),
+        )
+        .with_details(details(name, gr))
     }
 
     /// The standard stale-object conflict.
@@ -106,7 +128,11 @@ impl ApiError {
     /// 422 Invalid with one cause per field error: `Pod "x" is invalid: spec...: Required value`.
     pub fn invalid(kind: &str, group: &str, name: &str, errors: &ErrorList) -> Self {
         // Upstream prints the group-qualified kind: `Deployment.apps "web" is invalid: ...`.
-        let qualified = if group.is_empty() { kind.to_owned() } else { format!("{kind}.{group}") };
+        let qualified = if group.is_empty() {
+            kind.to_owned()
+        } else {
+            format!("{kind}.{group}")
+        };
         let rendered: Vec<String> = errors.iter().map(ToString::to_string).collect();
         let message = match rendered.as_slice() {
             [one] => format!("{qualified} \"{name}\" is invalid: {one}"),
@@ -156,7 +182,11 @@ impl ApiError {
 
     /// 406 NotAcceptable.
     pub fn not_acceptable(accepted: &str) -> Self {
-        Self::new(406, "NotAcceptable", format!("only the following media types are accepted: {accepted}"))
+        Self::new(
+            406,
+            "NotAcceptable",
+            format!("only the following media types are accepted: {accepted}"),
+        )
     }
 
     /// 415 UnsupportedMediaType.
@@ -164,7 +194,9 @@ impl ApiError {
         Self::new(
             415,
             "UnsupportedMediaType",
-            format!("the body of the request was in an unknown format - accepted media types include: {accepted} (got {got:?})"),
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: {accepted} (got {got:?})"
+            ),
         )
     }
 
@@ -213,8 +245,12 @@ impl ApiError {
     /// 500 InternalError: only for server-side failures (store IO), never for user input.
     pub fn internal(message: impl Into<String>) -> Self {
         let message = message.into();
-        Self::new(500, "InternalError", format!("Internal error occurred: {message}"))
-            .with_details(json!({ "causes": [{ "message": message }] }))
+        Self::new(
+            500,
+            "InternalError",
+            format!("Internal error occurred: {message}"),
+        )
+        .with_details(json!({ "causes": [{ "message": message }] }))
     }
 
     /// 503 ServiceUnavailable.
@@ -246,7 +282,12 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::to_vec(&self.to_status()).unwrap_or_default();
-        let mut response = (code, [(http::header::CONTENT_TYPE, "application/json")], body).into_response();
+        let mut response = (
+            code,
+            [(http::header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response();
         if let Some(secs) = self.retry_after {
             if let Ok(v) = http::HeaderValue::from_str(&secs.to_string()) {
                 response.headers_mut().insert(http::header::RETRY_AFTER, v);
@@ -261,9 +302,9 @@ impl From<skiff_store::Error> for ApiError {
     /// handlers map NotFound/AlreadyExists/Conflict/Compacted with resource context first.
     fn from(err: skiff_store::Error) -> Self {
         match err {
-            skiff_store::Error::Compacted { .. } => {
-                ApiError::expired(format!("The resourceVersion for the provided list is too old: {err}"))
-            }
+            skiff_store::Error::Compacted { .. } => ApiError::expired(format!(
+                "The resourceVersion for the provided list is too old: {err}"
+            )),
             skiff_store::Error::Unavailable { .. } => ApiError::unavailable(err.to_string()),
             other => ApiError::internal(other.to_string()),
         }
@@ -277,7 +318,10 @@ mod tests {
 
     #[test]
     fn not_found_reads_like_upstream() {
-        let gr = GroupResource { group: "apps".into(), resource: "deployments".into() };
+        let gr = GroupResource {
+            group: "apps".into(),
+            resource: "deployments".into(),
+        };
         let s = ApiError::not_found(&gr, "web").to_status();
         assert_eq!(s["message"], "deployments.apps \"web\" not found");
         assert_eq!(s["reason"], "NotFound");
@@ -287,9 +331,15 @@ mod tests {
 
     #[test]
     fn invalid_lists_causes() {
-        let errs = vec![FieldError::required(&Path::new("spec").child("containers"), "")];
+        let errs = vec![FieldError::required(
+            &Path::new("spec").child("containers"),
+            "",
+        )];
         let s = ApiError::invalid("Pod", "", "p", &errs).to_status();
-        assert_eq!(s["message"], "Pod \"p\" is invalid: spec.containers: Required value");
+        assert_eq!(
+            s["message"],
+            "Pod \"p\" is invalid: spec.containers: Required value"
+        );
         assert_eq!(s["details"]["causes"][0]["field"], "spec.containers");
         assert_eq!(s["details"]["causes"][0]["reason"], "FieldValueRequired");
     }

@@ -38,21 +38,35 @@ impl Directive {
 
 /// The unknown fields of an object, by its kind's schema.
 pub fn unknown_fields(info: &ResourceInfo, obj: &Value) -> Vec<String> {
-    let Some(kind_schema) = info.strategy.schema() else { return Vec::new() };
-    let Some(root) = kind_schema.definitions.get(&kind_schema.root) else { return Vec::new() };
+    let Some(kind_schema) = info.strategy.schema() else {
+        return Vec::new();
+    };
+    let Some(root) = kind_schema.definitions.get(&kind_schema.root) else {
+        return Vec::new();
+    };
     let mut out = Vec::new();
     schema::unknown_fields(&kind_schema.definitions, root, obj, "", &mut out);
     out
 }
 
 /// Apply the directive to found unknown fields.
-pub fn report(directive: Directive, unknown: Vec<String>, warnings: &mut Vec<String>) -> ApiResult<()> {
+pub fn report(
+    directive: Directive,
+    unknown: Vec<String>,
+    warnings: &mut Vec<String>,
+) -> ApiResult<()> {
     if unknown.is_empty() {
         return Ok(());
     }
-    let rendered: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
+    let rendered: Vec<String> = unknown
+        .iter()
+        .map(|f| format!("unknown field \"{f}\""))
+        .collect();
     match directive {
-        Directive::Strict => Err(ApiError::bad_request(format!("strict decoding error: {}", rendered.join(", ")))),
+        Directive::Strict => Err(ApiError::bad_request(format!(
+            "strict decoding error: {}",
+            rendered.join(", ")
+        ))),
         Directive::Warn => {
             warnings.extend(rendered);
             Ok(())

@@ -93,19 +93,38 @@ impl ApiServer {
     ) -> Result<ApiServer, Error> {
         let listener = tokio::net::TcpListener::bind(config.bind)
             .await
-            .map_err(|source| Error::Bind { address: config.bind, source })?;
-        let local_addr = listener.local_addr().map_err(|source| Error::Bind { address: config.bind, source })?;
+            .map_err(|source| Error::Bind {
+                address: config.bind,
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| Error::Bind {
+            address: config.bind,
+            source,
+        })?;
         let registry = Registry::new(skiff_kinds::builtin());
         let allocator = Allocator::new(store.clone(), config.service_cidr);
-        let settings = Settings { advertise_address: config.advertise_address, port: local_addr.port() };
+        let settings = Settings {
+            advertise_address: config.advertise_address,
+            port: local_addr.port(),
+        };
         let state = Arc::new(State::new(registry, Objects { store }, allocator, settings));
-        let front = Arc::new(Front::new(state.clone(), config.tokens, GIT_VERSION.to_owned()));
+        let front = Arc::new(Front::new(
+            state.clone(),
+            config.tokens,
+            GIT_VERSION.to_owned(),
+        ));
         let task = tokio::spawn(server::serve(front.clone(), listener, config.tls, shutdown));
-        bootstrap::follow_crds(state.clone()).await.map_err(Error::Bootstrap)?;
+        bootstrap::follow_crds(state.clone())
+            .await
+            .map_err(Error::Bootstrap)?;
         bootstrap::run(&state).await.map_err(Error::Bootstrap)?;
         front.ready.store(true, Ordering::Release);
         tracing::info!(address = %local_addr, "API server ready");
-        Ok(ApiServer { state, local_addr, task })
+        Ok(ApiServer {
+            state,
+            local_addr,
+            task,
+        })
     }
 
     /// Wait until the server has stopped (after shutdown).

@@ -16,7 +16,11 @@ use crate::error::{ApiError, ApiResult, GroupResource};
 
 /// The store key prefix of a resource, optionally narrowed to one namespace. Ends with `/`.
 pub fn prefix(info: &ResourceInfo, namespace: Option<&str>) -> String {
-    let group = if info.group.is_empty() { "core" } else { info.group.as_str() };
+    let group = if info.group.is_empty() {
+        "core"
+    } else {
+        info.group.as_str()
+    };
     match namespace {
         Some(ns) if info.namespaced => format!("/registry/{group}/{}/{ns}/", info.plural),
         _ => format!("/registry/{group}/{}/", info.plural),
@@ -30,7 +34,10 @@ pub fn key(info: &ResourceInfo, namespace: Option<&str>, name: &str) -> String {
 
 /// The group/resource of an info, for error messages.
 pub fn group_resource(info: &ResourceInfo) -> GroupResource {
-    GroupResource { group: info.group.clone(), resource: info.plural.clone() }
+    GroupResource {
+        group: info.group.clone(),
+        resource: info.plural.clone(),
+    }
 }
 
 /// Decode a stored object, setting `metadata.resourceVersion` and the requested apiVersion.
@@ -58,7 +65,10 @@ pub fn encode(obj: &Value) -> ApiResult<Bytes> {
 
 /// Set `metadata.resourceVersion`.
 pub fn set_resource_version(obj: &mut Value, revision: Revision) {
-    metadata_mut(obj).insert("resourceVersion".into(), Value::String(revision.to_string()));
+    metadata_mut(obj).insert(
+        "resourceVersion".into(),
+        Value::String(revision.to_string()),
+    );
 }
 
 /// The object's metadata map, created if missing or not an object.
@@ -67,7 +77,9 @@ pub fn metadata_mut(obj: &mut Value) -> &mut Map<String, Value> {
         *obj = Value::Object(Map::new());
     }
     let map = obj.as_object_mut().expect("object ensured above");
-    let meta = map.entry("metadata").or_insert_with(|| Value::Object(Map::new()));
+    let meta = map
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Map::new()));
     if !meta.is_object() {
         *meta = Value::Object(Map::new());
     }
@@ -76,7 +88,10 @@ pub fn metadata_mut(obj: &mut Value) -> &mut Map<String, Value> {
 
 /// A string field of metadata ("" when absent).
 pub fn meta_str<'a>(obj: &'a Value, field: &str) -> &'a str {
-    obj.get("metadata").and_then(|m| m.get(field)).and_then(Value::as_str).unwrap_or("")
+    obj.get("metadata")
+        .and_then(|m| m.get(field))
+        .and_then(Value::as_str)
+        .unwrap_or("")
 }
 
 /// `metadata.labels` as pairs.
@@ -84,7 +99,9 @@ pub fn labels(obj: &Value) -> std::collections::BTreeMap<String, String> {
     obj.pointer("/metadata/labels")
         .and_then(Value::as_object)
         .map(|m| {
-            m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_owned())).collect()
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_owned()))
+                .collect()
         })
         .unwrap_or_default()
 }
@@ -93,7 +110,12 @@ pub fn labels(obj: &Value) -> std::collections::BTreeMap<String, String> {
 pub fn finalizers(obj: &Value) -> Vec<String> {
     obj.pointer("/metadata/finalizers")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
         .unwrap_or_default()
 }
 

@@ -61,32 +61,110 @@ fn param(name: &str, location: &str, ty: &str, description: &str) -> Value {
 
 fn list_params() -> Vec<Value> {
     vec![
-        param("allowWatchBookmarks", "query", "boolean", "allowWatchBookmarks requests watch events with type \"BOOKMARK\"."),
-        param("continue", "query", "string", "The continue option should be set when retrieving more results from the server."),
-        param("fieldSelector", "query", "string", "A selector to restrict the list of returned objects by their fields."),
-        param("labelSelector", "query", "string", "A selector to restrict the list of returned objects by their labels."),
-        param("limit", "query", "integer", "limit is a maximum number of responses to return for a list call."),
-        param("resourceVersion", "query", "string", "resourceVersion sets a constraint on what resource versions a request may be served from."),
-        param("resourceVersionMatch", "query", "string", "resourceVersionMatch determines how resourceVersion is applied to list calls."),
-        param("sendInitialEvents", "query", "boolean", "`sendInitialEvents=true` may be set together with `watch=true`."),
-        param("timeoutSeconds", "query", "integer", "Timeout for the list/watch call."),
-        param("watch", "query", "boolean", "Watch for changes to the described resources."),
+        param(
+            "allowWatchBookmarks",
+            "query",
+            "boolean",
+            "allowWatchBookmarks requests watch events with type \"BOOKMARK\".",
+        ),
+        param(
+            "continue",
+            "query",
+            "string",
+            "The continue option should be set when retrieving more results from the server.",
+        ),
+        param(
+            "fieldSelector",
+            "query",
+            "string",
+            "A selector to restrict the list of returned objects by their fields.",
+        ),
+        param(
+            "labelSelector",
+            "query",
+            "string",
+            "A selector to restrict the list of returned objects by their labels.",
+        ),
+        param(
+            "limit",
+            "query",
+            "integer",
+            "limit is a maximum number of responses to return for a list call.",
+        ),
+        param(
+            "resourceVersion",
+            "query",
+            "string",
+            "resourceVersion sets a constraint on what resource versions a request may be served from.",
+        ),
+        param(
+            "resourceVersionMatch",
+            "query",
+            "string",
+            "resourceVersionMatch determines how resourceVersion is applied to list calls.",
+        ),
+        param(
+            "sendInitialEvents",
+            "query",
+            "boolean",
+            "`sendInitialEvents=true` may be set together with `watch=true`.",
+        ),
+        param(
+            "timeoutSeconds",
+            "query",
+            "integer",
+            "Timeout for the list/watch call.",
+        ),
+        param(
+            "watch",
+            "query",
+            "boolean",
+            "Watch for changes to the described resources.",
+        ),
     ]
 }
 
 fn write_params(patch: bool) -> Vec<Value> {
     let mut p = vec![
-        param("dryRun", "query", "string", "When present, indicates that modifications should not be persisted."),
-        param("fieldManager", "query", "string", "fieldManager is a name associated with the actor or entity that is making these changes."),
-        param("fieldValidation", "query", "string", "fieldValidation instructs the server on how to handle objects in the request containing unknown or duplicate fields."),
+        param(
+            "dryRun",
+            "query",
+            "string",
+            "When present, indicates that modifications should not be persisted.",
+        ),
+        param(
+            "fieldManager",
+            "query",
+            "string",
+            "fieldManager is a name associated with the actor or entity that is making these changes.",
+        ),
+        param(
+            "fieldValidation",
+            "query",
+            "string",
+            "fieldValidation instructs the server on how to handle objects in the request containing unknown or duplicate fields.",
+        ),
     ];
     if patch {
-        p.push(param("force", "query", "boolean", "Force is going to \"force\" Apply requests."));
+        p.push(param(
+            "force",
+            "query",
+            "boolean",
+            "Force is going to \"force\" Apply requests.",
+        ));
     }
     p
 }
 
-fn operation(info: &ResourceInfo, action: &str, id: &str, params: Vec<Value>, root_ref: &str, body: bool, patch: bool) -> Value {
+fn operation(
+    info: &ResourceInfo,
+    action: &str,
+    id: &str,
+    params: Vec<Value>,
+    root_ref: &str,
+    body: bool,
+    patch: bool,
+) -> Value {
     let mut op = json!({
         "operationId": id,
         "parameters": params,
@@ -112,37 +190,129 @@ fn operation(info: &ResourceInfo, action: &str, id: &str, params: Vec<Value>, ro
 }
 
 fn paths_for(info: &ResourceInfo, root: &str, paths: &mut Map<String, Value>) {
-    let gv_prefix = if info.group.is_empty() { format!("/api/{}", info.version) } else { format!("/apis/{}/{}", info.group, info.version) };
+    let gv_prefix = if info.group.is_empty() {
+        format!("/api/{}", info.version)
+    } else {
+        format!("/apis/{}/{}", info.group, info.version)
+    };
     let root_ref = format!("#/components/schemas/{root}");
     let (collection, item) = if info.namespaced {
-        (format!("{gv_prefix}/namespaces/{{namespace}}/{}", info.plural), format!("{gv_prefix}/namespaces/{{namespace}}/{}/{{name}}", info.plural))
+        (
+            format!("{gv_prefix}/namespaces/{{namespace}}/{}", info.plural),
+            format!(
+                "{gv_prefix}/namespaces/{{namespace}}/{}/{{name}}",
+                info.plural
+            ),
+        )
     } else {
-        (format!("{gv_prefix}/{}", info.plural), format!("{gv_prefix}/{}/{{name}}", info.plural))
+        (
+            format!("{gv_prefix}/{}", info.plural),
+            format!("{gv_prefix}/{}/{{name}}", info.plural),
+        )
     };
     let kind = &info.kind;
     let mut c = Map::new();
     let mut i = Map::new();
     if info.verbs.read {
-        c.insert("get".into(), operation(info, "list", &format!("list{kind}"), list_params(), &root_ref, false, false));
-        i.insert("get".into(), operation(info, "get", &format!("read{kind}"), vec![], &root_ref, false, false));
+        c.insert(
+            "get".into(),
+            operation(
+                info,
+                "list",
+                &format!("list{kind}"),
+                list_params(),
+                &root_ref,
+                false,
+                false,
+            ),
+        );
+        i.insert(
+            "get".into(),
+            operation(
+                info,
+                "get",
+                &format!("read{kind}"),
+                vec![],
+                &root_ref,
+                false,
+                false,
+            ),
+        );
     }
     if info.verbs.create {
-        c.insert("post".into(), operation(info, "post", &format!("create{kind}"), write_params(false), &root_ref, true, false));
+        c.insert(
+            "post".into(),
+            operation(
+                info,
+                "post",
+                &format!("create{kind}"),
+                write_params(false),
+                &root_ref,
+                true,
+                false,
+            ),
+        );
     }
     if info.verbs.update {
-        i.insert("put".into(), operation(info, "put", &format!("replace{kind}"), write_params(false), &root_ref, true, false));
-        i.insert("patch".into(), operation(info, "patch", &format!("patch{kind}"), write_params(true), &root_ref, true, true));
+        i.insert(
+            "put".into(),
+            operation(
+                info,
+                "put",
+                &format!("replace{kind}"),
+                write_params(false),
+                &root_ref,
+                true,
+                false,
+            ),
+        );
+        i.insert(
+            "patch".into(),
+            operation(
+                info,
+                "patch",
+                &format!("patch{kind}"),
+                write_params(true),
+                &root_ref,
+                true,
+                true,
+            ),
+        );
     }
     if info.verbs.delete {
-        c.insert("delete".into(), operation(info, "deletecollection", &format!("deleteCollection{kind}"), vec![], &root_ref, false, false));
-        i.insert("delete".into(), operation(info, "delete", &format!("delete{kind}"), vec![], &root_ref, false, false));
+        c.insert(
+            "delete".into(),
+            operation(
+                info,
+                "deletecollection",
+                &format!("deleteCollection{kind}"),
+                vec![],
+                &root_ref,
+                false,
+                false,
+            ),
+        );
+        i.insert(
+            "delete".into(),
+            operation(
+                info,
+                "delete",
+                &format!("delete{kind}"),
+                vec![],
+                &root_ref,
+                false,
+                false,
+            ),
+        );
     }
     let mut scope = vec![];
     if info.namespaced {
         scope.push(json!({ "name": "namespace", "in": "path", "required": true, "schema": { "type": "string" } }));
     }
     let mut named = scope.clone();
-    named.push(json!({ "name": "name", "in": "path", "required": true, "schema": { "type": "string" } }));
+    named.push(
+        json!({ "name": "name", "in": "path", "required": true, "schema": { "type": "string" } }),
+    );
     c.insert("parameters".into(), json!(scope));
     i.insert("parameters".into(), json!(named));
     paths.insert(collection, Value::Object(c));
@@ -150,9 +320,42 @@ fn paths_for(info: &ResourceInfo, root: &str, paths: &mut Map<String, Value>) {
     for sub in &info.subresources {
         if sub.name == "status" || sub.name == "scale" {
             let mut s = Map::new();
-            s.insert("get".into(), operation(info, "get", &format!("read{kind}{}", capitalize(&sub.name)), vec![], &root_ref, false, false));
-            s.insert("put".into(), operation(info, "put", &format!("replace{kind}{}", capitalize(&sub.name)), write_params(false), &root_ref, true, false));
-            s.insert("patch".into(), operation(info, "patch", &format!("patch{kind}{}", capitalize(&sub.name)), write_params(true), &root_ref, true, true));
+            s.insert(
+                "get".into(),
+                operation(
+                    info,
+                    "get",
+                    &format!("read{kind}{}", capitalize(&sub.name)),
+                    vec![],
+                    &root_ref,
+                    false,
+                    false,
+                ),
+            );
+            s.insert(
+                "put".into(),
+                operation(
+                    info,
+                    "put",
+                    &format!("replace{kind}{}", capitalize(&sub.name)),
+                    write_params(false),
+                    &root_ref,
+                    true,
+                    false,
+                ),
+            );
+            s.insert(
+                "patch".into(),
+                operation(
+                    info,
+                    "patch",
+                    &format!("patch{kind}{}", capitalize(&sub.name)),
+                    write_params(true),
+                    &root_ref,
+                    true,
+                    true,
+                ),
+            );
             s.insert("parameters".into(), json!(named));
             paths.insert(format!("{item}/{}", sub.name), Value::Object(s));
         }
@@ -161,7 +364,9 @@ fn paths_for(info: &ResourceInfo, root: &str, paths: &mut Map<String, Value>) {
 
 fn capitalize(s: &str) -> String {
     let mut c = s.chars();
-    c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
 }
 
 /// Shared meta types every document refers to.
@@ -176,13 +381,18 @@ fn document(resources: &[&Arc<ResourceInfo>], version: &str) -> Value {
     let mut schemas = Map::new();
     let mut paths = Map::new();
     for info in resources {
-        let Some(kind_schema) = info.strategy.schema() else { continue };
+        let Some(kind_schema) = info.strategy.schema() else {
+            continue;
+        };
         for (name, def) in &kind_schema.definitions {
             schemas.entry(name.clone()).or_insert_with(|| def.clone());
         }
         if let Some(root) = schemas.get_mut(&kind_schema.root) {
             let gvk = json!({ "group": info.group, "version": info.version, "kind": info.kind });
-            let list = root["x-kubernetes-group-version-kind"].as_array().cloned().unwrap_or_default();
+            let list = root["x-kubernetes-group-version-kind"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
             if !list.contains(&gvk) {
                 let mut list = list;
                 list.push(gvk);
@@ -208,7 +418,10 @@ fn to_v2(value: &Value) -> Value {
                 .map(|(k, v)| {
                     if k == "$ref" {
                         if let Some(r) = v.as_str() {
-                            return (k.clone(), json!(r.replace("#/components/schemas/", "#/definitions/")));
+                            return (
+                                k.clone(),
+                                json!(r.replace("#/components/schemas/", "#/definitions/")),
+                            );
                         }
                     }
                     (k.clone(), to_v2(v))
@@ -227,13 +440,20 @@ fn build(snapshot: &RegistrySnapshot, version: &str) -> Documents {
         for v in versions {
             let resources = snapshot.resources_in(group, v);
             let doc = document(&resources, version);
-            if let Some(schemas) = doc.pointer("/components/schemas").and_then(Value::as_object) {
+            if let Some(schemas) = doc
+                .pointer("/components/schemas")
+                .and_then(Value::as_object)
+            {
                 for (k, s) in schemas {
                     all_definitions.entry(k.clone()).or_insert_with(|| to_v2(s));
                 }
             }
             let bytes = serde_json::to_vec(&doc).unwrap_or_default();
-            let key = if group.is_empty() { format!("api/{v}") } else { format!("apis/{group}/{v}") };
+            let key = if group.is_empty() {
+                format!("api/{v}")
+            } else {
+                format!("apis/{group}/{v}")
+            };
             v3.insert(key, (hash(&bytes), Arc::new(bytes)));
         }
     }
@@ -243,7 +463,10 @@ fn build(snapshot: &RegistrySnapshot, version: &str) -> Documents {
         "paths": {},
         "definitions": all_definitions,
     });
-    Documents { v3, v2: Arc::new(serde_json::to_vec(&v2).unwrap_or_default()) }
+    Documents {
+        v3,
+        v2: Arc::new(serde_json::to_vec(&v2).unwrap_or_default()),
+    }
 }
 
 /// The `/openapi/v3` index.
@@ -251,7 +474,12 @@ pub fn v3_index(docs: &Documents) -> Value {
     let paths: Map<String, Value> = docs
         .v3
         .iter()
-        .map(|(k, (h, _))| (k.clone(), json!({ "serverRelativeURL": format!("/openapi/v3/{k}?hash={h}") })))
+        .map(|(k, (h, _))| {
+            (
+                k.clone(),
+                json!({ "serverRelativeURL": format!("/openapi/v3/{k}?hash={h}") }),
+            )
+        })
         .collect();
     json!({ "paths": paths })
 }

@@ -52,7 +52,10 @@ impl MediaType {
         let params = parts
             .filter_map(|p| {
                 let (k, v) = p.split_once('=')?;
-                Some((k.trim().to_ascii_lowercase(), v.trim().trim_matches('"').to_owned()))
+                Some((
+                    k.trim().to_ascii_lowercase(),
+                    v.trim().trim_matches('"').to_owned(),
+                ))
             })
             .collect();
         MediaType { essence, params }
@@ -60,18 +63,34 @@ impl MediaType {
 
     /// A parameter's value.
     pub fn param(&self, key: &str) -> Option<&str> {
-        self.params.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.params
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 }
 
 /// The media types listed in an `Accept` header, in order.
 pub fn accepted(headers: &HeaderMap) -> Vec<MediaType> {
-    let text = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
-    text.split(',').map(MediaType::parse).filter(|m| !m.essence.is_empty()).collect()
+    let text = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    text.split(',')
+        .map(MediaType::parse)
+        .filter(|m| !m.essence.is_empty())
+        .collect()
 }
 
 fn is_jsonish(essence: &str) -> bool {
-    matches!(essence, "application/json" | "*/*" | "application/*" | "application/json-patch+json" | "application/merge-patch+json")
+    matches!(
+        essence,
+        "application/json"
+            | "*/*"
+            | "application/*"
+            | "application/json-patch+json"
+            | "application/merge-patch+json"
+    )
 }
 
 /// Choose the representation for an object or list response.
@@ -94,7 +113,9 @@ pub fn negotiate(headers: &HeaderMap, include: Option<&str>) -> ApiResult<Output
                     return Ok(Output::Table(include));
                 }
             }
-            Some("PartialObjectMetadata" | "PartialObjectMetadataList") if media.essence == "application/json" => {
+            Some("PartialObjectMetadata" | "PartialObjectMetadataList")
+                if media.essence == "application/json" =>
+            {
                 return Ok(Output::Metadata);
             }
             Some(_) => {}
@@ -103,14 +124,18 @@ pub fn negotiate(headers: &HeaderMap, include: Option<&str>) -> ApiResult<Output
             None => {}
         }
     }
-    Err(ApiError::not_acceptable("application/json, application/yaml"))
+    Err(ApiError::not_acceptable(
+        "application/json, application/yaml",
+    ))
 }
 
 /// Serialize a value as the chosen plain format.
 pub fn respond(status: StatusCode, body: &Value, output: Output) -> Response {
     match output {
         Output::Yaml => match serde_yaml::to_string(body) {
-            Ok(text) => (status, [(header::CONTENT_TYPE, "application/yaml")], text).into_response(),
+            Ok(text) => {
+                (status, [(header::CONTENT_TYPE, "application/yaml")], text).into_response()
+            }
             Err(e) => ApiError::internal(format!("encoding yaml: {e}")).into_response(),
         },
         _ => json_response(status, body),
@@ -152,7 +177,12 @@ pub fn column_definitions(info: &ResourceInfo) -> Value {
 }
 
 /// One Table row for an object.
-pub fn table_row(info: &ResourceInfo, obj: &Value, include: IncludeObject, ctx: &PrintContext) -> Value {
+pub fn table_row(
+    info: &ResourceInfo,
+    obj: &Value,
+    include: IncludeObject,
+    ctx: &PrintContext,
+) -> Value {
     let cells = info.strategy.row(obj, ctx);
     let mut row = json!({ "cells": cells });
     match include {
@@ -172,7 +202,10 @@ pub fn table(
     with_columns: bool,
 ) -> Value {
     let ctx = print_context();
-    let rows: Vec<Value> = objects.iter().map(|o| table_row(info, o, include, &ctx)).collect();
+    let rows: Vec<Value> = objects
+        .iter()
+        .map(|o| table_row(info, o, include, &ctx))
+        .collect();
     let mut t = json!({
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
@@ -195,11 +228,19 @@ pub fn print_context() -> PrintContext {
 }
 
 /// Shape a single object response.
-pub fn object_response(status: StatusCode, info: &ResourceInfo, obj: &Value, output: Output) -> Response {
+pub fn object_response(
+    status: StatusCode,
+    info: &ResourceInfo,
+    obj: &Value,
+    output: Output,
+) -> Response {
     match output {
         Output::Table(include) => {
             let meta = json!({ "resourceVersion": obj.pointer("/metadata/resourceVersion").cloned().unwrap_or(json!("")) });
-            json_response(status, &table(info, std::slice::from_ref(obj), include, meta, true))
+            json_response(
+                status,
+                &table(info, std::slice::from_ref(obj), include, meta, true),
+            )
         }
         Output::Metadata => json_response(status, &partial_metadata(obj)),
         other => respond(status, obj, other),
@@ -207,9 +248,17 @@ pub fn object_response(status: StatusCode, info: &ResourceInfo, obj: &Value, out
 }
 
 /// Shape a list response.
-pub fn list_response(info: &ResourceInfo, items: Vec<Value>, list_meta: Value, output: Output) -> Response {
+pub fn list_response(
+    info: &ResourceInfo,
+    items: Vec<Value>,
+    list_meta: Value,
+    output: Output,
+) -> Response {
     match output {
-        Output::Table(include) => json_response(StatusCode::OK, &table(info, &items, include, list_meta, true)),
+        Output::Table(include) => json_response(
+            StatusCode::OK,
+            &table(info, &items, include, list_meta, true),
+        ),
         Output::Metadata => {
             let items: Vec<Value> = items.iter().map(partial_metadata).collect();
             json_response(
@@ -241,8 +290,13 @@ mod tests {
 
     #[test]
     fn kubectl_table_accept() {
-        let h = headers("application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json");
-        assert_eq!(negotiate(&h, None).unwrap(), Output::Table(IncludeObject::Metadata));
+        let h = headers(
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json",
+        );
+        assert_eq!(
+            negotiate(&h, None).unwrap(),
+            Output::Table(IncludeObject::Metadata)
+        );
     }
 
     #[test]

@@ -28,7 +28,11 @@ impl PatchKind {
             "application/json-patch+json" => Ok(PatchKind::Json),
             "application/merge-patch+json" => Ok(PatchKind::Merge),
             "application/strategic-merge-patch+json" => Ok(PatchKind::Strategic),
-            "application/apply-patch+yaml" | "application/apply-patch+cbor" if media.essence.ends_with("yaml") => Ok(PatchKind::Apply),
+            "application/apply-patch+yaml" | "application/apply-patch+cbor"
+                if media.essence.ends_with("yaml") =>
+            {
+                Ok(PatchKind::Apply)
+            }
             other => Err(ApiError::unsupported_media_type(other, ACCEPTED)),
         }
     }
@@ -43,7 +47,9 @@ pub fn parse(kind: PatchKind, body: &[u8]) -> ApiResult<Value> {
     let value = parsed.map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
     match (kind, &value) {
         (PatchKind::Json, Value::Array(_)) => Ok(value),
-        (PatchKind::Json, _) => Err(ApiError::bad_request("json patch must be a JSON array of operations")),
+        (PatchKind::Json, _) => Err(ApiError::bad_request(
+            "json patch must be a JSON array of operations",
+        )),
         (_, Value::Object(_)) => Ok(value),
         _ => Err(ApiError::bad_request("the patch must be a JSON object")),
     }
@@ -55,11 +61,18 @@ pub fn strategic_supported(definition: Option<&str>) -> bool {
 }
 
 /// Apply a parsed patch to an object.
-pub fn apply(kind: PatchKind, doc: &Value, patch: &Value, definition: Option<&str>) -> ApiResult<Value> {
+pub fn apply(
+    kind: PatchKind,
+    doc: &Value,
+    patch: &Value,
+    definition: Option<&str>,
+) -> ApiResult<Value> {
     let result = match kind {
         PatchKind::Json => skiff_api::patch::apply_json_patch(doc, patch),
         PatchKind::Merge => Ok(skiff_api::patch::apply_merge_patch(doc, patch)),
-        PatchKind::Strategic => skiff_api::patch::apply_strategic_merge_patch(doc, patch, definition.unwrap_or("")),
+        PatchKind::Strategic => {
+            skiff_api::patch::apply_strategic_merge_patch(doc, patch, definition.unwrap_or(""))
+        }
         PatchKind::Apply => Ok(skiff_api::patch::apply_merge_patch(doc, patch)),
     };
     result.map_err(|e| match e.status_code() {

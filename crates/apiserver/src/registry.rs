@@ -31,7 +31,14 @@ impl RegistrySnapshot {
                 }
                 None => groups.push((info.group.clone(), vec![info.version.clone()])),
             }
-            by_path.insert((info.group.clone(), info.version.clone(), info.plural.clone()), info);
+            by_path.insert(
+                (
+                    info.group.clone(),
+                    info.version.clone(),
+                    info.plural.clone(),
+                ),
+                info,
+            );
         }
         for (_, versions) in &mut groups {
             versions.sort_by(|a, b| version_priority(b).cmp(&version_priority(a)));
@@ -41,7 +48,8 @@ impl RegistrySnapshot {
 
     /// The resource served at `group/version/plural`.
     pub fn get(&self, group: &str, version: &str, plural: &str) -> Option<&Arc<ResourceInfo>> {
-        self.by_path.get(&(group.to_owned(), version.to_owned(), plural.to_owned()))
+        self.by_path
+            .get(&(group.to_owned(), version.to_owned(), plural.to_owned()))
     }
 
     /// Every resource of one group version, in plural order.
@@ -60,7 +68,9 @@ impl RegistrySnapshot {
 
     /// Whether a group version is served.
     pub fn has_group_version(&self, group: &str, version: &str) -> bool {
-        self.groups.iter().any(|(g, vs)| g == group && vs.iter().any(|v| v == version))
+        self.groups
+            .iter()
+            .any(|(g, vs)| g == group && vs.iter().any(|v| v == version))
     }
 
     /// The resource for a group/kind in any version, preferring the group's preferred version.
@@ -82,7 +92,9 @@ impl RegistrySnapshot {
 /// Kubernetes version ordering: GA > beta > alpha, then by number (upstream
 /// `version.CompareKubeAwareVersionStrings`).
 pub fn version_priority(version: &str) -> (u8, u32, u32) {
-    let Some(rest) = version.strip_prefix('v') else { return (0, 0, 0) };
+    let Some(rest) = version.strip_prefix('v') else {
+        return (0, 0, 0);
+    };
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
     let major: u32 = digits.parse().unwrap_or(0);
     let tail = &rest[digits.len()..];
@@ -112,7 +124,11 @@ impl Registry {
     pub fn new(builtin: Vec<ResourceInfo>) -> Self {
         let builtin: Vec<Arc<ResourceInfo>> = builtin.into_iter().map(Arc::new).collect();
         let current = RwLock::new(Arc::new(RegistrySnapshot::build(builtin.clone())));
-        Registry { builtin, custom: RwLock::new(BTreeMap::new()), current }
+        Registry {
+            builtin,
+            custom: RwLock::new(BTreeMap::new()),
+            current,
+        }
     }
 
     /// The current view.
@@ -126,7 +142,10 @@ impl Registry {
         if resources.is_empty() {
             custom.remove(crd_name);
         } else {
-            custom.insert(crd_name.to_owned(), resources.into_iter().map(Arc::new).collect());
+            custom.insert(
+                crd_name.to_owned(),
+                resources.into_iter().map(Arc::new).collect(),
+            );
         }
         let mut all = self.builtin.clone();
         for infos in custom.values() {

@@ -87,8 +87,19 @@ pub fn parse_resource_path(path: &str) -> Option<ResourcePath> {
     }
     let resource = (*rest.first()?).to_owned();
     let name = rest.get(1).map(|s| (*s).to_owned());
-    let subresource = if rest.len() > 2 { Some(rest[2..].join("/")) } else { None };
-    Some(ResourcePath { group, version, namespace, resource, name, subresource })
+    let subresource = if rest.len() > 2 {
+        Some(rest[2..].join("/"))
+    } else {
+        None
+    };
+    Some(ResourcePath {
+        group,
+        version,
+        namespace,
+        resource,
+        name,
+        subresource,
+    })
 }
 
 /// Query parameters as a map (last one wins), decoded.
@@ -123,7 +134,9 @@ impl Query {
         match self.non_empty(key) {
             None => Ok(None),
             Some(v) => v.parse().map(Some).map_err(|_| {
-                ApiError::bad_request(format!("invalid value {v:?} for query parameter {key}: must be an integer"))
+                ApiError::bad_request(format!(
+                    "invalid value {v:?} for query parameter {key}: must be an integer"
+                ))
             }),
         }
     }
@@ -157,7 +170,10 @@ mod tests {
         assert_eq!(r.name.as_deref(), Some("web"));
         assert_eq!(r.subresource.as_deref(), Some("status"));
         let r = p("/apis/apps/v1/namespaces/x/deployments");
-        assert_eq!((r.group.as_str(), r.resource.as_str(), r.name), ("apps", "deployments", None));
+        assert_eq!(
+            (r.group.as_str(), r.resource.as_str(), r.name),
+            ("apps", "deployments", None)
+        );
     }
 
     #[test]

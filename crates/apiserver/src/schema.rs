@@ -32,7 +32,11 @@ fn type_matches(ty: &str, v: &Value) -> bool {
         "object" => v.is_object(),
         "array" => v.is_array(),
         "string" => v.is_string(),
-        "integer" => v.as_i64().is_some() || v.as_u64().is_some() || v.as_f64().is_some_and(|f| f.fract() == 0.0),
+        "integer" => {
+            v.as_i64().is_some()
+                || v.as_u64().is_some()
+                || v.as_f64().is_some_and(|f| f.fract() == 0.0)
+        }
         "number" => v.is_number(),
         "boolean" => v.is_boolean(),
         _ => true,
@@ -48,47 +52,89 @@ pub fn validate(schema: &Value, value: &Value, path: &Path, errors: &mut ErrorLi
         }
         if schema.get("type").is_some() {
             let ty = schema["type"].as_str().unwrap_or("");
-            errors.push(FieldError::invalid(path, skiff_api::field::BadValue("null".into()), &format!("{body_path} in body must be of type {ty}: \"null\"")));
+            errors.push(FieldError::invalid(
+                path,
+                skiff_api::field::BadValue("null".into()),
+                &format!("{body_path} in body must be of type {ty}: \"null\""),
+            ));
         }
         return;
     }
-    let int_or_string = schema.get("x-kubernetes-int-or-string").and_then(Value::as_bool) == Some(true);
+    let int_or_string = schema
+        .get("x-kubernetes-int-or-string")
+        .and_then(Value::as_bool)
+        == Some(true);
     if int_or_string {
         if !(value.is_string() || type_matches("integer", value)) {
-            errors.push(FieldError::invalid(path, skiff_api::field::BadValue(render(value)), &format!("{body_path} in body must be of type integer,string: {}", render(value))));
+            errors.push(FieldError::invalid(
+                path,
+                skiff_api::field::BadValue(render(value)),
+                &format!(
+                    "{body_path} in body must be of type integer,string: {}",
+                    render(value)
+                ),
+            ));
         }
     } else if let Some(ty) = schema.get("type").and_then(Value::as_str) {
         if !type_matches(ty, value) {
             errors.push(FieldError::invalid(
                 path,
                 skiff_api::field::BadValue(render(value)),
-                &format!("{body_path} in body must be of type {ty}: \"{}\"", type_name_for_message(value)),
+                &format!(
+                    "{body_path} in body must be of type {ty}: \"{}\"",
+                    type_name_for_message(value)
+                ),
             ));
             return;
         }
     }
     if let Some(options) = schema.get("enum").and_then(Value::as_array) {
         if !options.contains(value) {
-            let supported: Vec<String> = options.iter().map(|o| o.as_str().map_or(o.to_string(), str::to_owned)).collect();
+            let supported: Vec<String> = options
+                .iter()
+                .map(|o| o.as_str().map_or(o.to_string(), str::to_owned))
+                .collect();
             let refs: Vec<&str> = supported.iter().map(String::as_str).collect();
-            errors.push(FieldError::not_supported(path, skiff_api::field::BadValue(render(value)), &refs));
+            errors.push(FieldError::not_supported(
+                path,
+                skiff_api::field::BadValue(render(value)),
+                &refs,
+            ));
         }
     }
     match value {
         Value::Number(n) => {
             let x = n.as_f64().unwrap_or(0.0);
             if let Some(min) = schema.get("minimum").and_then(Value::as_f64) {
-                let exclusive = schema.get("exclusiveMinimum").and_then(Value::as_bool) == Some(true);
+                let exclusive =
+                    schema.get("exclusiveMinimum").and_then(Value::as_bool) == Some(true);
                 if x < min || (exclusive && x == min) {
-                    let op = if exclusive { "greater than" } else { "greater than or equal to" };
-                    errors.push(FieldError::invalid(path, skiff_api::field::BadValue(n.to_string()), &format!("{body_path} in body should be {op} {}", fmt_num(min))));
+                    let op = if exclusive {
+                        "greater than"
+                    } else {
+                        "greater than or equal to"
+                    };
+                    errors.push(FieldError::invalid(
+                        path,
+                        skiff_api::field::BadValue(n.to_string()),
+                        &format!("{body_path} in body should be {op} {}", fmt_num(min)),
+                    ));
                 }
             }
             if let Some(max) = schema.get("maximum").and_then(Value::as_f64) {
-                let exclusive = schema.get("exclusiveMaximum").and_then(Value::as_bool) == Some(true);
+                let exclusive =
+                    schema.get("exclusiveMaximum").and_then(Value::as_bool) == Some(true);
                 if x > max || (exclusive && x == max) {
-                    let op = if exclusive { "less than" } else { "less than or equal to" };
-                    errors.push(FieldError::invalid(path, skiff_api::field::BadValue(n.to_string()), &format!("{body_path} in body should be {op} {}", fmt_num(max))));
+                    let op = if exclusive {
+                        "less than"
+                    } else {
+                        "less than or equal to"
+                    };
+                    errors.push(FieldError::invalid(
+                        path,
+                        skiff_api::field::BadValue(n.to_string()),
+                        &format!("{body_path} in body should be {op} {}", fmt_num(max)),
+                    ));
                 }
             }
         }
@@ -96,7 +142,11 @@ pub fn validate(schema: &Value, value: &Value, path: &Path, errors: &mut ErrorLi
             let len = s.chars().count() as u64;
             if let Some(min) = schema.get("minLength").and_then(Value::as_u64) {
                 if len < min {
-                    errors.push(FieldError::invalid(path, s.as_str(), &format!("{body_path} in body should be at least {min} chars long")));
+                    errors.push(FieldError::invalid(
+                        path,
+                        s.as_str(),
+                        &format!("{body_path} in body should be at least {min} chars long"),
+                    ));
                 }
             }
             if let Some(max) = schema.get("maxLength").and_then(Value::as_u64) {
@@ -107,7 +157,11 @@ pub fn validate(schema: &Value, value: &Value, path: &Path, errors: &mut ErrorLi
             if let Some(pattern) = schema.get("pattern").and_then(Value::as_str) {
                 if let Ok(re) = regex::Regex::new(pattern) {
                     if !re.is_match(s) {
-                        errors.push(FieldError::invalid(path, s.as_str(), &format!("{body_path} in body should match '{pattern}'")));
+                        errors.push(FieldError::invalid(
+                            path,
+                            s.as_str(),
+                            &format!("{body_path} in body should match '{pattern}'"),
+                        ));
                     }
                 }
             }
@@ -115,7 +169,11 @@ pub fn validate(schema: &Value, value: &Value, path: &Path, errors: &mut ErrorLi
         Value::Array(items) => {
             if let Some(min) = schema.get("minItems").and_then(Value::as_u64) {
                 if (items.len() as u64) < min {
-                    errors.push(FieldError::invalid(path, items.len(), &format!("{body_path} in body should have at least {min} items")));
+                    errors.push(FieldError::invalid(
+                        path,
+                        items.len(),
+                        &format!("{body_path} in body should have at least {min} items"),
+                    ));
                 }
             }
             if let Some(max) = schema.get("maxItems").and_then(Value::as_u64) {
@@ -139,7 +197,11 @@ pub fn validate(schema: &Value, value: &Value, path: &Path, errors: &mut ErrorLi
             }
             if let Some(min) = schema.get("minProperties").and_then(Value::as_u64) {
                 if (map.len() as u64) < min {
-                    errors.push(FieldError::invalid(path, map.len(), &format!("{body_path} in body should have at least {min} properties")));
+                    errors.push(FieldError::invalid(
+                        path,
+                        map.len(),
+                        &format!("{body_path} in body should have at least {min} properties"),
+                    ));
                 }
             }
             if let Some(max) = schema.get("maxProperties").and_then(Value::as_u64) {
@@ -162,12 +224,19 @@ pub fn validate(schema: &Value, value: &Value, path: &Path, errors: &mut ErrorLi
 }
 
 fn fmt_num(x: f64) -> String {
-    if x.fract() == 0.0 { format!("{}", x as i64) } else { x.to_string() }
+    if x.fract() == 0.0 {
+        format!("{}", x as i64)
+    } else {
+        x.to_string()
+    }
 }
 
 /// Whether a schema keeps fields it does not declare.
 fn preserves_unknown(schema: &Value) -> bool {
-    schema.get("x-kubernetes-preserve-unknown-fields").and_then(Value::as_bool) == Some(true)
+    schema
+        .get("x-kubernetes-preserve-unknown-fields")
+        .and_then(Value::as_bool)
+        == Some(true)
 }
 
 /// Remove fields the schema does not declare (upstream pruning), returning their paths.
@@ -175,13 +244,21 @@ fn preserves_unknown(schema: &Value) -> bool {
 pub fn prune(schema: &Value, value: &mut Value, path: &str, root: bool, pruned: &mut Vec<String>) {
     match value {
         Value::Object(map) => {
-            let embedded = schema.get("x-kubernetes-embedded-resource").and_then(Value::as_bool) == Some(true);
+            let embedded = schema
+                .get("x-kubernetes-embedded-resource")
+                .and_then(Value::as_bool)
+                == Some(true);
             let props = schema.get("properties").and_then(Value::as_object);
             let additional = schema.get("additionalProperties");
-            let keep_unknown = preserves_unknown(schema) || additional.is_some_and(|a| a.as_bool() == Some(true));
+            let keep_unknown =
+                preserves_unknown(schema) || additional.is_some_and(|a| a.as_bool() == Some(true));
             let keys: Vec<String> = map.keys().cloned().collect();
             for k in keys {
-                let child_path = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let child_path = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 if (root || embedded) && matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
                     continue;
                 }
@@ -245,7 +322,13 @@ pub fn apply_defaults(schema: &Value, value: &mut Value) {
 
 /// Unknown fields of `value` per a schema with `$ref`s into `definitions`, as upstream's
 /// strict decoding reports them (`spec.foo`, `spec.containers[0].bar`).
-pub fn unknown_fields(definitions: &Map<String, Value>, schema: &Value, value: &Value, path: &str, out: &mut Vec<String>) {
+pub fn unknown_fields(
+    definitions: &Map<String, Value>,
+    schema: &Value,
+    value: &Value,
+    path: &str,
+    out: &mut Vec<String>,
+) {
     let schema = resolve(definitions, schema);
     if preserves_unknown(schema) {
         return;
@@ -258,7 +341,11 @@ pub fn unknown_fields(definitions: &Map<String, Value>, schema: &Value, value: &
                 return;
             }
             for (k, v) in map {
-                let child = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let child = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 if let Some(s) = props.and_then(|p| p.get(k)) {
                     unknown_fields(definitions, s, v, &child, out);
                 } else if let Some(s) = additional {
@@ -284,9 +371,17 @@ pub fn resolve<'a>(definitions: &'a Map<String, Value>, schema: &'a Value) -> &'
     let mut current = schema;
     for _ in 0..8 {
         let reference = current.get("$ref").and_then(Value::as_str).or_else(|| {
-            current.get("allOf").and_then(Value::as_array).filter(|a| a.len() == 1).and_then(|a| a[0].get("$ref")).and_then(Value::as_str)
+            current
+                .get("allOf")
+                .and_then(Value::as_array)
+                .filter(|a| a.len() == 1)
+                .and_then(|a| a[0].get("$ref"))
+                .and_then(Value::as_str)
         });
-        match reference.and_then(|r| r.rsplit('/').next()).and_then(|name| definitions.get(name)) {
+        match reference
+            .and_then(|r| r.rsplit('/').next())
+            .and_then(|name| definitions.get(name))
+        {
             Some(next) => current = next,
             None => break,
         }
@@ -321,20 +416,47 @@ mod tests {
     #[test]
     fn type_errors_read_like_upstream() {
         let mut errors = Vec::new();
-        validate(&schema(), &json!({ "spec": { "image": "x", "replicas": "three" } }), &Path::default(), &mut errors);
+        validate(
+            &schema(),
+            &json!({ "spec": { "image": "x", "replicas": "three" } }),
+            &Path::default(),
+            &mut errors,
+        );
         assert_eq!(errors.len(), 1);
-        assert_eq!(errors[0].to_string(), "spec.replicas: Invalid value: \"three\": spec.replicas in body must be of type integer: \"string\"");
+        assert_eq!(
+            errors[0].to_string(),
+            "spec.replicas: Invalid value: \"three\": spec.replicas in body must be of type integer: \"string\""
+        );
     }
 
     #[test]
     fn required_enum_and_ranges() {
         let mut errors = Vec::new();
-        validate(&schema(), &json!({ "spec": { "replicas": 11, "mode": "c", "port": true } }), &Path::default(), &mut errors);
+        validate(
+            &schema(),
+            &json!({ "spec": { "replicas": 11, "mode": "c", "port": true } }),
+            &Path::default(),
+            &mut errors,
+        );
         let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        assert!(text.contains(&"spec.image: Required value".to_owned()), "{text:?}");
-        assert!(text.iter().any(|t| t.contains("should be less than or equal to 10")), "{text:?}");
-        assert!(text.iter().any(|t| t.starts_with("spec.mode: Unsupported value: \"c\"")), "{text:?}");
-        assert!(text.iter().any(|t| t.contains("integer,string")), "{text:?}");
+        assert!(
+            text.contains(&"spec.image: Required value".to_owned()),
+            "{text:?}"
+        );
+        assert!(
+            text.iter()
+                .any(|t| t.contains("should be less than or equal to 10")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter()
+                .any(|t| t.starts_with("spec.mode: Unsupported value: \"c\"")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter().any(|t| t.contains("integer,string")),
+            "{text:?}"
+        );
     }
 
     #[test]

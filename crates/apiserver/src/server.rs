@@ -54,7 +54,13 @@ pub struct Front {
 impl Front {
     /// A front over `state`.
     pub fn new(state: Arc<State>, tokens: Vec<(String, Identity)>, git_version: String) -> Self {
-        Front { state, tokens, ready: AtomicBool::new(false), git_version, openapi: openapi::Cache::default() }
+        Front {
+            state,
+            tokens,
+            ready: AtomicBool::new(false),
+            git_version,
+            openapi: openapi::Cache::default(),
+        }
     }
 }
 
@@ -87,13 +93,22 @@ async fn readyz(AxState(front): AxState<Arc<Front>>) -> Response {
     if front.ready.load(Ordering::Acquire) {
         "ok".into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "[-]bootstrap not finished\nreadyz check failed").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "[-]bootstrap not finished\nreadyz check failed",
+        )
+            .into_response()
     }
 }
 
 async fn version(AxState(front): AxState<Arc<Front>>) -> Response {
     let v = &front.git_version;
-    let minor = v.trim_start_matches('v').split('.').nth(1).unwrap_or("35").to_owned();
+    let minor = v
+        .trim_start_matches('v')
+        .split('.')
+        .nth(1)
+        .unwrap_or("35")
+        .to_owned();
     output::json_response(
         StatusCode::OK,
         &json!({
@@ -123,14 +138,18 @@ fn arch() -> &'static str {
 /// Which aggregated discovery version the client asked for, if any.
 fn wants_aggregated(headers: &HeaderMap) -> Option<&'static str> {
     for media in output::accepted(headers) {
-        if media.param("as") == Some("APIGroupDiscoveryList") && media.param("g") == Some("apidiscovery.k8s.io") {
+        if media.param("as") == Some("APIGroupDiscoveryList")
+            && media.param("g") == Some("apidiscovery.k8s.io")
+        {
             match media.param("v") {
                 Some("v2") => return Some(discovery::AGGREGATED_V2),
                 Some("v2beta1") => return Some(discovery::AGGREGATED_V2BETA1),
                 _ => {}
             }
         }
-        if media.param("as").is_none() && matches!(media.essence.as_str(), "application/json" | "*/*") {
+        if media.param("as").is_none()
+            && matches!(media.essence.as_str(), "application/json" | "*/*")
+        {
             return None;
         }
     }
@@ -138,17 +157,32 @@ fn wants_aggregated(headers: &HeaderMap) -> Option<&'static str> {
 }
 
 fn aggregated_response(front: &Front, core: bool, content_type: &'static str) -> Response {
-    let api_version = if content_type == discovery::AGGREGATED_V2 { "apidiscovery.k8s.io/v2" } else { "apidiscovery.k8s.io/v2beta1" };
+    let api_version = if content_type == discovery::AGGREGATED_V2 {
+        "apidiscovery.k8s.io/v2"
+    } else {
+        "apidiscovery.k8s.io/v2beta1"
+    };
     let doc = discovery::aggregated(&front.state.registry.snapshot(), core, api_version);
     let body = serde_json::to_vec(&doc).unwrap_or_default();
-    (StatusCode::OK, [(header::CONTENT_TYPE, content_type), (header::VARY, "Accept")], body).into_response()
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::VARY, "Accept"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 async fn api_root(AxState(front): AxState<Arc<Front>>, headers: HeaderMap) -> Response {
     if let Some(ct) = wants_aggregated(&headers) {
         return aggregated_response(&front, true, ct);
     }
-    let address = format!("{}:{}", front.state.settings.advertise_address, front.state.settings.port);
+    let address = format!(
+        "{}:{}",
+        front.state.settings.advertise_address, front.state.settings.port
+    );
     output::json_response(StatusCode::OK, &discovery::core_versions(&address))
 }
 
@@ -156,10 +190,16 @@ async fn apis_root(AxState(front): AxState<Arc<Front>>, headers: HeaderMap) -> R
     if let Some(ct) = wants_aggregated(&headers) {
         return aggregated_response(&front, false, ct);
     }
-    output::json_response(StatusCode::OK, &discovery::group_list(&front.state.registry.snapshot()))
+    output::json_response(
+        StatusCode::OK,
+        &discovery::group_list(&front.state.registry.snapshot()),
+    )
 }
 
-async fn core_version(AxState(front): AxState<Arc<Front>>, UrlPath(version): UrlPath<String>) -> Response {
+async fn core_version(
+    AxState(front): AxState<Arc<Front>>,
+    UrlPath(version): UrlPath<String>,
+) -> Response {
     match discovery::resource_list(&front.state.registry.snapshot(), "", &version) {
         Some(doc) => output::json_response(StatusCode::OK, &doc),
         None => ApiError::path_not_found().into_response(),
@@ -173,7 +213,10 @@ async fn group(AxState(front): AxState<Arc<Front>>, UrlPath(group): UrlPath<Stri
     }
 }
 
-async fn group_version(AxState(front): AxState<Arc<Front>>, UrlPath((group, version)): UrlPath<(String, String)>) -> Response {
+async fn group_version(
+    AxState(front): AxState<Arc<Front>>,
+    UrlPath((group, version)): UrlPath<(String, String)>,
+) -> Response {
     match discovery::resource_list(&front.state.registry.snapshot(), &group, &version) {
         Some(doc) => output::json_response(StatusCode::OK, &doc),
         None => ApiError::path_not_found().into_response(),
@@ -181,13 +224,20 @@ async fn group_version(AxState(front): AxState<Arc<Front>>, UrlPath((group, vers
 }
 
 fn openapi_docs(front: &Front) -> Arc<openapi::Documents> {
-    front.openapi.documents(&front.state.registry.snapshot(), &front.git_version)
+    front
+        .openapi
+        .documents(&front.state.registry.snapshot(), &front.git_version)
 }
 
 async fn openapi_v2(AxState(front): AxState<Arc<Front>>) -> Response {
     let docs = tokio::task::spawn_blocking(move || openapi_docs(&front)).await;
     match docs {
-        Ok(docs) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], docs.v2.as_ref().clone()).into_response(),
+        Ok(docs) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            docs.v2.as_ref().clone(),
+        )
+            .into_response(),
         Err(_) => ApiError::internal("building the OpenAPI document failed").into_response(),
     }
 }
@@ -200,13 +250,22 @@ async fn openapi_v3_index(AxState(front): AxState<Arc<Front>>) -> Response {
     }
 }
 
-async fn openapi_v3(AxState(front): AxState<Arc<Front>>, UrlPath(path): UrlPath<String>) -> Response {
+async fn openapi_v3(
+    AxState(front): AxState<Arc<Front>>,
+    UrlPath(path): UrlPath<String>,
+) -> Response {
     let docs = tokio::task::spawn_blocking(move || openapi_docs(&front)).await;
-    let Ok(docs) = docs else { return ApiError::internal("building the OpenAPI document failed").into_response() };
+    let Ok(docs) = docs else {
+        return ApiError::internal("building the OpenAPI document failed").into_response();
+    };
     match docs.v3.get(path.trim_end_matches('/')) {
         Some((hash, bytes)) => (
             StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/json".to_owned()), (header::ETAG, format!("\"{hash}\"")), (header::CACHE_CONTROL, "public, immutable".to_owned())],
+            [
+                (header::CONTENT_TYPE, "application/json".to_owned()),
+                (header::ETAG, format!("\"{hash}\"")),
+                (header::CACHE_CONTROL, "public, immutable".to_owned()),
+            ],
             bytes.as_ref().clone(),
         )
             .into_response(),
@@ -226,7 +285,12 @@ fn authenticate(front: &Front, headers: &HeaderMap, cert_identity: &Identity) ->
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
     {
-        return front.tokens.iter().find(|(t, _)| t == token.trim()).map(|(_, id)| id.clone()).unwrap_or(Identity::Anonymous);
+        return front
+            .tokens
+            .iter()
+            .find(|(t, _)| t == token.trim())
+            .map(|(_, id)| id.clone())
+            .unwrap_or(Identity::Anonymous);
     }
     cert_identity.clone()
 }
@@ -281,23 +345,32 @@ pub async fn serve(
                 .peer_certificates()
                 .and_then(|certs| certs.first())
                 .and_then(|cert| skiff_pki::parse_client_identity(cert.as_ref()).ok())
-                .map(|id| Identity::User { name: id.user, groups: id.groups })
+                .map(|id| Identity::User {
+                    name: id.user,
+                    groups: id.groups,
+                })
                 .unwrap_or(Identity::Anonymous);
-            let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
-                let app = app.clone();
-                let front = front.clone();
-                let cert_identity = cert_identity.clone();
-                async move {
-                    let identity = authenticate(&front, request.headers(), &cert_identity);
-                    if identity == Identity::Anonymous && !public_path(request.uri().path()) {
-                        return Ok::<_, std::convert::Infallible>(ApiError::unauthorized().into_response());
+            let service =
+                hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                    let app = app.clone();
+                    let front = front.clone();
+                    let cert_identity = cert_identity.clone();
+                    async move {
+                        let identity = authenticate(&front, request.headers(), &cert_identity);
+                        if identity == Identity::Anonymous && !public_path(request.uri().path()) {
+                            return Ok::<_, std::convert::Infallible>(
+                                ApiError::unauthorized().into_response(),
+                            );
+                        }
+                        let (mut parts, body) = request.into_parts();
+                        parts.extensions.insert(identity);
+                        let request = http::Request::from_parts(parts, Body::new(body));
+                        Ok(app
+                            .oneshot(request)
+                            .await
+                            .unwrap_or_else(|never| match never {}))
                     }
-                    let (mut parts, body) = request.into_parts();
-                    parts.extensions.insert(identity);
-                    let request = http::Request::from_parts(parts, Body::new(body));
-                    Ok(app.oneshot(request).await.unwrap_or_else(|never| match never {}))
-                }
-            });
+                });
             let builder = Builder::new(TokioExecutor::new());
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
             tokio::pin!(conn);

@@ -13,7 +13,9 @@ pub fn rfc3339_after(seconds: i64) -> String {
 
 /// Now with microseconds, as `metav1.MicroTime` (events, leases).
 pub fn now_micro() -> String {
-    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S.%6fZ").to_string()
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%S.%6fZ")
+        .to_string()
 }
 
 #[cfg(test)]

@@ -70,7 +70,9 @@ fn default_data_dir() -> PathBuf {
 
 fn is_root() -> bool {
     // The effective uid is the owner of /proc/self.
-    std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false)
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
 }
 
 impl ServerArgs {
@@ -87,21 +89,25 @@ impl ServerArgs {
         if self.https_port == 0 {
             problems.push("--https-port: must be between 1 and 65535".to_owned());
         }
-        let advertise_address = self.advertise_address.unwrap_or_else(|| match self.bind_address {
-            IpAddr::V4(v4) if !v4.is_unspecified() => v4,
-            _ => skiff_pki::host_addresses()
-                .into_iter()
-                .find_map(|ip| match ip {
-                    IpAddr::V4(v4) if !v4.is_loopback() => Some(v4),
-                    _ => None,
-                })
-                .unwrap_or(Ipv4Addr::LOCALHOST),
-        });
+        let advertise_address = self
+            .advertise_address
+            .unwrap_or_else(|| match self.bind_address {
+                IpAddr::V4(v4) if !v4.is_unspecified() => v4,
+                _ => skiff_pki::host_addresses()
+                    .into_iter()
+                    .find_map(|ip| match ip {
+                        IpAddr::V4(v4) if !v4.is_loopback() => Some(v4),
+                        _ => None,
+                    })
+                    .unwrap_or(Ipv4Addr::LOCALHOST),
+            });
         let (Some(service_cidr), true) = (service_cidr, problems.is_empty()) else {
             return Err(Error::Config(problems));
         };
         let data_dir = self.data_dir.unwrap_or_else(default_data_dir);
-        let kubeconfig = self.write_kubeconfig.unwrap_or_else(|| data_dir.join("kubeconfig.yaml"));
+        let kubeconfig = self
+            .write_kubeconfig
+            .unwrap_or_else(|| data_dir.join("kubeconfig.yaml"));
         Ok(ServerConfig {
             data_dir,
             bind: SocketAddr::new(self.bind_address, self.https_port),
@@ -127,13 +133,18 @@ async fn shutdown_signal() {
 /// Run the control plane until SIGTERM/SIGINT.
 pub async fn run(args: ServerArgs) -> Result<(), Error> {
     let config = args.validate()?;
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|source| Error::DataDir { path: config.data_dir.clone(), source })?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| Error::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
 
     let mut ips: Vec<IpAddr> = skiff_pki::host_addresses();
     ips.push(IpAddr::V4(config.advertise_address));
     ips.push(IpAddr::V4(config.service_cidr.first()));
-    let options = skiff_pki::PkiOptions { extra_sans: config.tls_san.clone(), ip_sans: ips };
+    let options = skiff_pki::PkiOptions {
+        extra_sans: config.tls_san.clone(),
+        ip_sans: ips,
+    };
     let pki = skiff_pki::Pki::load_or_create(&config.data_dir, &options).map_err(Error::Pki)?;
 
     let store = skiff_store::embedded::EmbeddedStore::open(
@@ -143,7 +154,10 @@ pub async fn run(args: ServerArgs) -> Result<(), Error> {
     .map_err(Error::Store)?;
 
     let tls = Arc::new(skiff_pki::server_config(&pki).map_err(Error::Pki)?);
-    let admin = Identity::User { name: "system:admin".into(), groups: vec!["system:masters".into()] };
+    let admin = Identity::User {
+        name: "system:admin".into(),
+        groups: vec!["system:masters".into()],
+    };
     let api_config = skiff_apiserver::Config {
         bind: config.bind,
         advertise_address: config.advertise_address,
@@ -163,7 +177,8 @@ pub async fn run(args: ServerArgs) -> Result<(), Error> {
         _ => "127.0.0.1".to_owned(),
     };
     let url = format!("https://{host}:{}", server.local_addr.port());
-    pki.write_admin_kubeconfig(&config.kubeconfig, &url).map_err(Error::Pki)?;
+    pki.write_admin_kubeconfig(&config.kubeconfig, &url)
+        .map_err(Error::Pki)?;
     tracing::info!(path = %config.kubeconfig.display(), "wrote admin kubeconfig");
 
     shutdown_signal().await;

@@ -177,8 +177,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Replace `key` if its mod revision equals `expected_revision` (compare-and-swap).
     /// Returns the new revision.
-    async fn update(&self, key: &str, value: Bytes, expected_revision: Revision)
-        -> Result<Revision>;
+    async fn update(
+        &self,
+        key: &str,
+        value: Bytes,
+        expected_revision: Revision,
+    ) -> Result<Revision>;
 
     /// Delete `key`, if `expected_revision` is given only when its mod revision matches.
     /// Returns the deleted value and the deleting revision.

@@ -18,7 +18,8 @@ pub fn skiff_binary() -> PathBuf {
         return PathBuf::from(bin);
     }
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace.join("target"), PathBuf::from);
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace.join("target"), PathBuf::from);
     target.join("debug/skiff")
 }
 
@@ -51,7 +52,11 @@ impl TestCluster {
     pub fn start_with(extra: &[&str]) -> Result<TestCluster> {
         let data_dir = tempfile::Builder::new().prefix("skiff-test-").tempdir()?;
         let port = free_port();
-        let mut cluster = TestCluster { child: None, data_dir, port };
+        let mut cluster = TestCluster {
+            child: None,
+            data_dir,
+            port,
+        };
         cluster.spawn(extra)?;
         Ok(cluster)
     }
@@ -59,20 +64,34 @@ impl TestCluster {
     fn spawn(&mut self, extra: &[&str]) -> Result<()> {
         let bin = skiff_binary();
         if !bin.exists() {
-            bail!("{} does not exist: build it first (cargo build -p skiff)", bin.display());
+            bail!(
+                "{} does not exist: build it first (cargo build -p skiff)",
+                bin.display()
+            );
         }
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path())?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())?;
         let mut cmd = Command::new(&bin);
         cmd.arg("server")
             .arg("--data-dir")
             .arg(self.data_dir.path())
-            .args(["--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1"])
+            .args([
+                "--bind-address",
+                "127.0.0.1",
+                "--advertise-address",
+                "127.0.0.1",
+            ])
             .args(["--https-port", &self.port.to_string()])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        self.child = Some(cmd.spawn().with_context(|| format!("starting {}", bin.display()))?);
+        self.child = Some(
+            cmd.spawn()
+                .with_context(|| format!("starting {}", bin.display()))?,
+        );
         self.wait_ready(Duration::from_secs(30))
     }
 
@@ -135,12 +154,22 @@ impl TestCluster {
             .env("HOME", self.data_dir.path())
             .env_remove("KUBERNETES_SERVICE_HOST")
             .args(args)
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = cmd.spawn().context("starting kubectl (is it installed? see scripts/setup.sh)")?;
+        let mut child = cmd
+            .spawn()
+            .context("starting kubectl (is it installed? see scripts/setup.sh)")?;
         if let Some(input) = stdin {
-            child.stdin.take().context("kubectl stdin")?.write_all(input.as_bytes())?;
+            child
+                .stdin
+                .take()
+                .context("kubectl stdin")?
+                .write_all(input.as_bytes())?;
         }
         Ok(child.wait_with_output()?)
     }
@@ -179,7 +208,11 @@ impl TestCluster {
     pub fn k_fail(&self, args: &[&str]) -> Result<String> {
         let out = self.kubectl(args)?;
         if out.status.success() {
-            bail!("kubectl {} unexpectedly succeeded: {}", args.join(" "), String::from_utf8_lossy(&out.stdout));
+            bail!(
+                "kubectl {} unexpectedly succeeded: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stdout)
+            );
         }
         Ok(String::from_utf8(out.stderr)?)
     }

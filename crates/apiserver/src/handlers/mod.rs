@@ -45,7 +45,11 @@ pub struct Ctx {
 impl Ctx {
     /// The namespace from the path, for namespaced resources.
     pub fn namespace(&self) -> Option<&str> {
-        if self.info.namespaced { self.path.namespace.as_deref() } else { None }
+        if self.info.namespaced {
+            self.path.namespace.as_deref()
+        } else {
+            None
+        }
     }
 
     /// The name from the path ("" if none).
@@ -66,8 +70,21 @@ pub async fn serve(state: Arc<State>, request: Request<Body>) -> Response {
     let Some(path) = parse_resource_path(parts.uri.path()) else {
         return ApiError::path_not_found().into_response();
     };
-    let watch_path = parts.uri.path().contains(&format!("/{}/watch/", path.version));
-    match route(state, parts.method, parts.headers, path, query, body, watch_path).await {
+    let watch_path = parts
+        .uri
+        .path()
+        .contains(&format!("/{}/watch/", path.version));
+    match route(
+        state,
+        parts.method,
+        parts.headers,
+        path,
+        query,
+        body,
+        watch_path,
+    )
+    .await
+    {
         Ok(response) => response,
         Err(err) => err.into_response(),
     }
@@ -95,7 +112,15 @@ async fn route(
         return Err(ApiError::path_not_found());
     }
     let output = output::negotiate(&headers, query.get("includeObject"))?;
-    let mut ctx = Ctx { state, info, path, query, headers, output, warnings: Vec::new() };
+    let mut ctx = Ctx {
+        state,
+        info,
+        path,
+        query,
+        headers,
+        output,
+        warnings: Vec::new(),
+    };
 
     if let Some(sub) = ctx.path.subresource.clone() {
         let body = read_body(&ctx.headers, body).await?;
@@ -168,17 +193,26 @@ pub async fn read_body(headers: &HeaderMap, body: Body) -> ApiResult<Bytes> {
     let limited = http_body_util::Limited::new(body, MAX_BODY_BYTES);
     match limited.collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) if err.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+        Err(err)
+            if err
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
             Err(ApiError::too_large(MAX_BODY_BYTES))
         }
-        Err(err) => Err(ApiError::bad_request(format!("reading request body: {err}"))),
+        Err(err) => Err(ApiError::bad_request(format!(
+            "reading request body: {err}"
+        ))),
     }
 }
 
 /// The request's content type.
 pub fn content_type(headers: &HeaderMap) -> MediaType {
     MediaType::parse(
-        headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json"),
+        headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/json"),
     )
 }
 
@@ -186,12 +220,18 @@ pub fn content_type(headers: &HeaderMap) -> MediaType {
 pub fn decode_object(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
     let media = content_type(headers);
     let value: Value = match media.essence.as_str() {
-        "application/json" | "" | "*/*" => serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?,
+        "application/json" | "" | "*/*" => serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!("the request body is not valid JSON: {e}"))
+        })?,
         "application/yaml" | "application/x-yaml" | "text/yaml" => serde_yaml::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("the request body is not valid YAML: {e}")))?,
+            .map_err(|e| {
+                ApiError::bad_request(format!("the request body is not valid YAML: {e}"))
+            })?,
         other => {
-            return Err(ApiError::unsupported_media_type(other, "application/json, application/yaml"));
+            return Err(ApiError::unsupported_media_type(
+                other,
+                "application/json, application/yaml",
+            ));
         }
     };
     if !value.is_object() {

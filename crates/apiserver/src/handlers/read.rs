@@ -20,8 +20,17 @@ use crate::output;
 
 /// GET a named object.
 pub async fn get(ctx: &Ctx) -> ApiResult<Response> {
-    let (obj, _) = ctx.state.objects.get_existing(&ctx.info, ctx.namespace(), ctx.name()).await?;
-    Ok(output::object_response(StatusCode::OK, &ctx.info, &obj, ctx.output))
+    let (obj, _) = ctx
+        .state
+        .objects
+        .get_existing(&ctx.info, ctx.namespace(), ctx.name())
+        .await?;
+    Ok(output::object_response(
+        StatusCode::OK,
+        &ctx.info,
+        &obj,
+        ctx.output,
+    ))
 }
 
 /// Label and field selectors of a list or watch.
@@ -121,11 +130,18 @@ impl ContinueToken {
             .map_err(|_| bad())?;
         let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
         let revision = v.get("rv").and_then(Value::as_i64).ok_or_else(bad)?;
-        let start_after = v.get("start").and_then(Value::as_str).ok_or_else(bad)?.to_owned();
+        let start_after = v
+            .get("start")
+            .and_then(Value::as_str)
+            .ok_or_else(bad)?
+            .to_owned();
         if !start_after.starts_with(prefix) || revision <= 0 {
             return Err(bad());
         }
-        Ok(ContinueToken { revision, start_after })
+        Ok(ContinueToken {
+            revision,
+            start_after,
+        })
     }
 }
 
@@ -134,12 +150,18 @@ async fn list_revision(ctx: &Ctx) -> ApiResult<Revision> {
     let rv = ctx.query.non_empty("resourceVersion");
     let matching = ctx.query.non_empty("resourceVersionMatch");
     match (rv, matching) {
-        (None, Some(_)) => Err(invalid_list_options("resourceVersionMatch", "resourceVersionMatch is forbidden unless resourceVersion is provided")),
+        (None, Some(_)) => Err(invalid_list_options(
+            "resourceVersionMatch",
+            "resourceVersionMatch is forbidden unless resourceVersion is provided",
+        )),
         (None, None) | (Some("0"), None | Some("NotOlderThan")) => Ok(0),
         (Some(rv), Some("Exact")) => {
             let revision = parse_revision(rv)?;
             if revision == 0 {
-                return Err(invalid_list_options("resourceVersionMatch", "resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\""));
+                return Err(invalid_list_options(
+                    "resourceVersionMatch",
+                    "resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
+                ));
             }
             Ok(revision)
         }
@@ -165,11 +187,17 @@ pub async fn wait_for_revision(ctx: &Ctx, wanted: Revision) -> ApiResult<()> {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let current = store.current_revision().await?;
-    Err(ApiError::timeout(format!("Too large resource version: {wanted}, current: {current}"), 1))
+    Err(ApiError::timeout(
+        format!("Too large resource version: {wanted}, current: {current}"),
+        1,
+    ))
 }
 
 fn invalid_list_options(field: &str, detail: &str) -> ApiError {
-    let errors = vec![skiff_api::field::FieldError::forbidden(&skiff_api::field::Path::new(field), detail)];
+    let errors = vec![skiff_api::field::FieldError::forbidden(
+        &skiff_api::field::Path::new(field),
+        detail,
+    )];
     ApiError::invalid("ListOptions", "meta.k8s.io", "", &errors)
 }
 
@@ -186,7 +214,13 @@ pub struct ListPage {
 }
 
 /// Read a list page at a revision, filtering, honouring `limit` and `continue`.
-pub async fn read_page(ctx: &Ctx, filter: &Filter, limit: usize, token: Option<ContinueToken>, revision: Revision) -> ApiResult<ListPage> {
+pub async fn read_page(
+    ctx: &Ctx,
+    filter: &Filter,
+    limit: usize,
+    token: Option<ContinueToken>,
+    revision: Revision,
+) -> ApiResult<ListPage> {
     let prefix = objects::prefix(&ctx.info, ctx.namespace());
     let (mut revision, mut start_after) = match token {
         Some(t) => (t.revision, Some(t.start_after)),
@@ -195,8 +229,17 @@ pub async fn read_page(ctx: &Ctx, filter: &Filter, limit: usize, token: Option<C
     let api_version = ctx.info.api_version();
     let mut items = Vec::new();
     loop {
-        let want = if limit == 0 { 0 } else { (limit - items.len()).max(if filter.is_empty() { 0 } else { 256 }) };
-        let request = RangeRequest { prefix: prefix.clone(), start_after: start_after.clone(), limit: want, revision };
+        let want = if limit == 0 {
+            0
+        } else {
+            (limit - items.len()).max(if filter.is_empty() { 0 } else { 256 })
+        };
+        let request = RangeRequest {
+            prefix: prefix.clone(),
+            start_after: start_after.clone(),
+            limit: want,
+            revision,
+        };
         let page = ctx.state.objects.store.range(request).await.map_err(|e| match e {
             skiff_store::Error::Compacted { .. } => ApiError::expired(
                 "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
@@ -213,14 +256,30 @@ pub async fn read_page(ctx: &Ctx, filter: &Filter, limit: usize, token: Option<C
                 if limit != 0 && items.len() == limit {
                     let more = page.more || i + 1 < page.items.len();
                     let remaining = page.remaining + (page.items.len() - i - 1);
-                    let token = more.then(|| ContinueToken { revision, start_after: kv.key.clone() }.encode());
+                    let token = more.then(|| {
+                        ContinueToken {
+                            revision,
+                            start_after: kv.key.clone(),
+                        }
+                        .encode()
+                    });
                     let remaining = (more && filter.is_empty()).then_some(remaining);
-                    return Ok(ListPage { items, revision, continue_token: token, remaining });
+                    return Ok(ListPage {
+                        items,
+                        revision,
+                        continue_token: token,
+                        remaining,
+                    });
                 }
             }
         }
         if !page.more || last_key.is_none() {
-            return Ok(ListPage { items, revision, continue_token: None, remaining: None });
+            return Ok(ListPage {
+                items,
+                revision,
+                continue_token: None,
+                remaining: None,
+            });
         }
         start_after = last_key;
     }
@@ -233,14 +292,25 @@ pub async fn list(ctx: &Ctx) -> ApiResult<Response> {
     let prefix = objects::prefix(&ctx.info, ctx.namespace());
     let token = match ctx.query.non_empty("continue") {
         Some(text) => {
-            if ctx.query.non_empty("resourceVersion").is_some_and(|rv| rv != "0") {
-                return Err(invalid_list_options("resourceVersion", "specifying resource version is not allowed when using continue"));
+            if ctx
+                .query
+                .non_empty("resourceVersion")
+                .is_some_and(|rv| rv != "0")
+            {
+                return Err(invalid_list_options(
+                    "resourceVersion",
+                    "specifying resource version is not allowed when using continue",
+                ));
             }
             Some(ContinueToken::decode(text, &prefix)?)
         }
         None => None,
     };
-    let revision = if token.is_some() { 0 } else { list_revision(ctx).await? };
+    let revision = if token.is_some() {
+        0
+    } else {
+        list_revision(ctx).await?
+    };
     let page = read_page(ctx, &filter, limit, token, revision).await?;
     let mut meta = json!({ "resourceVersion": page.revision.to_string() });
     if let Some(c) = page.continue_token {
@@ -249,7 +319,9 @@ pub async fn list(ctx: &Ctx) -> ApiResult<Response> {
     if let Some(r) = page.remaining {
         meta["remainingItemCount"] = json!(r);
     }
-    Ok(output::list_response(&ctx.info, page.items, meta, ctx.output))
+    Ok(output::list_response(
+        &ctx.info, page.items, meta, ctx.output,
+    ))
 }
 
 #[cfg(test)]
@@ -258,9 +330,15 @@ mod tests {
 
     #[test]
     fn continue_tokens_round_trip_and_stay_in_prefix() {
-        let t = ContinueToken { revision: 42, start_after: "/registry/core/pods/default/a".into() };
+        let t = ContinueToken {
+            revision: 42,
+            start_after: "/registry/core/pods/default/a".into(),
+        };
         let text = t.encode();
-        assert_eq!(ContinueToken::decode(&text, "/registry/core/pods/").unwrap(), t);
+        assert_eq!(
+            ContinueToken::decode(&text, "/registry/core/pods/").unwrap(),
+            t
+        );
         assert!(ContinueToken::decode(&text, "/registry/core/secrets/").is_err());
         assert!(ContinueToken::decode("garbage!", "/registry/").is_err());
     }

@@ -24,24 +24,32 @@ pub async fn serve(ctx: &mut Ctx, method: &Method, sub: &str, body: Bytes) -> Ap
         ("status", &Method::PUT) => write::update_as(ctx, body, Operation::UpdateStatus).await,
         ("status", &Method::PATCH) => write::patch_as(ctx, body, Operation::UpdateStatus).await,
         ("ephemeralcontainers" | "resize", &Method::GET) => super::read::get(ctx).await,
-        ("ephemeralcontainers" | "resize", &Method::PUT) => write::update_as(ctx, body, Operation::Update).await,
-        ("ephemeralcontainers" | "resize", &Method::PATCH) => write::patch_as(ctx, body, Operation::Update).await,
+        ("ephemeralcontainers" | "resize", &Method::PUT) => {
+            write::update_as(ctx, body, Operation::Update).await
+        }
+        ("ephemeralcontainers" | "resize", &Method::PATCH) => {
+            write::patch_as(ctx, body, Operation::Update).await
+        }
         ("scale", &Method::GET | &Method::PUT | &Method::PATCH) => scale(ctx, method, body).await,
         ("binding", &Method::POST) => binding(ctx, body).await,
         ("eviction", &Method::POST) => eviction(ctx, body).await,
         ("finalize", &Method::PUT) => finalize(ctx, body).await,
-        ("log" | "exec" | "attach" | "portforward" | "proxy", _) => Err(ApiError::unavailable(format!(
-            "the {sub} subresource is served by the node's kubelet, and no kubelet on this cluster is reachable for {} \"{}\"",
-            ctx.info.plural,
-            ctx.name()
-        ))),
+        ("log" | "exec" | "attach" | "portforward" | "proxy", _) => {
+            Err(ApiError::unavailable(format!(
+                "the {sub} subresource is served by the node's kubelet, and no kubelet on this cluster is reachable for {} \"{}\"",
+                ctx.info.plural,
+                ctx.name()
+            )))
+        }
         _ => Err(ApiError::method_not_supported(&ctx.gr(), method.as_str())),
     }
 }
 
 /// Read a dotted JSON path like `.spec.replicas`.
 fn get_path<'a>(obj: &'a Value, path: &str) -> Option<&'a Value> {
-    path.trim_start_matches('.').split('.').try_fold(obj, |v, seg| v.get(seg))
+    path.trim_start_matches('.')
+        .split('.')
+        .try_fold(obj, |v, seg| v.get(seg))
 }
 
 /// Set a dotted JSON path, creating objects on the way.
@@ -59,12 +67,19 @@ fn set_path(obj: &mut Value, path: &str, value: Value) {
 
 /// The selector string of a scalable object.
 fn selector_string(obj: &Value, paths: &skiff_api::registry::ScalePaths) -> String {
-    let Some(sel) = paths.label_selector.as_deref().and_then(|p| get_path(obj, p)) else { return String::new() };
+    let Some(sel) = paths
+        .label_selector
+        .as_deref()
+        .and_then(|p| get_path(obj, p))
+    else {
+        return String::new();
+    };
     if !paths.selector_is_object {
         return sel.as_str().unwrap_or("").to_owned();
     }
     // apps/v1 kinds hold a metav1.LabelSelector; ReplicationControllers a plain map.
-    let is_label_selector = sel.get("matchLabels").is_some() || sel.get("matchExpressions").is_some();
+    let is_label_selector =
+        sel.get("matchLabels").is_some() || sel.get("matchExpressions").is_some();
     if is_label_selector {
         if let Ok(k8s) = serde_json::from_value(sel.clone()) {
             if let Ok(parsed) = skiff_api::selector::LabelSelector::from_k8s(&k8s) {
@@ -75,7 +90,11 @@ fn selector_string(obj: &Value, paths: &skiff_api::registry::ScalePaths) -> Stri
     }
     let mut pairs: Vec<String> = sel
         .as_object()
-        .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect())
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect()
+        })
         .unwrap_or_default();
     pairs.sort();
     pairs.join(",")
@@ -83,13 +102,28 @@ fn selector_string(obj: &Value, paths: &skiff_api::registry::ScalePaths) -> Stri
 
 /// The `autoscaling/v1` Scale view of a scalable object.
 fn scale_of(paths: &skiff_api::registry::ScalePaths, obj: &Value) -> Value {
-    let spec = get_path(obj, &paths.spec_replicas).and_then(Value::as_i64).unwrap_or(0);
-    let status = get_path(obj, &paths.status_replicas).and_then(Value::as_i64).unwrap_or(0);
-    let keep = ["name", "namespace", "uid", "resourceVersion", "creationTimestamp"];
+    let spec = get_path(obj, &paths.spec_replicas)
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let status = get_path(obj, &paths.status_replicas)
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let keep = [
+        "name",
+        "namespace",
+        "uid",
+        "resourceVersion",
+        "creationTimestamp",
+    ];
     let meta: serde_json::Map<String, Value> = obj
         .get("metadata")
         .and_then(Value::as_object)
-        .map(|m| m.iter().filter(|(k, _)| keep.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect())
+        .map(|m| {
+            m.iter()
+                .filter(|(k, _)| keep.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
         .unwrap_or_default();
     let mut scale = json!({
         "kind": "Scale",
@@ -111,32 +145,62 @@ async fn scale(ctx: &mut Ctx, method: &Method, body: Bytes) -> ApiResult<Respons
         _ => output::json_response(StatusCode::OK, scale),
     };
     if method == Method::GET {
-        let (obj, _) = ctx.state.objects.get_existing(&ctx.info, ctx.namespace(), ctx.name()).await?;
-        return Ok(respond(&scale_of(&ctx.info.strategy.scale_paths(), &obj), ctx.output));
+        let (obj, _) = ctx
+            .state
+            .objects
+            .get_existing(&ctx.info, ctx.namespace(), ctx.name())
+            .await?;
+        return Ok(respond(
+            &scale_of(&ctx.info.strategy.scale_paths(), &obj),
+            ctx.output,
+        ));
     }
     let dry_run = ctx.query.dry_run()?;
-    let kind = if method == Method::PATCH { Some(patch::PatchKind::from_headers(&ctx.headers)?) } else { None };
+    let kind = if method == Method::PATCH {
+        Some(patch::PatchKind::from_headers(&ctx.headers)?)
+    } else {
+        None
+    };
     let patch_doc = match kind {
         Some(k) => Some((k, patch::parse(k, &body)?)),
         None => None,
     };
-    let put_body = if kind.is_none() { Some(decode_object(&ctx.headers, &body)?) } else { None };
+    let put_body = if kind.is_none() {
+        Some(decode_object(&ctx.headers, &body)?)
+    } else {
+        None
+    };
     let paths = ctx.info.strategy.scale_paths();
     let (updated, _) = write::guaranteed_update(ctx, Operation::Update, dry_run, |old| {
         let current = scale_of(&paths, old);
         let wanted = match (&patch_doc, &put_body) {
-            (Some((k, doc)), _) => patch::apply(*k, &current, doc, Some("io.k8s.api.autoscaling.v1.Scale"))?,
+            (Some((k, doc)), _) => {
+                patch::apply(*k, &current, doc, Some("io.k8s.api.autoscaling.v1.Scale"))?
+            }
             (None, Some(b)) => b.clone(),
             (None, None) => current.clone(),
         };
-        let replicas = wanted.pointer("/spec/replicas").cloned().unwrap_or(json!(0));
+        let replicas = wanted
+            .pointer("/spec/replicas")
+            .cloned()
+            .unwrap_or(json!(0));
         let Some(n) = replicas.as_i64() else {
-            return Err(ApiError::bad_request("spec.replicas of a Scale must be an integer"));
+            return Err(ApiError::bad_request(
+                "spec.replicas of a Scale must be an integer",
+            ));
         };
         if n < 0 {
             let errors = vec![skiff_api::field::FieldError::invalid(
-                &skiff_api::field::Path::new("spec").child("replicas"), n, "must be greater than or equal to 0")];
-            return Err(ApiError::invalid("Scale", "autoscaling", meta_str(old, "name"), &errors));
+                &skiff_api::field::Path::new("spec").child("replicas"),
+                n,
+                "must be greater than or equal to 0",
+            )];
+            return Err(ApiError::invalid(
+                "Scale",
+                "autoscaling",
+                meta_str(old, "name"),
+                &errors,
+            ));
         }
         let rv = meta_str(&wanted, "resourceVersion").to_owned();
         let mut next = old.clone();
@@ -157,9 +221,16 @@ fn success_status(ctx: &Ctx, code: u16) -> Value {
 async fn binding(ctx: &mut Ctx, body: Bytes) -> ApiResult<Response> {
     let dry_run = ctx.query.dry_run()?;
     let binding = decode_object(&ctx.headers, &body)?;
-    let node = binding.pointer("/target/name").and_then(Value::as_str).unwrap_or("").to_owned();
+    let node = binding
+        .pointer("/target/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
     if node.is_empty() {
-        let errors = vec![skiff_api::field::FieldError::required(&skiff_api::field::Path::new("target").child("name"), "")];
+        let errors = vec![skiff_api::field::FieldError::required(
+            &skiff_api::field::Path::new("target").child("name"),
+            "",
+        )];
         return Err(ApiError::invalid("Binding", "", ctx.name(), &errors));
     }
     let pod_name = ctx.name().to_owned();
@@ -183,7 +254,10 @@ async fn binding(ctx: &mut Ctx, body: Bytes) -> ApiResult<Response> {
         Ok(next)
     })
     .await?;
-    Ok(output::json_response(StatusCode::CREATED, &success_status(ctx, 201)))
+    Ok(output::json_response(
+        StatusCode::CREATED,
+        &success_status(ctx, 201),
+    ))
 }
 
 /// `pods/eviction`: a policy-checked delete.
@@ -192,14 +266,26 @@ async fn eviction(ctx: &mut Ctx, body: Bytes) -> ApiResult<Response> {
     let mut opts = DeleteOptions::default();
     if let Some(d) = eviction.get("deleteOptions") {
         opts.grace_period = d.get("gracePeriodSeconds").and_then(Value::as_i64);
-        opts.precondition_uid = d.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_owned);
-        opts.precondition_rv = d.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(str::to_owned);
-        opts.dry_run = d.get("dryRun").and_then(Value::as_array).is_some_and(|a| !a.is_empty());
+        opts.precondition_uid = d
+            .pointer("/preconditions/uid")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        opts.precondition_rv = d
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        opts.dry_run = d
+            .get("dryRun")
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty());
     }
     opts.dry_run |= ctx.query.dry_run()?;
     let name = ctx.name().to_owned();
     write::delete_named(ctx, &name, &opts).await?;
-    Ok(output::json_response(StatusCode::CREATED, &success_status(ctx, 201)))
+    Ok(output::json_response(
+        StatusCode::CREATED,
+        &success_status(ctx, 201),
+    ))
 }
 
 /// `namespaces/finalize`: replace `spec.finalizers`; completes a pending namespace deletion.
@@ -217,5 +303,10 @@ async fn finalize(ctx: &mut Ctx, body: Bytes) -> ApiResult<Response> {
         Ok(next)
     })
     .await?;
-    Ok(output::object_response(StatusCode::OK, &ctx.info, &updated, ctx.output))
+    Ok(output::object_response(
+        StatusCode::OK,
+        &ctx.info,
+        &updated,
+        ctx.output,
+    ))
 }

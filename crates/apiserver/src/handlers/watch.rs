@@ -37,16 +37,26 @@ pub async fn watch(ctx: &Ctx) -> ApiResult<Response> {
     let rv = ctx.query.non_empty("resourceVersion");
     if send_initial.is_some() {
         if ctx.query.get("resourceVersionMatch") != Some("NotOlderThan") {
-            return Err(ApiError::invalid("ListOptions", "meta.k8s.io", "", &vec![skiff_api::field::FieldError::forbidden(
-                &skiff_api::field::Path::new("sendInitialEvents"),
-                "sendInitialEvents is forbidden for watch unless resourceVersionMatch is set to NotOlderThan",
-            )]));
+            return Err(ApiError::invalid(
+                "ListOptions",
+                "meta.k8s.io",
+                "",
+                &vec![skiff_api::field::FieldError::forbidden(
+                    &skiff_api::field::Path::new("sendInitialEvents"),
+                    "sendInitialEvents is forbidden for watch unless resourceVersionMatch is set to NotOlderThan",
+                )],
+            ));
         }
         if send_initial == Some(true) && !bookmarks {
-            return Err(ApiError::invalid("ListOptions", "meta.k8s.io", "", &vec![skiff_api::field::FieldError::forbidden(
-                &skiff_api::field::Path::new("allowWatchBookmarks"),
-                "allowWatchBookmarks must be set to true when sendInitialEvents is set",
-            )]));
+            return Err(ApiError::invalid(
+                "ListOptions",
+                "meta.k8s.io",
+                "",
+                &vec![skiff_api::field::FieldError::forbidden(
+                    &skiff_api::field::Path::new("allowWatchBookmarks"),
+                    "allowWatchBookmarks must be set to true when sendInitialEvents is set",
+                )],
+            ));
         }
     }
     let timeout = match ctx.query.int("timeoutSeconds")? {
@@ -78,7 +88,11 @@ pub async fn watch(ctx: &Ctx) -> ApiResult<Response> {
         (Some(rv), _) => (Vec::new(), parse_revision(rv)?, false),
     };
 
-    let encoder = EventEncoder { info: ctx.info.clone(), output: ctx.output, columns_sent: false };
+    let encoder = EventEncoder {
+        info: ctx.info.clone(),
+        output: ctx.output,
+        columns_sent: false,
+    };
     let info = ctx.info.clone();
     let watch = store.watch(&prefix, start_revision).await;
     tokio::spawn(async move {
@@ -86,7 +100,9 @@ pub async fn watch(ctx: &Ctx) -> ApiResult<Response> {
         let mut watch = match watch {
             Ok(w) => w,
             Err(skiff_store::Error::Compacted { compacted, .. }) => {
-                let err = ApiError::gone(format!("too old resource version: {start_revision} ({compacted})"));
+                let err = ApiError::gone(format!(
+                    "too old resource version: {start_revision} ({compacted})"
+                ));
                 let _ = tx.send(encoder.line("ERROR", &err.to_status())).await;
                 return;
             }
@@ -153,7 +169,9 @@ pub async fn watch(ctx: &Ctx) -> ApiResult<Response> {
     });
 
     let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|chunk| (Ok::<Bytes, std::convert::Infallible>(chunk), rx))
+        rx.recv()
+            .await
+            .map(|chunk| (Ok::<Bytes, std::convert::Infallible>(chunk), rx))
     });
     let content_type = "application/json";
     Ok(Response::builder()
@@ -166,7 +184,11 @@ pub async fn watch(ctx: &Ctx) -> ApiResult<Response> {
 
 /// A BOOKMARK event's object: the kind with only `metadata.resourceVersion` (and the
 /// initial-events-end annotation for the watch-list form).
-fn bookmark_object(info: &skiff_api::registry::ResourceInfo, revision: Revision, initial_end: bool) -> Value {
+fn bookmark_object(
+    info: &skiff_api::registry::ResourceInfo,
+    revision: Revision,
+    initial_end: bool,
+) -> Value {
     let mut meta = json!({ "resourceVersion": revision.to_string() });
     if initial_end {
         meta["annotations"] = json!({ "k8s.io/initial-events-end": "true" });
@@ -185,8 +207,18 @@ impl EventEncoder {
         let shaped = match self.output {
             Output::Table(include) => {
                 let meta = json!({ "resourceVersion": obj.pointer("/metadata/resourceVersion").cloned().unwrap_or(json!("")) });
-                let include = if include == IncludeObject::None { IncludeObject::None } else { include };
-                let t = output::table(&self.info, std::slice::from_ref(obj), include, meta, !self.columns_sent);
+                let include = if include == IncludeObject::None {
+                    IncludeObject::None
+                } else {
+                    include
+                };
+                let t = output::table(
+                    &self.info,
+                    std::slice::from_ref(obj),
+                    include,
+                    meta,
+                    !self.columns_sent,
+                );
                 self.columns_sent = true;
                 t
             }
@@ -197,7 +229,8 @@ impl EventEncoder {
     }
 
     fn line(&self, kind: &str, obj: &Value) -> Bytes {
-        let mut line = serde_json::to_vec(&json!({ "type": kind, "object": obj })).unwrap_or_default();
+        let mut line =
+            serde_json::to_vec(&json!({ "type": kind, "object": obj })).unwrap_or_default();
         line.push(b'\n');
         Bytes::from(line)
     }

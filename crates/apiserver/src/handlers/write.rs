@@ -6,9 +6,9 @@
 //! changes nothing. Updates without a `resourceVersion` precondition retry on conflicts
 //! (upstream `GuaranteedUpdate`); with one, a stale version is a 409.
 
-use http::StatusCode;
 use axum::response::Response;
 use bytes::Bytes;
+use http::StatusCode;
 use serde_json::{Value, json};
 use skiff_api::registry::{Operation, Rejection};
 use skiff_store::{KeyValue, Revision};
@@ -30,7 +30,12 @@ pub async fn create(ctx: &mut Ctx, body: Bytes) -> ApiResult<Response> {
     let obj = decode_object(&ctx.headers, &body)?;
     let obj = check_new_object(ctx, obj)?;
     let created = create_object(ctx, obj, dry_run).await?;
-    Ok(output::object_response(StatusCode::CREATED, &ctx.info, &created, ctx.output))
+    Ok(output::object_response(
+        StatusCode::CREATED,
+        &ctx.info,
+        &created,
+        ctx.output,
+    ))
 }
 
 /// Check type metadata, namespace and unknown fields of a client-supplied object.
@@ -90,7 +95,9 @@ fn check_type_meta(ctx: &Ctx, obj: &mut Value) -> ApiResult<()> {
 fn rejection(ctx: &Ctx, name: &str, rejection: Rejection) -> ApiError {
     match rejection {
         Rejection::Decode(message) => ApiError::bad_request(message),
-        Rejection::Invalid(errors) => ApiError::invalid(&ctx.info.kind, &ctx.info.group, name, &errors),
+        Rejection::Invalid(errors) => {
+            ApiError::invalid(&ctx.info.kind, &ctx.info.group, name, &errors)
+        }
     }
 }
 
@@ -100,8 +107,9 @@ const NAME_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 fn generated_name(prefix: &str) -> String {
     use rand::Rng;
     let mut rng = rand::rng();
-    let suffix: String =
-        (0..5).map(|_| NAME_ALPHABET[rng.random_range(0..NAME_ALPHABET.len())] as char).collect();
+    let suffix: String = (0..5)
+        .map(|_| NAME_ALPHABET[rng.random_range(0..NAME_ALPHABET.len())] as char)
+        .collect();
     // Upstream trims the prefix so the result stays within 63 characters.
     let keep = prefix.len().min(63 - 5);
     format!("{}{suffix}", &prefix[..keep])
@@ -110,11 +118,25 @@ fn generated_name(prefix: &str) -> String {
 /// Create an already type-checked object: server metadata, admission, hooks, store.
 pub async fn create_object(ctx: &mut Ctx, mut obj: Value, dry_run: bool) -> ApiResult<Value> {
     let meta = metadata_mut(&mut obj);
-    if meta.get("resourceVersion").and_then(Value::as_str).is_some_and(|rv| !rv.is_empty()) {
-        return Err(ApiError::bad_request("resourceVersion should not be set on objects to be created"));
+    if meta
+        .get("resourceVersion")
+        .and_then(Value::as_str)
+        .is_some_and(|rv| !rv.is_empty())
+    {
+        return Err(ApiError::bad_request(
+            "resourceVersion should not be set on objects to be created",
+        ));
     }
-    let generate_name = meta.get("generateName").and_then(Value::as_str).unwrap_or("").to_owned();
-    let given_name = meta.get("name").and_then(Value::as_str).unwrap_or("").to_owned();
+    let generate_name = meta
+        .get("generateName")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let given_name = meta
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
     meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
     meta.insert("creationTimestamp".into(), json!(now_rfc3339()));
     meta.remove("deletionTimestamp");
@@ -127,15 +149,22 @@ pub async fn create_object(ctx: &mut Ctx, mut obj: Value, dry_run: bool) -> ApiR
     }
 
     if let Some(ns) = ctx.namespace().map(str::to_owned) {
-        ctx.state.check_namespace_accepts(&ctx.info, &ns, &given_name).await?;
+        ctx.state
+            .check_namespace_accepts(&ctx.info, &ns, &given_name)
+            .await?;
     }
 
-    let attempts = if given_name.is_empty() && !generate_name.is_empty() { 8 } else { 1 };
+    let attempts = if given_name.is_empty() && !generate_name.is_empty() {
+        8
+    } else {
+        1
+    };
     let mut last_err = None;
     for _ in 0..attempts {
         let mut candidate = obj.clone();
         if given_name.is_empty() && !generate_name.is_empty() {
-            metadata_mut(&mut candidate).insert("name".into(), json!(generated_name(&generate_name)));
+            metadata_mut(&mut candidate)
+                .insert("name".into(), json!(generated_name(&generate_name)));
         }
         let name = meta_str(&candidate, "name").to_owned();
         let admitted = ctx
@@ -145,15 +174,25 @@ pub async fn create_object(ctx: &mut Ctx, mut obj: Value, dry_run: bool) -> ApiR
             .map_err(|r| rejection(ctx, &name, r))?;
         let mut admitted = admitted;
         let hooks_state = ctx.state.clone();
-        hooks_state.before_create(&ctx.info, &mut admitted, dry_run).await?;
+        hooks_state
+            .before_create(&ctx.info, &mut admitted, dry_run)
+            .await?;
         if dry_run {
             return Ok(admitted);
         }
         let key = objects::key(&ctx.info, ctx.namespace(), &name);
-        match ctx.state.objects.store.create(&key, encode(&admitted)?).await {
+        match ctx
+            .state
+            .objects
+            .store
+            .create(&key, encode(&admitted)?)
+            .await
+        {
             Ok(revision) => {
                 set_resource_version(&mut admitted, revision);
-                ctx.state.after_write(&ctx.info, None, Some(&admitted)).await;
+                ctx.state
+                    .after_write(&ctx.info, None, Some(&admitted))
+                    .await;
                 return Ok(admitted);
             }
             Err(skiff_store::Error::AlreadyExists { .. }) => {
@@ -182,7 +221,12 @@ pub async fn update_as(ctx: &mut Ctx, body: Bytes, op: Operation) -> ApiResult<R
     check_name_matches(ctx, &obj)?;
     let body_obj = obj;
     let (updated, _) = guaranteed_update(ctx, op, dry_run, |_old| Ok(body_obj.clone())).await?;
-    Ok(output::object_response(StatusCode::OK, &ctx.info, &updated, ctx.output))
+    Ok(output::object_response(
+        StatusCode::OK,
+        &ctx.info,
+        &updated,
+        ctx.output,
+    ))
 }
 
 /// The name in the body must match the URL.
@@ -224,7 +268,9 @@ pub async fn patch_as(ctx: &mut Ctx, body: Bytes, op: Operation) -> ApiResult<Re
     let (updated, _) = guaranteed_update(ctx, op, dry_run, |old| {
         let patched = patch::apply(kind, old, &patch_doc, definition.as_deref())?;
         if !patched.is_object() {
-            return Err(ApiError::bad_request("the patch produced a value that is not an object"));
+            return Err(ApiError::bad_request(
+                "the patch produced a value that is not an object",
+            ));
         }
         let unknown = fieldvalidation::unknown_fields(&info, &patched);
         warnings.clear();
@@ -233,7 +279,12 @@ pub async fn patch_as(ctx: &mut Ctx, body: Bytes, op: Operation) -> ApiResult<Re
     })
     .await?;
     ctx.warnings.extend(warnings);
-    Ok(output::object_response(StatusCode::OK, &ctx.info, &updated, ctx.output))
+    Ok(output::object_response(
+        StatusCode::OK,
+        &ctx.info,
+        &updated,
+        ctx.output,
+    ))
 }
 
 /// Read-modify-write with compare-and-swap, retrying lost races unless the new object carries
@@ -246,9 +297,15 @@ pub async fn guaranteed_update(
 ) -> ApiResult<(Value, bool)> {
     let name = ctx.name().to_owned();
     for _ in 0..MAX_RETRIES {
-        let (old, kv) = ctx.state.objects.get_existing(&ctx.info, ctx.namespace(), &name).await?;
+        let (old, kv) = ctx
+            .state
+            .objects
+            .get_existing(&ctx.info, ctx.namespace(), &name)
+            .await?;
         let mut new = transform(&old)?;
-        ctx.state.before_update(&ctx.info, &old, &mut new, dry_run).await?;
+        ctx.state
+            .before_update(&ctx.info, &old, &mut new, dry_run)
+            .await?;
         let precondition = meta_str(&new, "resourceVersion").to_owned();
         if !precondition.is_empty() && precondition != kv.mod_revision.to_string() {
             return Err(ApiError::stale(&ctx.gr(), &name));
@@ -258,7 +315,10 @@ pub async fn guaranteed_update(
             return Err(ApiError::conflict(
                 &ctx.gr(),
                 &name,
-                &format!("Precondition failed: UID in precondition: {new_uid}, UID in object meta: {}", meta_str(&old, "uid")),
+                &format!(
+                    "Precondition failed: UID in precondition: {new_uid}, UID in object meta: {}",
+                    meta_str(&old, "uid")
+                ),
             ));
         }
         let admitted = admit_update(ctx, &old, new, op)?;
@@ -270,7 +330,9 @@ pub async fn guaranteed_update(
         }
         match persist_update(ctx, &kv, admitted).await {
             Ok(stored) => {
-                ctx.state.after_write(&ctx.info, Some(&old), Some(&stored)).await;
+                ctx.state
+                    .after_write(&ctx.info, Some(&old), Some(&stored))
+                    .await;
                 return Ok((stored, true));
             }
             Err(PersistError::Conflict) if precondition.is_empty() => continue,
@@ -278,7 +340,11 @@ pub async fn guaranteed_update(
             Err(PersistError::Api(e)) => return Err(e),
         }
     }
-    Err(ApiError::conflict(&ctx.gr(), &name, "too many concurrent updates; please try again"))
+    Err(ApiError::conflict(
+        &ctx.gr(),
+        &name,
+        "too many concurrent updates; please try again",
+    ))
 }
 
 /// Objects equal apart from resourceVersion: such an update is a no-op and writes nothing.
@@ -298,9 +364,21 @@ fn same_object(a: &Value, b: &Value) -> bool {
 pub fn admit_update(ctx: &Ctx, old: &Value, mut new: Value, op: Operation) -> ApiResult<Value> {
     let name = meta_str(old, "name").to_owned();
     {
-        let old_meta = old.get("metadata").and_then(Value::as_object).cloned().unwrap_or_default();
+        let old_meta = old
+            .get("metadata")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
         let meta = metadata_mut(&mut new);
-        for field in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "namespace", "name"] {
+        for field in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "namespace",
+            "name",
+        ] {
             match old_meta.get(field) {
                 Some(v) => meta.insert(field.into(), v.clone()),
                 None => meta.remove(field),
@@ -344,7 +422,9 @@ pub fn admit_update(ctx: &Ctx, old: &Value, mut new: Value, op: Operation) -> Ap
         .admit(new, Some(old), op)
         .map_err(|r| rejection(ctx, &name, r))?;
     if let Some(old_gen) = old.pointer("/metadata/generation").and_then(Value::as_i64) {
-        let generation = if op != Operation::UpdateStatus && ctx.info.strategy.generation_changed(old, &admitted) {
+        let generation = if op != Operation::UpdateStatus
+            && ctx.info.strategy.generation_changed(old, &admitted)
+        {
             old_gen + 1
         } else {
             old_gen
@@ -367,7 +447,11 @@ impl From<ApiError> for PersistError {
 
 /// Write an admitted update with CAS on `kv`; completes a pending deletion when the last
 /// finalizer is gone.
-async fn persist_update(ctx: &Ctx, kv: &KeyValue, mut admitted: Value) -> Result<Value, PersistError> {
+async fn persist_update(
+    ctx: &Ctx,
+    kv: &KeyValue,
+    mut admitted: Value,
+) -> Result<Value, PersistError> {
     let store = &ctx.state.objects.store;
     if deletion_can_complete(&ctx.info, &admitted) {
         return match store.delete(&kv.key, Some(kv.mod_revision)).await {
@@ -376,16 +460,23 @@ async fn persist_update(ctx: &Ctx, kv: &KeyValue, mut admitted: Value) -> Result
                 ctx.state.after_delete(&ctx.info, &admitted).await;
                 Ok(admitted)
             }
-            Err(skiff_store::Error::Conflict { .. } | skiff_store::Error::NotFound { .. }) => Err(PersistError::Conflict),
+            Err(skiff_store::Error::Conflict { .. } | skiff_store::Error::NotFound { .. }) => {
+                Err(PersistError::Conflict)
+            }
             Err(e) => Err(PersistError::Api(e.into())),
         };
     }
-    match store.update(&kv.key, encode(&admitted)?, kv.mod_revision).await {
+    match store
+        .update(&kv.key, encode(&admitted)?, kv.mod_revision)
+        .await
+    {
         Ok(revision) => {
             set_resource_version(&mut admitted, revision);
             Ok(admitted)
         }
-        Err(skiff_store::Error::Conflict { .. } | skiff_store::Error::NotFound { .. }) => Err(PersistError::Conflict),
+        Err(skiff_store::Error::Conflict { .. } | skiff_store::Error::NotFound { .. }) => {
+            Err(PersistError::Conflict)
+        }
         Err(e) => Err(PersistError::Api(e.into())),
     }
 }
@@ -396,11 +487,19 @@ fn deletion_can_complete(info: &skiff_api::registry::ResourceInfo, obj: &Value) 
         return false;
     }
     if is_namespace(info) {
-        let spec_finalizers = obj.pointer("/spec/finalizers").and_then(Value::as_array).map_or(0, Vec::len);
+        let spec_finalizers = obj
+            .pointer("/spec/finalizers")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
         return spec_finalizers == 0;
     }
     // Gracefully terminating pods wait for the kubelet's final delete.
-    !(is_pod(info) && obj.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0) > 0)
+    !(is_pod(info)
+        && obj
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            > 0)
 }
 
 fn is_namespace(info: &skiff_api::registry::ResourceInfo) -> bool {
@@ -445,12 +544,17 @@ impl DeleteOptions {
             if let Some(p) = v.get("propagationPolicy").and_then(Value::as_str) {
                 opts.propagation = Some(p.to_owned());
             }
-            if v.get("orphanDependents").and_then(Value::as_bool) == Some(true) && opts.propagation.is_none() {
+            if v.get("orphanDependents").and_then(Value::as_bool) == Some(true)
+                && opts.propagation.is_none()
+            {
                 opts.propagation = Some("Orphan".into());
             }
             if let Some(pre) = v.get("preconditions") {
                 opts.precondition_uid = pre.get("uid").and_then(Value::as_str).map(str::to_owned);
-                opts.precondition_rv = pre.get("resourceVersion").and_then(Value::as_str).map(str::to_owned);
+                opts.precondition_rv = pre
+                    .get("resourceVersion")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
             }
             if let Some(dry) = v.get("dryRun").and_then(Value::as_array) {
                 for d in dry {
@@ -489,7 +593,11 @@ pub async fn delete(ctx: &mut Ctx, body: Bytes) -> ApiResult<Response> {
     let opts = DeleteOptions::parse(ctx, &body)?;
     let name = ctx.name().to_owned();
     let (obj, deleted) = delete_named(ctx, &name, &opts).await?;
-    let status = if deleted { StatusCode::OK } else { StatusCode::ACCEPTED };
+    let status = if deleted {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
     Ok(output::object_response(status, &ctx.info, &obj, ctx.output))
 }
 
@@ -497,17 +605,33 @@ pub async fn delete(ctx: &mut Ctx, body: Bytes) -> ApiResult<Response> {
 /// (false: deletion pending on finalizers or a grace period).
 pub async fn delete_named(ctx: &Ctx, name: &str, opts: &DeleteOptions) -> ApiResult<(Value, bool)> {
     for _ in 0..MAX_RETRIES {
-        let (old, kv) = ctx.state.objects.get_existing(&ctx.info, ctx.namespace(), name).await?;
+        let (old, kv) = ctx
+            .state
+            .objects
+            .get_existing(&ctx.info, ctx.namespace(), name)
+            .await?;
         if let Some(uid) = &opts.precondition_uid {
             if uid != meta_str(&old, "uid") {
-                return Err(ApiError::conflict(&ctx.gr(), name, &format!(
-                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}", meta_str(&old, "uid"))));
+                return Err(ApiError::conflict(
+                    &ctx.gr(),
+                    name,
+                    &format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                        meta_str(&old, "uid")
+                    ),
+                ));
             }
         }
         if let Some(rv) = &opts.precondition_rv {
             if *rv != kv.mod_revision.to_string() {
-                return Err(ApiError::conflict(&ctx.gr(), name, &format!(
-                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}", kv.mod_revision)));
+                return Err(ApiError::conflict(
+                    &ctx.gr(),
+                    name,
+                    &format!(
+                        "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                        kv.mod_revision
+                    ),
+                ));
             }
         }
         let plan = plan_deletion(ctx, &old, opts);
@@ -516,7 +640,13 @@ pub async fn delete_named(ctx: &Ctx, name: &str, opts: &DeleteOptions) -> ApiRes
                 if opts.dry_run {
                     return Ok((old, true));
                 }
-                match ctx.state.objects.store.delete(&kv.key, Some(kv.mod_revision)).await {
+                match ctx
+                    .state
+                    .objects
+                    .store
+                    .delete(&kv.key, Some(kv.mod_revision))
+                    .await
+                {
                     Ok((_, revision)) => {
                         let mut gone = old;
                         set_resource_version(&mut gone, revision);
@@ -524,7 +654,9 @@ pub async fn delete_named(ctx: &Ctx, name: &str, opts: &DeleteOptions) -> ApiRes
                         return Ok((gone, true));
                     }
                     Err(skiff_store::Error::Conflict { .. }) => continue,
-                    Err(skiff_store::Error::NotFound { .. }) => return Err(ApiError::not_found(&ctx.gr(), name)),
+                    Err(skiff_store::Error::NotFound { .. }) => {
+                        return Err(ApiError::not_found(&ctx.gr(), name));
+                    }
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -532,20 +664,32 @@ pub async fn delete_named(ctx: &Ctx, name: &str, opts: &DeleteOptions) -> ApiRes
                 if opts.dry_run || same_object(&updated, &old) {
                     return Ok((updated, false));
                 }
-                match ctx.state.objects.store.update(&kv.key, encode(&updated)?, kv.mod_revision).await {
+                match ctx
+                    .state
+                    .objects
+                    .store
+                    .update(&kv.key, encode(&updated)?, kv.mod_revision)
+                    .await
+                {
                     Ok(revision) => {
                         let mut updated = updated;
                         set_resource_version(&mut updated, revision);
                         return Ok((updated, false));
                     }
                     Err(skiff_store::Error::Conflict { .. }) => continue,
-                    Err(skiff_store::Error::NotFound { .. }) => return Err(ApiError::not_found(&ctx.gr(), name)),
+                    Err(skiff_store::Error::NotFound { .. }) => {
+                        return Err(ApiError::not_found(&ctx.gr(), name));
+                    }
                     Err(e) => return Err(e.into()),
                 }
             }
         }
     }
-    Err(ApiError::conflict(&ctx.gr(), name, "too many concurrent updates; please try again"))
+    Err(ApiError::conflict(
+        &ctx.gr(),
+        name,
+        "too many concurrent updates; please try again",
+    ))
 }
 
 enum DeletionPlan {
@@ -561,18 +705,32 @@ fn plan_deletion(ctx: &Ctx, old: &Value, opts: &DeleteOptions) -> DeletionPlan {
     let already_deleting = old.pointer("/metadata/deletionTimestamp").is_some();
     match opts.propagation.as_deref() {
         Some("Orphan") if !fins.iter().any(|f| f == "orphan") => fins.push("orphan".into()),
-        Some("Foreground") if !fins.iter().any(|f| f == "foregroundDeletion") => fins.push("foregroundDeletion".into()),
+        Some("Foreground") if !fins.iter().any(|f| f == "foregroundDeletion") => {
+            fins.push("foregroundDeletion".into())
+        }
         _ => {}
     }
     // Graceful pod termination: the kubelet stops the containers, then deletes with grace 0.
     let mut grace = 0;
     if is_pod(&ctx.info) {
-        let bound = !old.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("").is_empty();
-        let phase = old.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
+        let bound = !old
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .is_empty();
+        let phase = old
+            .pointer("/status/phase")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         let terminal = matches!(phase, "Succeeded" | "Failed");
-        let default_grace = old.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(30);
+        let default_grace = old
+            .pointer("/spec/terminationGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(30);
         let wanted = opts.grace_period.unwrap_or(default_grace);
-        let current = old.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64);
+        let current = old
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64);
         if bound && !terminal {
             grace = match current {
                 Some(c) if already_deleting => c.min(wanted),
@@ -581,7 +739,10 @@ fn plan_deletion(ctx: &Ctx, old: &Value, opts: &DeleteOptions) -> DeletionPlan {
         }
     }
     let namespace_finalizers = is_namespace(&ctx.info)
-        && old.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
+        && old
+            .pointer("/spec/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty());
     if fins.is_empty() && grace == 0 && !namespace_finalizers {
         return DeletionPlan::Now;
     }
@@ -590,8 +751,18 @@ fn plan_deletion(ctx: &Ctx, old: &Value, opts: &DeleteOptions) -> DeletionPlan {
         meta.insert("finalizers".into(), json!(fins));
     }
     if !already_deleting || grace > 0 {
-        let when = if grace > 0 { crate::time::rfc3339_after(grace) } else { now_rfc3339() };
-        if !already_deleting || grace < meta.get("deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(i64::MAX) {
+        let when = if grace > 0 {
+            crate::time::rfc3339_after(grace)
+        } else {
+            now_rfc3339()
+        };
+        if !already_deleting
+            || grace
+                < meta
+                    .get("deletionGracePeriodSeconds")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(i64::MAX)
+        {
             meta.insert("deletionTimestamp".into(), json!(when));
         }
     }
@@ -607,7 +778,15 @@ pub async fn delete_collection(ctx: &mut Ctx, body: Bytes) -> ApiResult<Response
     let opts = DeleteOptions::parse(ctx, &body)?;
     let filter = super::read::Filter::from_query(ctx)?;
     let prefix = objects::prefix(&ctx.info, ctx.namespace());
-    let page = ctx.state.objects.store.range(skiff_store::RangeRequest { prefix, ..Default::default() }).await?;
+    let page = ctx
+        .state
+        .objects
+        .store
+        .range(skiff_store::RangeRequest {
+            prefix,
+            ..Default::default()
+        })
+        .await?;
     let api_version = ctx.info.api_version();
     let mut deleted = Vec::new();
     for kv in &page.items {
