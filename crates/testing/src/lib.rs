@@ -95,7 +95,12 @@ impl TestCluster {
         self.wait_ready(Duration::from_secs(30))
     }
 
-    /// Where the server's log goes.
+    /// The server's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The server log file.
     pub fn log_path(&self) -> PathBuf {
         self.data_dir.path().join("server.log")
     }
@@ -123,10 +128,10 @@ impl TestCluster {
     fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Some(status) = child.try_wait()? {
-                    bail!("skiff server exited early with {status}:\n{}", self.log());
-                }
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                bail!("skiff server exited early with {status}:\n{}", self.log());
             }
             if self.kubeconfig().exists() {
                 let out = self.kubectl(&["get", "--raw", "/readyz"])?;
@@ -148,9 +153,20 @@ impl TestCluster {
 
     /// Run kubectl, feeding `stdin`.
     pub fn kubectl_stdin(&self, args: &[&str], stdin: Option<&str>) -> Result<Output> {
+        self.kubectl_with(args, stdin, &[])
+    }
+
+    /// Run kubectl with extra environment variables (e.g. `KUBE_EDITOR`), feeding `stdin`.
+    pub fn kubectl_with(
+        &self,
+        args: &[&str],
+        stdin: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Result<Output> {
         use std::io::Write;
         let mut cmd = Command::new(kubectl_binary());
-        cmd.env("KUBECONFIG", self.kubeconfig())
+        cmd.envs(env.iter().copied())
+            .env("KUBECONFIG", self.kubeconfig())
             .env("HOME", self.data_dir.path())
             .env_remove("KUBERNETES_SERVICE_HOST")
             .args(args)
