@@ -63,13 +63,16 @@ fn web() -> Value {
     })
 }
 
+/// A field and its expected value after the patch.
+type Expectation = (&'static str, fn() -> Value);
+
 struct Case {
     name: &'static str,
     definition: &'static str,
     doc: Value,
     patch: Value,
     /// A JSON pointer into the result and the value expected there.
-    expect: &'static [(&'static str, fn() -> Value)],
+    expect: &'static [Expectation],
 }
 
 fn run(cases: Vec<Case>) {
