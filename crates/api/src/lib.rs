@@ -13,6 +13,7 @@ pub use k8s_openapi;
 pub mod field;
 pub mod listmeta;
 pub mod patch;
+pub mod protobuf;
 pub mod registry;
 pub mod selector;
 pub mod table;

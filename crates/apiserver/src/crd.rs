@@ -399,7 +399,7 @@ pub fn name_conflict(crd: &Value) -> Option<FieldError> {
         FieldError::invalid(
             &Path::new("metadata").child("name"),
             meta_str(crd, "name"),
-            &format!("must be spec.names.plural+\".\"+spec.group"),
+            "must be spec.names.plural+\".\"+spec.group",
         )
     })
 }

@@ -39,7 +39,7 @@ pub struct ApiError {
     /// Human-readable message.
     pub message: String,
     /// Status `details`.
-    pub details: Option<Value>,
+    pub details: Option<Box<Value>>,
     /// Seconds to put in a `Retry-After` header.
     pub retry_after: Option<u64>,
 }
@@ -67,7 +67,7 @@ impl ApiError {
     }
 
     fn with_details(mut self, details: Value) -> Self {
-        self.details = Some(details);
+        self.details = Some(Box::new(details));
         self
     }
 
@@ -272,7 +272,7 @@ impl ApiError {
             status["reason"] = json!(self.reason);
         }
         if let Some(d) = &self.details {
-            status["details"] = d.clone();
+            status["details"] = (**d).clone();
         }
         status
     }
@@ -288,10 +288,10 @@ impl IntoResponse for ApiError {
             body,
         )
             .into_response();
-        if let Some(secs) = self.retry_after {
-            if let Ok(v) = http::HeaderValue::from_str(&secs.to_string()) {
-                response.headers_mut().insert(http::header::RETRY_AFTER, v);
-            }
+        if let Some(secs) = self.retry_after
+            && let Ok(v) = http::HeaderValue::from_str(&secs.to_string())
+        {
+            response.headers_mut().insert(http::header::RETRY_AFTER, v);
         }
         response
     }

@@ -34,10 +34,10 @@ impl Cache {
     pub fn documents(&self, snapshot: &Arc<RegistrySnapshot>, version: &str) -> Arc<Documents> {
         let id = Arc::as_ptr(snapshot) as usize;
         let mut current = self.current.lock();
-        if let Some((cached_id, docs)) = current.as_ref() {
-            if *cached_id == id {
-                return docs.clone();
-            }
+        if let Some((cached_id, docs)) = current.as_ref()
+            && *cached_id == id
+        {
+            return docs.clone();
         }
         let docs = Arc::new(build(snapshot, version));
         *current = Some((id, docs.clone()));
@@ -416,13 +416,13 @@ fn to_v2(value: &Value) -> Value {
         Value::Object(map) => Value::Object(
             map.iter()
                 .map(|(k, v)| {
-                    if k == "$ref" {
-                        if let Some(r) = v.as_str() {
-                            return (
-                                k.clone(),
-                                json!(r.replace("#/components/schemas/", "#/definitions/")),
-                            );
-                        }
+                    if k == "$ref"
+                        && let Some(r) = v.as_str()
+                    {
+                        return (
+                            k.clone(),
+                            json!(r.replace("#/components/schemas/", "#/definitions/")),
+                        );
                     }
                     (k.clone(), to_v2(v))
                 })

@@ -41,7 +41,7 @@ impl RegistrySnapshot {
             );
         }
         for (_, versions) in &mut groups {
-            versions.sort_by(|a, b| version_priority(b).cmp(&version_priority(a)));
+            versions.sort_by_key(|v| std::cmp::Reverse(version_priority(v)));
         }
         RegistrySnapshot { by_path, groups }
     }
@@ -162,7 +162,7 @@ mod tests {
     #[test]
     fn versions_order_like_upstream() {
         let mut v = vec!["v1alpha1", "v2beta1", "v1", "v2", "v1beta2", "v1beta1"];
-        v.sort_by(|a, b| version_priority(b).cmp(&version_priority(a)));
+        v.sort_by_key(|v| std::cmp::Reverse(version_priority(v)));
         assert_eq!(v, ["v2", "v1", "v2beta1", "v1beta2", "v1beta1", "v1alpha1"]);
     }
 }

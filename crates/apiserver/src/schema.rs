@@ -75,32 +75,32 @@ pub fn validate(schema: &Value, value: &Value, path: &Path, errors: &mut ErrorLi
                 ),
             ));
         }
-    } else if let Some(ty) = schema.get("type").and_then(Value::as_str) {
-        if !type_matches(ty, value) {
-            errors.push(FieldError::invalid(
-                path,
-                skiff_api::field::BadValue(render(value)),
-                &format!(
-                    "{body_path} in body must be of type {ty}: \"{}\"",
-                    type_name_for_message(value)
-                ),
-            ));
-            return;
-        }
+    } else if let Some(ty) = schema.get("type").and_then(Value::as_str)
+        && !type_matches(ty, value)
+    {
+        errors.push(FieldError::invalid(
+            path,
+            skiff_api::field::BadValue(render(value)),
+            &format!(
+                "{body_path} in body must be of type {ty}: \"{}\"",
+                type_name_for_message(value)
+            ),
+        ));
+        return;
     }
-    if let Some(options) = schema.get("enum").and_then(Value::as_array) {
-        if !options.contains(value) {
-            let supported: Vec<String> = options
-                .iter()
-                .map(|o| o.as_str().map_or(o.to_string(), str::to_owned))
-                .collect();
-            let refs: Vec<&str> = supported.iter().map(String::as_str).collect();
-            errors.push(FieldError::not_supported(
-                path,
-                skiff_api::field::BadValue(render(value)),
-                &refs,
-            ));
-        }
+    if let Some(options) = schema.get("enum").and_then(Value::as_array)
+        && !options.contains(value)
+    {
+        let supported: Vec<String> = options
+            .iter()
+            .map(|o| o.as_str().map_or(o.to_string(), str::to_owned))
+            .collect();
+        let refs: Vec<&str> = supported.iter().map(String::as_str).collect();
+        errors.push(FieldError::not_supported(
+            path,
+            skiff_api::field::BadValue(render(value)),
+            &refs,
+        ));
     }
     match value {
         Value::Number(n) => {
@@ -140,46 +140,45 @@ pub fn validate(schema: &Value, value: &Value, path: &Path, errors: &mut ErrorLi
         }
         Value::String(s) => {
             let len = s.chars().count() as u64;
-            if let Some(min) = schema.get("minLength").and_then(Value::as_u64) {
-                if len < min {
-                    errors.push(FieldError::invalid(
-                        path,
-                        s.as_str(),
-                        &format!("{body_path} in body should be at least {min} chars long"),
-                    ));
-                }
+            if let Some(min) = schema.get("minLength").and_then(Value::as_u64)
+                && len < min
+            {
+                errors.push(FieldError::invalid(
+                    path,
+                    s.as_str(),
+                    &format!("{body_path} in body should be at least {min} chars long"),
+                ));
             }
-            if let Some(max) = schema.get("maxLength").and_then(Value::as_u64) {
-                if len > max {
-                    errors.push(FieldError::too_long(path, max as usize));
-                }
+            if let Some(max) = schema.get("maxLength").and_then(Value::as_u64)
+                && len > max
+            {
+                errors.push(FieldError::too_long(path, max as usize));
             }
-            if let Some(pattern) = schema.get("pattern").and_then(Value::as_str) {
-                if let Ok(re) = regex::Regex::new(pattern) {
-                    if !re.is_match(s) {
-                        errors.push(FieldError::invalid(
-                            path,
-                            s.as_str(),
-                            &format!("{body_path} in body should match '{pattern}'"),
-                        ));
-                    }
-                }
+            if let Some(pattern) = schema.get("pattern").and_then(Value::as_str)
+                && let Ok(re) = regex::Regex::new(pattern)
+                && !re.is_match(s)
+            {
+                errors.push(FieldError::invalid(
+                    path,
+                    s.as_str(),
+                    &format!("{body_path} in body should match '{pattern}'"),
+                ));
             }
         }
         Value::Array(items) => {
-            if let Some(min) = schema.get("minItems").and_then(Value::as_u64) {
-                if (items.len() as u64) < min {
-                    errors.push(FieldError::invalid(
-                        path,
-                        items.len(),
-                        &format!("{body_path} in body should have at least {min} items"),
-                    ));
-                }
+            if let Some(min) = schema.get("minItems").and_then(Value::as_u64)
+                && (items.len() as u64) < min
+            {
+                errors.push(FieldError::invalid(
+                    path,
+                    items.len(),
+                    &format!("{body_path} in body should have at least {min} items"),
+                ));
             }
-            if let Some(max) = schema.get("maxItems").and_then(Value::as_u64) {
-                if items.len() as u64 > max {
-                    errors.push(FieldError::too_many(path, items.len(), max as usize));
-                }
+            if let Some(max) = schema.get("maxItems").and_then(Value::as_u64)
+                && items.len() as u64 > max
+            {
+                errors.push(FieldError::too_many(path, items.len(), max as usize));
             }
             if let Some(item_schema) = schema.get("items") {
                 for (i, item) in items.iter().enumerate() {
@@ -195,19 +194,19 @@ pub fn validate(schema: &Value, value: &Value, path: &Path, errors: &mut ErrorLi
                     }
                 }
             }
-            if let Some(min) = schema.get("minProperties").and_then(Value::as_u64) {
-                if (map.len() as u64) < min {
-                    errors.push(FieldError::invalid(
-                        path,
-                        map.len(),
-                        &format!("{body_path} in body should have at least {min} properties"),
-                    ));
-                }
+            if let Some(min) = schema.get("minProperties").and_then(Value::as_u64)
+                && (map.len() as u64) < min
+            {
+                errors.push(FieldError::invalid(
+                    path,
+                    map.len(),
+                    &format!("{body_path} in body should have at least {min} properties"),
+                ));
             }
-            if let Some(max) = schema.get("maxProperties").and_then(Value::as_u64) {
-                if map.len() as u64 > max {
-                    errors.push(FieldError::too_many(path, map.len(), max as usize));
-                }
+            if let Some(max) = schema.get("maxProperties").and_then(Value::as_u64)
+                && map.len() as u64 > max
+            {
+                errors.push(FieldError::too_many(path, map.len(), max as usize));
             }
             let props = schema.get("properties").and_then(Value::as_object);
             let additional = schema.get("additionalProperties").filter(|a| a.is_object());
@@ -293,10 +292,10 @@ pub fn apply_defaults(schema: &Value, value: &mut Value) {
         Value::Object(map) => {
             if let Some(props) = schema.get("properties").and_then(Value::as_object) {
                 for (k, s) in props {
-                    if !map.contains_key(k) {
-                        if let Some(d) = s.get("default") {
-                            map.insert(k.clone(), d.clone());
-                        }
+                    if !map.contains_key(k)
+                        && let Some(d) = s.get("default")
+                    {
+                        map.insert(k.clone(), d.clone());
                     }
                     if let Some(v) = map.get_mut(k) {
                         apply_defaults(s, v);

@@ -201,17 +201,17 @@ impl State {
         old: Option<&Value>,
         new: Option<&Value>,
     ) {
-        if is(info, "", "services") {
-            if let (Some(old), Some(new)) = (old, new) {
-                self.release_service(old, Some(new)).await;
-            }
+        if is(info, "", "services")
+            && let (Some(old), Some(new)) = (old, new)
+        {
+            self.release_service(old, Some(new)).await;
         }
-        if is(info, "apiextensions.k8s.io", "customresourcedefinitions") {
-            if let Some(new) = new {
-                crd::register(self, new);
-                if new.pointer("/metadata/deletionTimestamp").is_some() {
-                    crd::spawn_cleanup(self.clone(), new.clone());
-                }
+        if is(info, "apiextensions.k8s.io", "customresourcedefinitions")
+            && let Some(new) = new
+        {
+            crd::register(self, new);
+            if new.pointer("/metadata/deletionTimestamp").is_some() {
+                crd::spawn_cleanup(self.clone(), new.clone());
             }
         }
     }
@@ -366,12 +366,11 @@ impl State {
             .and_then(|n| n.pointer("/spec/clusterIP"))
             .and_then(Value::as_str)
             .unwrap_or("");
-        if old_ip != new_ip {
-            if let Ok(ip) = old_ip.parse::<Ipv4Addr>() {
-                if ip != self.allocator.service_cidr.first() || new.is_none() {
-                    self.allocator.release_ip(ip).await;
-                }
-            }
+        if old_ip != new_ip
+            && let Ok(ip) = old_ip.parse::<Ipv4Addr>()
+            && (ip != self.allocator.service_cidr.first() || new.is_none())
+        {
+            self.allocator.release_ip(ip).await;
         }
         let keep = node_ports(new);
         for port in node_ports(Some(old)) {
@@ -416,10 +415,10 @@ fn carry_service_allocations(old: &Value, new: &mut Value) {
         .unwrap_or("ClusterIP");
     if old_type != "ExternalName" && same_type {
         for field in ["clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"] {
-            if new_spec.get(field).is_none_or(|v| v.as_str() == Some("")) {
-                if let Some(v) = old_spec.get(field) {
-                    new_spec.insert(field.into(), v.clone());
-                }
+            if new_spec.get(field).is_none_or(|v| v.as_str() == Some(""))
+                && let Some(v) = old_spec.get(field)
+            {
+                new_spec.insert(field.into(), v.clone());
             }
         }
     }

@@ -1,40 +1,59 @@
 //! The embedded engine: an MVCC index in memory, made durable by a write-ahead log.
 //!
-//! Writers apply their change to the in-memory index under a short lock (which assigns the
-//! revision and checks preconditions in revision order), append the encoded record to a
-//! pending buffer and wait. One committer thread writes the whole pending buffer and calls
+//! Writers check preconditions and apply their change to the in-memory index under a short
+//! write lock (which also assigns the revision), append the encoded record to a pending
+//! buffer and wait. One committer thread writes the whole pending buffer and calls
 //! `fdatasync` once for everything that accumulated meanwhile (group commit), then publishes
 //! the new *durable revision*: only then do writers get their acknowledgement, reads see the
 //! change and watchers receive it. So nothing is ever observed that a crash could take back.
 //!
+//! Locks, always taken in this order and held briefly: `core` (the index; a read-write lock
+//! so reads run in parallel), then `queue` (pending records and waiting writers), then
+//! `watchers`. Watchers are fed by the committer after it has released `core`, so a slow
+//! watcher never holds up writers or readers, and one that falls
+//! [`EmbeddedOptions::watcher_buffer`] events behind is dropped (its channel closes and the
+//! client re-watches, like an etcd watch cancelled for being slow).
+//!
 //! On disk (`<dir>/`): `snapshot` (every live key at one revision, CRC-checked) and
-//! `wal-<first revision>.log` segments of length+CRC framed records. Opening loads the
-//! snapshot and replays newer records; a torn record at the tail (a crash mid-append) is cut
-//! off, a bad record before the tail is corruption. When the live segment grows past
-//! [`EmbeddedOptions::checkpoint_bytes`] the committer rotates to a new segment and writes a
-//! snapshot, after which older segments are deleted: restart time stays bounded.
+//! `wal-<first revision>.log` segments of length+CRC framed records, plus a `LOCK` file that
+//! keeps a second process out. Opening loads the snapshot and replays newer records; a torn
+//! record at the tail (a crash mid-append) is cut off, a bad record before the tail is
+//! corruption. When the live segment grows past [`EmbeddedOptions::checkpoint_bytes`] the
+//! committer starts a new segment and writes a snapshot, after which older segments are
+//! deleted: restart time and disk use stay bounded.
 //!
 //! History is kept for watches and consistent pagination and compacted automatically like
 //! kube-apiserver does against etcd: every [`EmbeddedOptions::compaction_interval`], to the
-//! revision that was current one interval earlier.
+//! revision that was current one interval earlier (upstream:
+//! k8s.io/apiserver/pkg/storage/etcd3/compact.go).
 
 mod index;
 mod wal;
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, RwLock, RwLockWriteGuard};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{
-    Error, Event, EventKind, KeyValue, RangeRequest, RangeResponse, Result, Revision, Store, Watch,
-};
+use crate::{Error, Event, KeyValue, RangeRequest, RangeResponse, Result, Revision, Store, Watch};
 use index::Index;
-use wal::Record;
+use wal::{Record, Replayed};
+
+/// Keys copied per lock hold while a snapshot is written, so writers wait microseconds, not
+/// the whole snapshot.
+const SNAPSHOT_CHUNK: usize = 1024;
+
+/// How long the idle committer sleeps before looking at timers (compaction) again.
+const IDLE_WAKEUP: Duration = Duration::from_millis(250);
+
+/// How long to wait before trying again after a checkpoint failed (e.g. a full disk); the
+/// WAL keeps everything meanwhile.
+const CHECKPOINT_RETRY: Duration = Duration::from_secs(30);
 
 /// Tuning of the embedded engine.
 #[derive(Debug, Clone)]
@@ -44,7 +63,9 @@ pub struct EmbeddedOptions {
     pub sync: bool,
     /// Write a snapshot and start a new WAL segment once the live segment is this large.
     pub checkpoint_bytes: u64,
-    /// How often history is compacted (to the revision current one interval earlier).
+    /// How often history is compacted (to the revision current one interval earlier), so
+    /// about one to two intervals of history stay readable and watchable. Zero disables
+    /// automatic compaction.
     pub compaction_interval: Duration,
     /// Events a watcher may have queued before it is dropped as too slow.
     pub watcher_buffer: usize,
@@ -55,17 +76,20 @@ impl Default for EmbeddedOptions {
         EmbeddedOptions {
             sync: true,
             checkpoint_bytes: 64 << 20,
-            // upstream: kube-apiserver's --etcd-compaction-interval default.
+            // upstream: kube-apiserver's --etcd-compaction-interval default (5m).
             compaction_interval: Duration::from_secs(300),
             watcher_buffer: 4096,
         }
     }
 }
 
-/// A watcher registered with the engine.
-struct Watcher {
-    prefix: String,
-    tx: mpsc::Sender<Event>,
+/// The index and the revisions it is read at.
+struct Core {
+    index: Index,
+    /// The highest revision assigned (applied in memory, maybe not yet durable).
+    applied: Revision,
+    /// The highest revision on stable storage: the revision reads and watches see.
+    durable: Revision,
 }
 
 /// A write waiting for the committer.
@@ -74,39 +98,73 @@ struct Waiter {
     done: oneshot::Sender<Result<()>>,
 }
 
-/// Everything behind the engine's one lock.
-struct State {
-    index: Index,
-    /// The highest revision assigned (applied in memory, maybe not yet durable).
-    applied: Revision,
-    /// The highest revision on stable storage: the revision reads and watches see.
-    durable: Revision,
-    /// Encoded records not yet written.
+/// What the committer has still to write.
+struct Queue {
+    /// Encoded records not yet written, in revision order.
     pending: Vec<u8>,
-    /// Events of not-yet-durable revisions, in order.
-    pending_events: Vec<Event>,
     waiters: Vec<Waiter>,
-    watchers: Vec<Watcher>,
-    /// Set when the WAL failed: the engine refuses everything afterwards.
+    /// The highest revision in `pending` (or already written).
+    last: Revision,
+    /// Set when the WAL failed: the engine refuses writes afterwards.
     failed: Option<String>,
     shutdown: bool,
 }
 
-/// The embedded, durable MVCC store.
-pub struct EmbeddedStore {
-    state: Mutex<State>,
-    /// Wakes the committer when `pending` gains records.
+/// A watcher registered with the engine.
+struct Watcher {
+    prefix: String,
+    tx: mpsc::Sender<Event>,
+    /// The revision its history was replayed up to: later dispatches skip events up to here.
+    after: Revision,
+}
+
+/// State shared between the store handle and the committer thread.
+struct Shared {
+    core: RwLock<Core>,
+    queue: Mutex<Queue>,
+    /// Wakes the committer when `queue.pending` gains records or on shutdown.
     wake: Condvar,
+    watchers: Mutex<Vec<Watcher>>,
     options: EmbeddedOptions,
     dir: PathBuf,
+    /// The locked `LOCK` file; released when the committer stops.
+    dir_lock: Mutex<Option<File>>,
+}
+
+/// The embedded, durable MVCC store.
+pub struct EmbeddedStore {
+    shared: Arc<Shared>,
     committer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EmbeddedStore")
-            .field("dir", &self.dir)
+            .field("dir", &self.shared.dir)
             .finish_non_exhaustive()
+    }
+}
+
+/// Take the data directory's lock, so two processes never append to the same log.
+fn lock_dir(dir: &Path) -> Result<File> {
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("LOCK"))
+        .map_err(|source| Error::Io {
+            action: "opening the data directory lock",
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Unavailable {
+            reason: format!("{} is in use by another store", dir.display()),
+        }),
+        Err(std::fs::TryLockError::Error(source)) => Err(Error::Io {
+            action: "locking the data directory",
+            source,
+        }),
     }
 }
 
@@ -118,22 +176,15 @@ impl EmbeddedStore {
             action: "creating the data directory",
             source,
         })?;
-        let recovered = wal::recover(dir)?;
+        let dir_lock = lock_dir(dir)?;
         let mut index = Index::default();
-        let revision = recovered.snapshot_revision;
-        for entry in recovered.snapshot {
-            index.load(entry);
-        }
-        let mut applied = revision;
-        for record in recovered.records {
-            if let Some(revision) = record.write_revision() {
-                applied = revision;
-            }
-            apply_record(&mut index, record);
-        }
-        // History before the snapshot is gone; so is whatever was compacted before.
-        let compacted = recovered.compacted.max(revision);
-        index.set_compacted(compacted);
+        let recovered = wal::recover(dir, |item| match item {
+            Replayed::Entry(entry) => index.load(entry),
+            Replayed::Record(record) => apply_record(&mut index, record),
+        })?;
+        // History before the snapshot was not kept; neither was what was compacted before.
+        index.set_compacted(recovered.compacted.max(recovered.snapshot_revision));
+        let applied = recovered.revision;
         let log = wal::Writer::open(dir, applied + 1, recovered.live_segment)?;
         tracing::info!(
             dir = %dir.display(),
@@ -142,73 +193,77 @@ impl EmbeddedStore {
             took_ms = started.elapsed().as_millis() as u64,
             "embedded store opened"
         );
-        let store = Arc::new(EmbeddedStore {
-            state: Mutex::new(State {
+        let shared = Arc::new(Shared {
+            core: RwLock::new(Core {
                 index,
                 applied,
                 durable: applied,
+            }),
+            queue: Mutex::new(Queue {
                 pending: Vec::new(),
-                pending_events: Vec::new(),
                 waiters: Vec::new(),
-                watchers: Vec::new(),
+                last: applied,
                 failed: None,
                 shutdown: false,
             }),
             wake: Condvar::new(),
+            watchers: Mutex::new(Vec::new()),
             options,
             dir: dir.to_owned(),
-            committer: Mutex::new(None),
+            dir_lock: Mutex::new(Some(dir_lock)),
         });
-        let weak = Arc::downgrade(&store);
+        let for_thread = shared.clone();
         let handle = std::thread::Builder::new()
             .name("skiff-store-commit".into())
-            .spawn(move || committer(weak, log))
+            .spawn(move || committer(&for_thread, log))
             .map_err(|source| Error::Io {
                 action: "starting the commit thread",
                 source,
             })?;
-        *store.committer.lock() = Some(handle);
-        Ok(store)
+        Ok(Arc::new(EmbeddedStore {
+            shared,
+            committer: Mutex::new(Some(handle)),
+        }))
     }
 
-    /// Flush pending writes and stop the commit thread; later writes fail.
+    /// Write out pending writes, close every watch and stop; later calls fail with
+    /// [`Error::Unavailable`]. The data directory can be opened again once this returns.
     pub fn close(&self) {
-        self.state.lock().shutdown = true;
-        self.wake.notify_all();
+        self.shared.queue.lock().shutdown = true;
+        self.shared.wake.notify_all();
         if let Some(handle) = self.committer.lock().take() {
             let _ = handle.join();
         }
     }
 
-    /// Apply a write in memory and wait until it is durable.
-    async fn write(
+    /// Apply a write in memory and wait until it is durable. `prepare` checks preconditions,
+    /// changes the index and encodes the WAL record, or fails having changed nothing.
+    async fn write<T>(
         &self,
-        prepare: impl FnOnce(&mut Index, Revision) -> Result<(Record, Event)>,
-    ) -> Result<Event> {
-        let (rx, event) = {
-            let mut state = self.state.lock();
-            if let Some(reason) = &state.failed {
+        prepare: impl FnOnce(&mut Index, Revision, &mut Vec<u8>) -> Result<T>,
+    ) -> Result<T> {
+        let (rx, out) = {
+            let mut core = self.shared.core.write();
+            let mut queue = self.shared.queue.lock();
+            if let Some(reason) = &queue.failed {
                 return Err(Error::Unavailable {
                     reason: reason.clone(),
                 });
             }
-            if state.shutdown {
-                return Err(Error::Unavailable {
-                    reason: "the store is shutting down".into(),
-                });
+            if queue.shutdown {
+                return Err(shutting_down());
             }
-            let revision = state.applied + 1;
-            let (record, event) = prepare(&mut state.index, revision)?;
-            state.applied = revision;
-            record.encode(&mut state.pending);
-            state.pending_events.push(event.clone());
+            let revision = core.applied + 1;
+            let out = prepare(&mut core.index, revision, &mut queue.pending)?;
+            core.applied = revision;
+            queue.last = revision;
             let (tx, rx) = oneshot::channel();
-            state.waiters.push(Waiter { revision, done: tx });
-            (rx, event)
+            queue.waiters.push(Waiter { revision, done: tx });
+            (rx, out)
         };
-        self.wake.notify_one();
+        self.shared.wake.notify_one();
         match rx.await {
-            Ok(Ok(())) => Ok(event),
+            Ok(Ok(())) => Ok(out),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(Error::Unavailable {
                 reason: "the commit thread stopped".into(),
@@ -219,8 +274,14 @@ impl EmbeddedStore {
 
 impl Drop for EmbeddedStore {
     fn drop(&mut self) {
-        self.state.get_mut().shutdown = true;
-        self.wake.notify_all();
+        // The committer holds only `Shared`, never the handle, so this never runs on it.
+        self.close();
+    }
+}
+
+fn shutting_down() -> Error {
+    Error::Unavailable {
+        reason: "the store is shutting down".into(),
     }
 }
 
@@ -231,7 +292,7 @@ fn apply_record(index: &mut Index, record: Record) {
             key,
             value,
         } => {
-            index.put(key, value, revision);
+            index.put(&key, value, revision);
         }
         Record::Delete { revision, key } => {
             index.delete(&key, revision);
@@ -241,121 +302,178 @@ fn apply_record(index: &mut Index, record: Record) {
 }
 
 /// The commit thread: write, sync, publish; checkpoint and compact on the side.
-fn committer(store: std::sync::Weak<EmbeddedStore>, mut log: wal::Writer) {
-    let mut last_compaction = Instant::now();
-    let mut compact_next: Option<Revision> = None;
+fn committer(shared: &Shared, mut log: wal::Writer) {
+    let mut buffer = Vec::new();
+    let mut waiters = Vec::new();
+    let mut compaction = AutoCompaction::new(shared.options.compaction_interval);
+    let mut next_checkpoint = Instant::now();
     loop {
-        let Some(this) = store.upgrade() else {
-            return;
-        };
-        let (buffer, upto, events, waiters, shutdown) = {
-            let mut state = this.state.lock();
-            if state.pending.is_empty() && !state.shutdown {
-                this.wake.wait_for(&mut state, Duration::from_millis(500));
+        let (upto, shutdown) = {
+            let mut queue = shared.queue.lock();
+            if queue.pending.is_empty() && !queue.shutdown {
+                shared.wake.wait_for(&mut queue, IDLE_WAKEUP);
             }
-            let buffer = std::mem::take(&mut state.pending);
-            let events = std::mem::take(&mut state.pending_events);
-            let waiters = std::mem::take(&mut state.waiters);
-            (buffer, state.applied, events, waiters, state.shutdown)
+            // Swap rather than take: both buffers keep their capacity across batches.
+            std::mem::swap(&mut queue.pending, &mut buffer);
+            std::mem::swap(&mut queue.waiters, &mut waiters);
+            (queue.last, queue.shutdown)
         };
 
-        let outcome = if buffer.is_empty() {
-            Ok(())
-        } else {
-            log.append(&buffer, this.options.sync)
-        };
-        {
-            let mut state = this.state.lock();
-            match &outcome {
-                Ok(()) => {
-                    state.durable = upto;
-                    state.index.publish(&events);
-                    dispatch(&mut state.watchers, &events);
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "write-ahead log failed; the store stops accepting writes");
-                    state.failed = Some(e.to_string());
-                }
+        if !buffer.is_empty() {
+            let written = log.append(&buffer, shared.options.sync);
+            buffer.clear();
+            if let Err(e) = written {
+                fail(shared, &e, &mut waiters);
+                break;
             }
         }
-        for waiter in waiters {
-            let result = match &outcome {
-                Ok(()) => Ok(()),
-                Err(e) => Err(Error::Unavailable {
-                    reason: format!("write at revision {} not durable: {e}", waiter.revision),
-                }),
-            };
-            let _ = waiter.done.send(result);
-        }
-        if outcome.is_err() {
-            return;
+        publish(shared, upto);
+        for waiter in waiters.drain(..) {
+            let _ = waiter.done.send(Ok(()));
         }
 
-        if log.segment_bytes() >= this.options.checkpoint_bytes
-            && let Err(e) = checkpoint(&this, &mut log)
+        if log.segment_bytes() >= shared.options.checkpoint_bytes
+            && Instant::now() >= next_checkpoint
+            && let Err(e) = checkpoint(shared, &mut log)
         {
-            tracing::warn!(error = %e, "checkpoint failed; will retry");
+            tracing::warn!(error = %e, "store checkpoint failed; will retry");
+            next_checkpoint = Instant::now() + CHECKPOINT_RETRY;
         }
-        if last_compaction.elapsed() >= this.options.compaction_interval {
-            last_compaction = Instant::now();
-            let mut state = this.state.lock();
-            if let Some(revision) = compact_next.take() {
-                compact_locked(&mut state, revision);
-            }
-            compact_next = Some(state.durable);
+        compaction.tick(shared);
+        if shutdown {
+            break;
         }
-        if shutdown && this.state.lock().pending.is_empty() {
-            let mut state = this.state.lock();
-            state.watchers.clear();
-            for waiter in state.waiters.drain(..) {
-                let _ = waiter.done.send(Err(Error::Unavailable {
-                    reason: "the store is shutting down".into(),
-                }));
-            }
-            return;
-        }
+    }
+    // Dropping the senders ends every watch.
+    shared.watchers.lock().clear();
+    shared.dir_lock.lock().take();
+}
+
+/// Make revisions up to `upto` visible and hand their events to the watchers.
+fn publish(shared: &Shared, upto: Revision) {
+    let mut core = shared.core.write();
+    if upto <= core.durable {
+        return;
+    }
+    let from = core.durable;
+    core.durable = upto;
+    // Readers may proceed while the events are gathered; compaction (a writer) may not, so
+    // the versions the events are rebuilt from stay put.
+    let core = RwLockWriteGuard::downgrade(core);
+    if shared.watchers.lock().is_empty() {
+        return;
+    }
+    let events = core.index.events_between("", from, upto);
+    drop(core);
+    dispatch(&shared.watchers, &events);
+}
+
+/// The WAL failed: refuse everything from now on and tell every waiting writer.
+fn fail(shared: &Shared, error: &Error, waiters: &mut Vec<Waiter>) {
+    let reason = error.to_string();
+    tracing::error!(error = %reason, "write-ahead log failed; the store stops accepting writes");
+    {
+        let mut queue = shared.queue.lock();
+        queue.failed = Some(reason.clone());
+        waiters.append(&mut queue.waiters);
+    }
+    for waiter in waiters.drain(..) {
+        let _ = waiter.done.send(Err(Error::Unavailable {
+            reason: format!(
+                "write at revision {} not durable: {reason}",
+                waiter.revision
+            ),
+        }));
     }
 }
 
-/// Snapshot every live key at the durable revision and rotate the WAL, so older segments
-/// can go.
-fn checkpoint(store: &EmbeddedStore, log: &mut wal::Writer) -> Result<()> {
-    let (revision, compacted, entries) = {
-        let state = store.state.lock();
-        // The snapshot is taken at `applied`, which may include records still pending for
-        // the log: they will land in the new segment and be skipped on replay, as the
-        // snapshot already holds them. Either way nothing acknowledged is lost.
-        log.rotate(state.applied + 1)?;
-        (
-            state.applied,
-            state.index.compacted(),
-            state.index.snapshot_at(state.applied),
-        )
+/// Snapshot every live key at the durable revision and start a new WAL segment, so older
+/// segments can go.
+fn checkpoint(shared: &Shared, log: &mut wal::Writer) -> Result<()> {
+    let started = Instant::now();
+    let (revision, compacted) = {
+        let core = shared.core.read();
+        (core.durable, core.index.compacted())
     };
-    wal::write_snapshot(&store.dir, revision, compacted, &entries)?;
+    // This thread is the only appender and has written everything up to `revision`, so the
+    // live segment holds nothing newer: records from here on go to the new segment.
+    log.rotate(revision + 1)?;
+    let mut snapshot = wal::SnapshotWriter::create(&shared.dir, revision, compacted)?;
+    let mut after: Option<Arc<str>> = None;
+    let mut keys = 0;
+    loop {
+        // Between chunks, compaction (only ever to at most the durable revision) keeps every
+        // version visible at `revision`, so the chunks add up to one consistent snapshot.
+        let (entries, last) =
+            shared
+                .core
+                .read()
+                .index
+                .snapshot_chunk(after.as_deref(), revision, SNAPSHOT_CHUNK);
+        keys += entries.len();
+        snapshot.write(&entries)?;
+        match last {
+            Some(last) => after = Some(last),
+            None => break,
+        }
+    }
+    snapshot.finish()?;
     log.remove_old_segments()?;
-    tracing::debug!(revision, keys = entries.len(), "store checkpoint written");
+    tracing::debug!(
+        revision,
+        keys,
+        took_ms = started.elapsed().as_millis() as u64,
+        "store checkpoint written"
+    );
     Ok(())
 }
 
-/// Drop history at and below `revision`, and log the compaction so a restart keeps it.
+/// Drop history at and below `revision` and log the compaction so a restart keeps it.
 /// Losing that record in a crash is harmless: the store would just keep more history.
-fn compact_locked(state: &mut State, revision: Revision) {
-    if revision <= state.index.compacted() {
+fn compact_locked(core: &mut Core, queue: &mut Queue, revision: Revision) {
+    if revision <= core.index.compacted() {
         return;
     }
-    state.index.compact(revision);
-    Record::Compact { revision }.encode(&mut state.pending);
+    core.index.compact(revision);
+    wal::encode_compact(&mut queue.pending, revision);
+}
+
+/// kube-apiserver's compaction loop: each interval, compact to the revision that was current
+/// at the previous tick.
+struct AutoCompaction {
+    interval: Duration,
+    last: Instant,
+    target: Option<Revision>,
+}
+
+impl AutoCompaction {
+    fn new(interval: Duration) -> AutoCompaction {
+        AutoCompaction {
+            interval,
+            last: Instant::now(),
+            target: None,
+        }
+    }
+
+    fn tick(&mut self, shared: &Shared) {
+        if self.interval.is_zero() || self.last.elapsed() < self.interval {
+            return;
+        }
+        self.last = Instant::now();
+        let mut core = shared.core.write();
+        if let Some(revision) = self.target.take() {
+            compact_locked(&mut core, &mut shared.queue.lock(), revision);
+            tracing::debug!(revision, "store history compacted");
+        }
+        self.target = Some(core.durable);
+    }
 }
 
 /// Hand events to the watchers whose prefix matches; drop watchers that cannot keep up.
-fn dispatch(watchers: &mut Vec<Watcher>, events: &[Event]) {
-    if watchers.is_empty() || events.is_empty() {
-        return;
-    }
-    watchers.retain(|watcher| {
+fn dispatch(watchers: &Mutex<Vec<Watcher>>, events: &[Event]) {
+    watchers.lock().retain(|watcher| {
         for event in events {
-            if !event.kv.key.starts_with(&watcher.prefix) {
+            if event.revision() <= watcher.after || !event.kv.key.starts_with(&watcher.prefix) {
                 continue;
             }
             match watcher.tx.try_send(event.clone()) {
@@ -374,30 +492,30 @@ fn dispatch(watchers: &mut Vec<Watcher>, events: &[Event]) {
 #[async_trait]
 impl Store for EmbeddedStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
-        let state = self.state.lock();
-        Ok(state.index.get_at(key, state.durable))
+        let core = self.shared.core.read();
+        Ok(core.index.get_at(key, core.durable))
     }
 
     async fn range(&self, request: RangeRequest) -> Result<RangeResponse> {
-        let state = self.state.lock();
+        let core = self.shared.core.read();
         let revision = if request.revision == 0 {
-            state.durable
+            core.durable
         } else {
             request.revision
         };
-        if revision > state.durable {
+        if revision > core.durable {
             return Err(Error::FutureRevision {
                 requested: revision,
-                current: state.durable,
+                current: core.durable,
             });
         }
-        if revision < state.index.compacted() {
+        if revision < core.index.compacted() {
             return Err(Error::Compacted {
                 requested: revision,
-                compacted: state.index.compacted(),
+                compacted: core.index.compacted(),
             });
         }
-        let (items, remaining) = state.index.range_at(
+        let (items, remaining) = core.index.range_at(
             &request.prefix,
             request.start_after.as_deref(),
             request.limit,
@@ -412,29 +530,17 @@ impl Store for EmbeddedStore {
     }
 
     async fn create(&self, key: &str, value: Bytes) -> Result<Revision> {
-        let event = self
-            .write(|index, revision| {
-                if index.latest(key).is_some() {
-                    return Err(Error::AlreadyExists {
-                        key: key.to_owned(),
-                    });
-                }
-                let kv = index.put(key.to_owned(), value.clone(), revision);
-                Ok((
-                    Record::Put {
-                        revision,
-                        key: key.to_owned(),
-                        value,
-                    },
-                    Event {
-                        kind: EventKind::Put,
-                        kv,
-                        prev: None,
-                    },
-                ))
-            })
-            .await?;
-        Ok(event.revision())
+        self.write(|index, revision, out| {
+            if index.latest_revision(key).is_some() {
+                return Err(Error::AlreadyExists {
+                    key: key.to_owned(),
+                });
+            }
+            wal::encode_put(out, revision, key, &value);
+            index.put(key, value, revision);
+            Ok(revision)
+        })
+        .await
     }
 
     async fn update(
@@ -443,36 +549,24 @@ impl Store for EmbeddedStore {
         value: Bytes,
         expected_revision: Revision,
     ) -> Result<Revision> {
-        let event = self
-            .write(|index, revision| {
-                let Some(prev) = index.latest(key) else {
-                    return Err(Error::NotFound {
-                        key: key.to_owned(),
-                    });
-                };
-                if prev.mod_revision != expected_revision {
-                    return Err(Error::Conflict {
-                        key: key.to_owned(),
-                        expected: expected_revision,
-                        actual: prev.mod_revision,
-                    });
-                }
-                let kv = index.put(key.to_owned(), value.clone(), revision);
-                Ok((
-                    Record::Put {
-                        revision,
-                        key: key.to_owned(),
-                        value,
-                    },
-                    Event {
-                        kind: EventKind::Put,
-                        kv,
-                        prev: Some(prev),
-                    },
-                ))
-            })
-            .await?;
-        Ok(event.revision())
+        self.write(|index, revision, out| {
+            let Some(actual) = index.latest_revision(key) else {
+                return Err(Error::NotFound {
+                    key: key.to_owned(),
+                });
+            };
+            if actual != expected_revision {
+                return Err(Error::Conflict {
+                    key: key.to_owned(),
+                    expected: expected_revision,
+                    actual,
+                });
+            }
+            wal::encode_put(out, revision, key, &value);
+            index.put(key, value, revision);
+            Ok(revision)
+        })
+        .await
     }
 
     async fn delete(
@@ -480,95 +574,96 @@ impl Store for EmbeddedStore {
         key: &str,
         expected_revision: Option<Revision>,
     ) -> Result<(KeyValue, Revision)> {
-        let event = self
-            .write(|index, revision| {
-                let Some(prev) = index.latest(key) else {
-                    return Err(Error::NotFound {
-                        key: key.to_owned(),
-                    });
-                };
-                if let Some(expected) = expected_revision
-                    && prev.mod_revision != expected
-                {
-                    return Err(Error::Conflict {
-                        key: key.to_owned(),
-                        expected,
-                        actual: prev.mod_revision,
-                    });
-                }
-                index.delete(key, revision);
-                Ok((
-                    Record::Delete {
-                        revision,
-                        key: key.to_owned(),
-                    },
-                    index::delete_event(prev, revision),
-                ))
-            })
-            .await?;
-        let revision = event.revision();
-        Ok((event.prev.unwrap_or(event.kv), revision))
+        self.write(|index, revision, out| {
+            let not_found = || Error::NotFound {
+                key: key.to_owned(),
+            };
+            let actual = index.latest_revision(key).ok_or_else(not_found)?;
+            if let Some(expected) = expected_revision
+                && actual != expected
+            {
+                return Err(Error::Conflict {
+                    key: key.to_owned(),
+                    expected,
+                    actual,
+                });
+            }
+            let prev = index.delete(key, revision).ok_or_else(not_found)?;
+            wal::encode_delete(out, revision, key);
+            Ok((prev, revision))
+        })
+        .await
     }
 
     async fn watch(&self, prefix: &str, after_revision: Revision) -> Result<Watch> {
-        let mut state = self.state.lock();
-        if let Some(reason) = &state.failed {
-            return Err(Error::Unavailable {
-                reason: reason.clone(),
-            });
+        let core = self.shared.core.read();
+        {
+            let queue = self.shared.queue.lock();
+            if let Some(reason) = &queue.failed {
+                return Err(Error::Unavailable {
+                    reason: reason.clone(),
+                });
+            }
+            if queue.shutdown {
+                return Err(shutting_down());
+            }
         }
         let after = if after_revision == 0 {
-            state.durable
+            core.durable
         } else {
             after_revision
         };
-        if after > state.durable {
+        if after > core.durable {
             return Err(Error::FutureRevision {
                 requested: after,
-                current: state.durable,
+                current: core.durable,
             });
         }
         // Replaying from `after` needs the events of after+1.., i.e. history above the
-        // compaction point.
-        if after < state.index.compacted() {
+        // compaction point (upstream: etcd's watch fails with ErrCompacted when the start
+        // revision is at or below the compacted revision).
+        if after < core.index.compacted() {
             return Err(Error::Compacted {
                 requested: after,
-                compacted: state.index.compacted(),
+                compacted: core.index.compacted(),
             });
         }
-        let history = state.index.events_after(prefix, after, state.durable);
-        let (tx, rx) = mpsc::channel(self.options.watcher_buffer + history.len());
+        let history = core.index.events_between(prefix, after, core.durable);
+        let (tx, rx) = mpsc::channel(self.shared.options.watcher_buffer.max(1) + history.len());
         for event in history {
-            // Capacity covers the history, so this cannot fail.
+            // The capacity covers the history, so this cannot fail.
             let _ = tx.try_send(event);
         }
-        state.watchers.push(Watcher {
+        // Registered while `core` is still held: the committer cannot publish in between,
+        // so every later event reaches this watcher exactly once.
+        self.shared.watchers.lock().push(Watcher {
             prefix: prefix.to_owned(),
             tx,
+            after: core.durable,
         });
         Ok(Watch { events: rx })
     }
 
     async fn current_revision(&self) -> Result<Revision> {
-        Ok(self.state.lock().durable)
+        Ok(self.shared.core.read().durable)
     }
 
     async fn compacted_revision(&self) -> Result<Revision> {
-        Ok(self.state.lock().index.compacted())
+        Ok(self.shared.core.read().index.compacted())
     }
 
     async fn compact(&self, revision: Revision) -> Result<()> {
         {
-            let mut state = self.state.lock();
-            if revision > state.durable {
+            let mut core = self.shared.core.write();
+            if revision > core.durable {
                 return Err(Error::FutureRevision {
                     requested: revision,
-                    current: state.durable,
+                    current: core.durable,
                 });
             }
-            compact_locked(&mut state, revision);
+            compact_locked(&mut core, &mut self.shared.queue.lock(), revision);
         }
-        self.wake.notify_one();
+        self.shared.wake.notify_one();
         Ok(())
     }
 }

@@ -123,6 +123,142 @@ async fn checkpoints_rotate_segments_and_keep_data() {
     assert_eq!(store.current_revision().await.unwrap(), 400);
 }
 
+fn only_segment(dir: &std::path::Path) -> std::path::PathBuf {
+    let segments: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("wal-"))
+        .collect();
+    assert_eq!(segments.len(), 1, "{segments:?}");
+    segments.into_iter().next().unwrap()
+}
+
+async fn write_ten(dir: &std::path::Path) {
+    let store = EmbeddedStore::open(dir, EmbeddedOptions::default()).unwrap();
+    for i in 0..10 {
+        store
+            .create(&format!("/t/{i}"), Bytes::from(vec![b'x'; 100]))
+            .await
+            .unwrap();
+    }
+    store.close();
+}
+
+#[tokio::test]
+async fn zero_filled_space_after_the_last_record_is_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    write_ten(dir.path()).await;
+    // The file grew but the data never landed: what a crash after extending it leaves.
+    let segment = only_segment(dir.path());
+    let mut data = std::fs::read(&segment).unwrap();
+    data.extend_from_slice(&[0; 4096]);
+    std::fs::write(&segment, &data).unwrap();
+    let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap();
+    assert_eq!(count(&store, "/t/").await, 10);
+    store
+        .create("/t/next", Bytes::from_static(b"n"))
+        .await
+        .unwrap();
+    store.close();
+    let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap();
+    assert_eq!(count(&store, "/t/").await, 11);
+}
+
+#[tokio::test]
+async fn a_damaged_record_in_the_middle_is_corruption_not_a_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    write_ten(dir.path()).await;
+    let segment = only_segment(dir.path());
+    let mut data = std::fs::read(&segment).unwrap();
+    // Flip a byte inside the third record's value; seven intact records follow it.
+    let record = data.len() / 10;
+    data[2 * record + record / 2] ^= 0xff;
+    std::fs::write(&segment, &data).unwrap();
+    match EmbeddedStore::open(dir.path(), EmbeddedOptions::default()) {
+        Err(skiff_store::Error::Corrupt { detail }) => {
+            assert!(detail.contains("damaged record"), "{detail}")
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_data_directory_is_used_by_one_store_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap();
+    assert!(matches!(
+        EmbeddedStore::open(dir.path(), EmbeddedOptions::default()),
+        Err(skiff_store::Error::Unavailable { .. })
+    ));
+    store.close();
+    let again = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap();
+    drop(again);
+    // Dropping the last handle releases the directory as well.
+    EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap();
+}
+
+#[tokio::test]
+async fn compaction_and_history_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (r1, r2, r3) = {
+        let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap();
+        let r1 = store
+            .create("/h/a", Bytes::from_static(b"1"))
+            .await
+            .unwrap();
+        let r2 = store
+            .update("/h/a", Bytes::from_static(b"2"), r1)
+            .await
+            .unwrap();
+        store.compact(r2).await.unwrap();
+        let r3 = store
+            .update("/h/a", Bytes::from_static(b"3"), r2)
+            .await
+            .unwrap();
+        store.close();
+        (r1, r2, r3)
+    };
+    let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap();
+    assert_eq!(store.compacted_revision().await.unwrap(), r2);
+    assert!(matches!(
+        store.watch("/h/", r1).await,
+        Err(skiff_store::Error::Compacted { .. })
+    ));
+    // History above the compaction point was replayed from the log, previous values too.
+    let mut watch = store.watch("/h/", r2).await.unwrap();
+    let event = watch.events.recv().await.unwrap();
+    assert_eq!(event.revision(), r3);
+    assert_eq!(event.prev.unwrap().value, Bytes::from_static(b"2"));
+}
+
+#[tokio::test]
+async fn history_is_compacted_automatically() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = EmbeddedOptions {
+        compaction_interval: Duration::from_millis(100),
+        ..EmbeddedOptions::default()
+    };
+    let store = EmbeddedStore::open(dir.path(), options).unwrap();
+    let r1 = store
+        .create("/auto", Bytes::from_static(b"1"))
+        .await
+        .unwrap();
+    // The first tick remembers the current revision, the second compacts to it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while store.compacted_revision().await.unwrap() < r1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no compaction within 5s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        store.get("/auto").await.unwrap().unwrap().value,
+        Bytes::from_static(b"1")
+    );
+}
+
 /// Child mode: write keys forever, printing each one once acknowledged.
 fn crash_child(dir: &str) {
     let runtime = tokio::runtime::Builder::new_multi_thread()

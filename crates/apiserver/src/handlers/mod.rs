@@ -185,10 +185,9 @@ pub async fn read_body(headers: &HeaderMap, body: Body) -> ApiResult<Bytes> {
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok())
+        && len > MAX_BODY_BYTES
     {
-        if len > MAX_BODY_BYTES {
-            return Err(ApiError::too_large(MAX_BODY_BYTES));
-        }
+        return Err(ApiError::too_large(MAX_BODY_BYTES));
     }
     let limited = http_body_util::Limited::new(body, MAX_BODY_BYTES);
     match limited.collect().await {

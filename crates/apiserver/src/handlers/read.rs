@@ -53,14 +53,14 @@ impl Filter {
         }
         let mut field_text = ctx.query.non_empty("fieldSelector").map(str::to_owned);
         // A watch of a named object (`.../pods/x?watch=true`) watches that name.
-        if ctx.path.subresource.is_none() {
-            if let Some(name) = &ctx.path.name {
-                let by_name = format!("metadata.name={name}");
-                field_text = Some(match field_text {
-                    Some(t) => format!("{t},{by_name}"),
-                    None => by_name,
-                });
-            }
+        if ctx.path.subresource.is_none()
+            && let Some(name) = &ctx.path.name
+        {
+            let by_name = format!("metadata.name={name}");
+            field_text = Some(match field_text {
+                Some(t) => format!("{t},{by_name}"),
+                None => by_name,
+            });
         }
         if let Some(text) = field_text {
             let selector = skiff_api::selector::parse_field_selector(&text)
@@ -90,10 +90,10 @@ impl Filter {
 
     /// Whether an object passes both selectors.
     pub fn matches(&self, info: &ResourceInfo, obj: &Value) -> bool {
-        if let Some(sel) = &self.labels {
-            if !sel.matches(&labels(obj)) {
-                return false;
-            }
+        if let Some(sel) = &self.labels
+            && !sel.matches(&labels(obj))
+        {
+            return false;
         }
         if let Some(sel) = &self.fields {
             let strategy = &info.strategy;

@@ -81,10 +81,10 @@ fn selector_string(obj: &Value, paths: &skiff_api::registry::ScalePaths) -> Stri
     let is_label_selector =
         sel.get("matchLabels").is_some() || sel.get("matchExpressions").is_some();
     if is_label_selector {
-        if let Ok(k8s) = serde_json::from_value(sel.clone()) {
-            if let Ok(parsed) = skiff_api::selector::LabelSelector::from_k8s(&k8s) {
-                return parsed.to_string();
-            }
+        if let Ok(k8s) = serde_json::from_value(sel.clone())
+            && let Ok(parsed) = skiff_api::selector::LabelSelector::from_k8s(&k8s)
+        {
+            return parsed.to_string();
         }
         return String::new();
     }

@@ -158,11 +158,10 @@ pub async fn watch(ctx: &Ctx) -> ApiResult<Response> {
                             }
                         }
                     };
-                    if let Some(kind) = kind {
-                        if tx.send(encoder.event(kind, &obj)).await.is_err() {
+                    if let Some(kind) = kind
+                        && tx.send(encoder.event(kind, &obj)).await.is_err() {
                             return;
                         }
-                    }
                 }
             }
         }

@@ -569,20 +569,20 @@ impl DeleteOptions {
                 }
             }
         }
-        if let Some(p) = &opts.propagation {
-            if !matches!(p.as_str(), "Orphan" | "Background" | "Foreground") {
-                let errors = vec![skiff_api::field::FieldError::not_supported(
-                    &skiff_api::field::Path::new("propagationPolicy"),
-                    p.as_str(),
-                    &["Foreground", "Background", "Orphan"],
-                )];
-                return Err(ApiError::invalid("DeleteOptions", "", "", &errors));
-            }
+        if let Some(p) = &opts.propagation
+            && !matches!(p.as_str(), "Orphan" | "Background" | "Foreground")
+        {
+            let errors = vec![skiff_api::field::FieldError::not_supported(
+                &skiff_api::field::Path::new("propagationPolicy"),
+                p.as_str(),
+                &["Foreground", "Background", "Orphan"],
+            )];
+            return Err(ApiError::invalid("DeleteOptions", "", "", &errors));
         }
-        if let Some(g) = opts.grace_period {
-            if g < 0 {
-                opts.grace_period = Some(0);
-            }
+        if let Some(g) = opts.grace_period
+            && g < 0
+        {
+            opts.grace_period = Some(0);
         }
         Ok(opts)
     }
@@ -610,29 +610,29 @@ pub async fn delete_named(ctx: &Ctx, name: &str, opts: &DeleteOptions) -> ApiRes
             .objects
             .get_existing(&ctx.info, ctx.namespace(), name)
             .await?;
-        if let Some(uid) = &opts.precondition_uid {
-            if uid != meta_str(&old, "uid") {
-                return Err(ApiError::conflict(
-                    &ctx.gr(),
-                    name,
-                    &format!(
-                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                        meta_str(&old, "uid")
-                    ),
-                ));
-            }
+        if let Some(uid) = &opts.precondition_uid
+            && uid != meta_str(&old, "uid")
+        {
+            return Err(ApiError::conflict(
+                &ctx.gr(),
+                name,
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    meta_str(&old, "uid")
+                ),
+            ));
         }
-        if let Some(rv) = &opts.precondition_rv {
-            if *rv != kv.mod_revision.to_string() {
-                return Err(ApiError::conflict(
-                    &ctx.gr(),
-                    name,
-                    &format!(
-                        "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
-                        kv.mod_revision
-                    ),
-                ));
-            }
+        if let Some(rv) = &opts.precondition_rv
+            && *rv != kv.mod_revision.to_string()
+        {
+            return Err(ApiError::conflict(
+                &ctx.gr(),
+                name,
+                &format!(
+                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                    kv.mod_revision
+                ),
+            ));
         }
         let plan = plan_deletion(ctx, &old, opts);
         match plan {

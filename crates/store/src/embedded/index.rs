@@ -1,8 +1,16 @@
-//! The in-memory MVCC index: every key's versions since the compaction point, and the log
-//! of durable events that watches replay from.
+//! The in-memory MVCC index: every key's versions since the compaction point, and the
+//! revision-ordered change log that watches replay from.
+//!
+//! The change log holds only `(revision, key)`; the event itself (value, previous value) is
+//! rebuilt from the key's versions on demand, so history costs one shared key pointer per
+//! write instead of a second copy of every key and value. That works because compaction keeps,
+//! for every key, all versions above the compaction point plus the one visible at it — exactly
+//! what the events above the compaction point and their `prev` values need.
+//! (upstream: etcd server/mvcc/kvstore.go and key_index.go keep the same per-key generations.)
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -16,21 +24,85 @@ struct Version {
     value: Option<Bytes>,
 }
 
+/// A key's versions in revision order. The latest is kept inline, so a key without history
+/// (the common case after compaction) costs no allocation besides its name.
+#[derive(Debug, Clone)]
+struct Versions {
+    older: Vec<Version>,
+    latest: Version,
+}
+
+impl Versions {
+    fn new(version: Version) -> Versions {
+        Versions {
+            older: Vec::new(),
+            latest: version,
+        }
+    }
+
+    fn push(&mut self, version: Version) {
+        self.older
+            .push(std::mem::replace(&mut self.latest, version));
+    }
+
+    /// The version visible at `revision`: the last one not newer than it.
+    fn visible_at(&self, revision: Revision) -> Option<&Version> {
+        if self.latest.mod_revision <= revision {
+            return Some(&self.latest);
+        }
+        self.older.iter().rev().find(|v| v.mod_revision <= revision)
+    }
+
+    /// The version written at exactly `revision` and its predecessor, if still kept.
+    fn written_at(&self, revision: Revision) -> Option<(&Version, Option<&Version>)> {
+        if self.latest.mod_revision == revision {
+            return Some((&self.latest, self.older.last()));
+        }
+        let i = self
+            .older
+            .binary_search_by_key(&revision, |v| v.mod_revision)
+            .ok()?;
+        Some((&self.older[i], i.checked_sub(1).map(|p| &self.older[p])))
+    }
+
+    /// Drop versions no read at or above `revision` can see. Returns false when nothing is
+    /// left (the key was deleted at or before `revision`).
+    fn compact(&mut self, revision: Revision) -> bool {
+        if self.latest.mod_revision <= revision {
+            self.older = Vec::new();
+            return self.latest.value.is_some();
+        }
+        if let Some(i) = self.older.iter().rposition(|v| v.mod_revision <= revision) {
+            let cut = if self.older[i].value.is_none() {
+                i + 1
+            } else {
+                i
+            };
+            self.older.drain(..cut);
+            if self.older.is_empty() {
+                self.older = Vec::new();
+            }
+        }
+        true
+    }
+}
+
 /// A live key as stored in a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SnapshotEntry {
-    pub key: String,
+    pub key: Arc<str>,
     pub value: Bytes,
     pub create_revision: Revision,
     pub mod_revision: Revision,
 }
 
-/// Keys with their version history, plus the event log.
+/// Keys with their version history, plus the change log.
 #[derive(Debug, Default)]
 pub(crate) struct Index {
-    keys: BTreeMap<String, Vec<Version>>,
-    /// Durable events after `compacted`, in revision order.
-    events: VecDeque<Event>,
+    keys: BTreeMap<Arc<str>, Versions>,
+    /// Every write above `compacted` in revision order, including writes not yet durable
+    /// (readers bound themselves by the durable revision).
+    log: VecDeque<(Revision, Arc<str>)>,
     compacted: Revision,
     live: usize,
 }
@@ -44,23 +116,20 @@ fn to_kv(key: &str, version: &Version) -> Option<KeyValue> {
     })
 }
 
-/// The version visible at `revision`: the last one not newer than it.
-fn visible_at(versions: &[Version], revision: Revision) -> Option<&Version> {
-    versions.iter().rev().find(|v| v.mod_revision <= revision)
-}
-
 impl Index {
     /// Add a key from a snapshot.
     pub fn load(&mut self, entry: SnapshotEntry) {
-        self.live += 1;
-        self.keys.insert(
+        let previous = self.keys.insert(
             entry.key,
-            vec![Version {
+            Versions::new(Version {
                 mod_revision: entry.mod_revision,
                 create_revision: entry.create_revision,
                 value: Some(entry.value),
-            }],
+            }),
         );
+        if previous.is_none() {
+            self.live += 1;
+        }
     }
 
     /// Number of live keys (latest versions).
@@ -68,57 +137,70 @@ impl Index {
         self.live
     }
 
-    /// The latest version of a key, durable or not (for precondition checks).
-    pub fn latest(&self, key: &str) -> Option<KeyValue> {
-        let versions = self.keys.get(key)?;
-        to_kv(key, versions.last()?)
+    /// The mod revision of the latest live version of a key, durable or not (for
+    /// precondition checks).
+    pub fn latest_revision(&self, key: &str) -> Option<Revision> {
+        let version = &self.keys.get(key)?.latest;
+        version.value.as_ref().map(|_| version.mod_revision)
     }
 
-    /// Set `key` to `value` at `revision`.
-    pub fn put(&mut self, key: String, value: Bytes, revision: Revision) -> KeyValue {
-        let versions = self.keys.entry(key.clone()).or_default();
-        let create_revision = match versions.last() {
-            Some(Version {
-                value: Some(_),
-                create_revision,
-                ..
-            }) => *create_revision,
-            _ => {
-                self.live += 1;
-                revision
-            }
-        };
-        versions.push(Version {
+    /// Set `key` to `value` at `revision`; returns the key's create revision.
+    pub fn put(&mut self, key: &str, value: Bytes, revision: Revision) -> Revision {
+        let fresh = |create_revision| Version {
             mod_revision: revision,
             create_revision,
             value: Some(value.clone()),
-        });
-        KeyValue {
-            key,
-            value,
-            create_revision,
-            mod_revision: revision,
-        }
+        };
+        let (shared, create_revision) = match self.keys.get_key_value(key) {
+            Some((shared, versions)) => {
+                let shared = shared.clone();
+                let create_revision = match &versions.latest {
+                    Version {
+                        value: Some(_),
+                        create_revision,
+                        ..
+                    } => *create_revision,
+                    _ => {
+                        self.live += 1;
+                        revision
+                    }
+                };
+                if let Some(versions) = self.keys.get_mut(key) {
+                    versions.push(fresh(create_revision));
+                }
+                (shared, create_revision)
+            }
+            None => {
+                let shared: Arc<str> = Arc::from(key);
+                self.keys
+                    .insert(shared.clone(), Versions::new(fresh(revision)));
+                self.live += 1;
+                (shared, revision)
+            }
+        };
+        self.log.push_back((revision, shared));
+        create_revision
     }
 
-    /// Delete `key` at `revision` (no-op if it is not live).
-    pub fn delete(&mut self, key: &str, revision: Revision) {
-        if let Some(versions) = self.keys.get_mut(key)
-            && versions.last().is_some_and(|v| v.value.is_some())
-        {
-            self.live -= 1;
-            versions.push(Version {
-                mod_revision: revision,
-                create_revision: 0,
-                value: None,
-            });
-        }
+    /// Delete `key` at `revision`; returns the deleted value (`None`, and no change, if the
+    /// key is not live).
+    pub fn delete(&mut self, key: &str, revision: Revision) -> Option<KeyValue> {
+        let (shared, versions) = self.keys.get_key_value(key)?;
+        let prev = to_kv(key, &versions.latest)?;
+        let shared = shared.clone();
+        self.keys.get_mut(key)?.push(Version {
+            mod_revision: revision,
+            create_revision: 0,
+            value: None,
+        });
+        self.live -= 1;
+        self.log.push_back((revision, shared));
+        Some(prev)
     }
 
     /// The value of `key` at `revision`.
     pub fn get_at(&self, key: &str, revision: Revision) -> Option<KeyValue> {
-        let versions = self.keys.get(key)?;
-        to_kv(key, visible_at(versions, revision)?)
+        to_kv(key, self.keys.get(key)?.visible_at(revision)?)
     }
 
     /// Live keys under `prefix` after `start_after` at `revision`: up to `limit` items (0 =
@@ -131,16 +213,16 @@ impl Index {
         revision: Revision,
     ) -> (Vec<KeyValue>, usize) {
         let lower = match start_after {
-            Some(after) if after >= prefix => Bound::Excluded(after.to_owned()),
-            _ => Bound::Included(prefix.to_owned()),
+            Some(after) if after >= prefix => Bound::Excluded(after),
+            _ => Bound::Included(prefix),
         };
         let mut items = Vec::new();
         let mut remaining = 0;
-        for (key, versions) in self.keys.range((lower, Bound::Unbounded)) {
+        for (key, versions) in self.keys.range::<str, _>((lower, Bound::Unbounded)) {
             if !key.starts_with(prefix) {
                 break;
             }
-            let Some(version) = visible_at(versions, revision) else {
+            let Some(version) = versions.visible_at(revision) else {
                 continue;
             };
             if version.value.is_none() {
@@ -155,20 +237,38 @@ impl Index {
         (items, remaining)
     }
 
-    /// Record events that just became durable.
-    pub fn publish(&mut self, events: &[Event]) {
-        self.events.extend(events.iter().cloned());
+    /// Changes under `prefix` with revision in `(after, upto]`, in revision order.
+    pub fn events_between(&self, prefix: &str, after: Revision, upto: Revision) -> Vec<Event> {
+        let start = self.log.partition_point(|(r, _)| *r <= after);
+        self.log
+            .range(start..)
+            .take_while(|(r, _)| *r <= upto)
+            .filter(|(_, key)| key.starts_with(prefix))
+            .filter_map(|(revision, key)| self.event_at(key, *revision))
+            .collect()
     }
 
-    /// Durable events under `prefix` with revision in `(after, upto]`.
-    pub fn events_after(&self, prefix: &str, after: Revision, upto: Revision) -> Vec<Event> {
-        let start = self.events.partition_point(|e| e.revision() <= after);
-        self.events
-            .range(start..)
-            .take_while(|e| e.revision() <= upto)
-            .filter(|e| e.kv.key.starts_with(prefix))
-            .cloned()
-            .collect()
+    /// Rebuild the event that changed `key` at `revision` from the key's versions.
+    fn event_at(&self, key: &str, revision: Revision) -> Option<Event> {
+        let (version, before) = self.keys.get(key)?.written_at(revision)?;
+        let prev = before.and_then(|v| to_kv(key, v));
+        match &version.value {
+            Some(_) => Some(Event {
+                kind: EventKind::Put,
+                kv: to_kv(key, version)?,
+                prev,
+            }),
+            None => {
+                let prev = prev?;
+                let mut kv = prev.clone();
+                kv.mod_revision = revision;
+                Some(Event {
+                    kind: EventKind::Delete,
+                    kv,
+                    prev: Some(prev),
+                })
+            }
+        }
     }
 
     /// The compaction point: reads below it fail.
@@ -182,55 +282,60 @@ impl Index {
     }
 
     /// Drop history at and below `revision`, keeping each key's value as of `revision`.
+    ///
+    /// Only keys written since the last compaction can have history to drop, and the change
+    /// log names exactly those, so this costs O(writes since then), not O(keys).
     pub fn compact(&mut self, revision: Revision) {
         if revision <= self.compacted {
             return;
         }
-        self.keys.retain(|_, versions| {
-            // Index of the version visible at `revision`; everything before it goes.
-            let visible = versions.iter().rposition(|v| v.mod_revision <= revision);
-            if let Some(i) = visible {
-                let drop_visible = versions[i].value.is_none();
-                let cut = if drop_visible { i + 1 } else { i };
-                versions.drain(..cut);
+        while self.log.front().is_some_and(|(r, _)| *r <= revision) {
+            let Some((_, key)) = self.log.pop_front() else {
+                break;
+            };
+            // Everything before the version visible at `revision` goes; so does that version
+            // itself if it is a deletion.
+            if let Some(versions) = self.keys.get_mut(&*key)
+                && !versions.compact(revision)
+            {
+                self.keys.remove(&*key);
             }
-            !versions.is_empty()
-        });
-        while self
-            .events
-            .front()
-            .is_some_and(|e| e.revision() <= revision)
-        {
-            self.events.pop_front();
         }
         self.compacted = revision;
     }
 
-    /// Every live key at `revision`, for a snapshot.
-    pub fn snapshot_at(&self, revision: Revision) -> Vec<SnapshotEntry> {
-        self.keys
-            .iter()
-            .filter_map(|(key, versions)| {
-                let v = visible_at(versions, revision)?;
-                Some(SnapshotEntry {
+    /// Up to `max` live keys at `revision` after the key `after`, for a snapshot written in
+    /// chunks; also returns the last key examined (to continue from), `None` at the end.
+    pub fn snapshot_chunk(
+        &self,
+        after: Option<&str>,
+        revision: Revision,
+        max: usize,
+    ) -> (Vec<SnapshotEntry>, Option<Arc<str>>) {
+        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut entries = Vec::new();
+        let mut last = None;
+        for (key, versions) in self
+            .keys
+            .range::<str, _>((lower, Bound::Unbounded))
+            .take(max)
+        {
+            last = Some(key.clone());
+            if let Some(Version {
+                value: Some(value),
+                create_revision,
+                mod_revision,
+            }) = versions.visible_at(revision)
+            {
+                entries.push(SnapshotEntry {
                     key: key.clone(),
-                    value: v.value.clone()?,
-                    create_revision: v.create_revision,
-                    mod_revision: v.mod_revision,
-                })
-            })
-            .collect()
-    }
-}
-
-/// The delete event for `prev` at `revision`, as watchers see it.
-pub(crate) fn delete_event(prev: KeyValue, revision: Revision) -> Event {
-    let mut kv = prev.clone();
-    kv.mod_revision = revision;
-    Event {
-        kind: EventKind::Delete,
-        kv,
-        prev: Some(prev),
+                    value: value.clone(),
+                    create_revision: *create_revision,
+                    mod_revision: *mod_revision,
+                });
+            }
+        }
+        (entries, last)
     }
 }
 
@@ -245,10 +350,14 @@ mod tests {
     #[test]
     fn versions_are_visible_by_revision_and_compaction_keeps_the_latest() {
         let mut index = Index::default();
-        index.put("/a".into(), b("1"), 1);
-        index.put("/a".into(), b("2"), 2);
-        index.put("/b".into(), b("x"), 3);
-        index.delete("/b", 4);
+        index.put("/a", b("1"), 1);
+        index.put("/a", b("2"), 2);
+        index.put("/b", b("x"), 3);
+        assert_eq!(index.delete("/b", 4).unwrap().value, b("x"));
+        assert!(
+            index.delete("/b", 5).is_none(),
+            "deleting a dead key is a no-op"
+        );
         assert_eq!(index.get_at("/a", 1).unwrap().value, b("1"));
         assert_eq!(index.get_at("/a", 4).unwrap().value, b("2"));
         assert_eq!(index.get_at("/a", 4).unwrap().create_revision, 1);
@@ -261,19 +370,62 @@ mod tests {
         index.compact(4);
         assert_eq!(index.get_at("/a", 4).unwrap().value, b("2"));
         assert!(
+            index.keys["/a"].older.is_empty(),
+            "history below the point is gone"
+        );
+        assert!(
             !index.keys.contains_key("/b"),
             "deleted keys vanish on compaction"
         );
         // A recreated key starts a new incarnation.
-        let kv = index.put("/b".into(), b("y"), 5);
-        assert_eq!(kv.create_revision, 5);
+        assert_eq!(index.put("/b", b("y"), 5), 5);
+    }
+
+    #[test]
+    fn events_are_rebuilt_with_previous_values() {
+        let mut index = Index::default();
+        index.put("/w/a", b("1"), 1);
+        index.put("/w/a", b("2"), 2);
+        index.put("/x", b("x"), 3);
+        index.delete("/w/a", 4);
+        index.put("/w/a", b("3"), 5);
+        let events = index.events_between("/w/", 0, 5);
+        let summary: Vec<_> = events
+            .iter()
+            .map(|e| {
+                (
+                    e.kind.clone(),
+                    e.revision(),
+                    e.kv.value.clone(),
+                    e.prev.as_ref().map(|p| p.value.clone()),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (EventKind::Put, 1, b("1"), None),
+                (EventKind::Put, 2, b("2"), Some(b("1"))),
+                (EventKind::Delete, 4, b("2"), Some(b("2"))),
+                (EventKind::Put, 5, b("3"), None),
+            ]
+        );
+        assert_eq!(events[2].kv.create_revision, 1);
+        assert_eq!(events[3].kv.create_revision, 5);
+        // After compacting to 2 the later events, and their previous values, survive.
+        index.compact(2);
+        let events = index.events_between("/w/", 2, 5);
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0].prev.as_ref().unwrap().value, b("2"));
+        // The upper bound hides writes that are not durable yet.
+        assert_eq!(index.events_between("", 2, 4).len(), 2);
     }
 
     #[test]
     fn range_paginates_with_remaining_counts() {
         let mut index = Index::default();
         for (i, k) in ["/p/a", "/p/b", "/p/c", "/q/a"].iter().enumerate() {
-            index.put((*k).into(), b("v"), i as i64 + 1);
+            index.put(k, b("v"), i as i64 + 1);
         }
         let (items, remaining) = index.range_at("/p/", None, 2, 4);
         assert_eq!(
@@ -287,5 +439,32 @@ mod tests {
             ["/p/c"]
         );
         assert_eq!(remaining, 0);
+    }
+
+    #[test]
+    fn snapshots_are_taken_in_chunks_at_a_revision() {
+        let mut index = Index::default();
+        for i in 0..10 {
+            index.put(&format!("/k/{i}"), b("v"), i + 1);
+        }
+        index.delete("/k/3", 11);
+        index.put("/k/4", b("late"), 12);
+        let mut all = Vec::new();
+        let mut after: Option<Arc<str>> = None;
+        loop {
+            let (entries, last) = index.snapshot_chunk(after.as_deref(), 11, 3);
+            all.extend(entries);
+            match last {
+                Some(last) => after = Some(last),
+                None => break,
+            }
+        }
+        assert_eq!(all.len(), 9);
+        let four = all.iter().find(|e| &*e.key == "/k/4").unwrap();
+        assert_eq!(
+            four.value,
+            b("v"),
+            "a write after the snapshot revision is not in it"
+        );
     }
 }
