@@ -96,8 +96,6 @@ fn wait_watch_and_delete_collection() -> Result<()> {
             "-l",
             "batch=1",
             "-w",
-            "-o",
-            "name",
             "--output-watch-events",
         ])
         .stdout(Stdio::piped())
@@ -119,15 +117,17 @@ fn wait_watch_and_delete_collection() -> Result<()> {
     watcher.kill()?;
     let mut seen = String::new();
     watcher.stdout.take().unwrap().read_to_string(&mut seen)?;
+    // Table output with an EVENT column: "ADDED   item-0   0   0s".
+    let saw = |event: &str, name: &str| {
+        seen.lines().any(|l| {
+            let mut cols = l.split_whitespace();
+            cols.next() == Some(event) && cols.next() == Some(name)
+        })
+    };
     for i in 0..3 {
-        assert!(
-            seen.contains(&format!("ADDED configmap/item-{i}")),
-            "{seen}"
-        );
-        assert!(
-            seen.contains(&format!("DELETED configmap/item-{i}")),
-            "{seen}"
-        );
+        // Labelling moves the object into the selection: ADDED, not MODIFIED.
+        assert!(saw("ADDED", &format!("item-{i}")), "{seen}");
+        assert!(saw("DELETED", &format!("item-{i}")), "{seen}");
     }
     assert!(
         c.k(&["get", "cm", "-l", "batch=1", "-o", "name"])?

@@ -215,7 +215,7 @@ pub fn content_type(headers: &HeaderMap) -> MediaType {
     )
 }
 
-/// Decode a JSON or YAML object body (create/update/delete options).
+/// Decode a JSON, YAML or Kubernetes-protobuf object body (create/update/delete options).
 pub fn decode_object(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
     let media = content_type(headers);
     let value: Value = match media.essence.as_str() {
@@ -226,10 +226,25 @@ pub fn decode_object(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
             .map_err(|e| {
                 ApiError::bad_request(format!("the request body is not valid YAML: {e}"))
             })?,
+        // kubectl's typed clients (create configmap/secret/deployment…)
+        // send protobuf and never fall back to JSON.
+        skiff_api::protobuf::MEDIA_TYPE => {
+            skiff_api::protobuf::decode_object(body).map_err(|e| match e {
+                skiff_api::protobuf::ProtobufError::UnknownKind { .. } => {
+                    ApiError::unsupported_media_type(
+                        &format!("{} ({e})", skiff_api::protobuf::MEDIA_TYPE),
+                        "application/json, application/yaml",
+                    )
+                }
+                other => ApiError::bad_request(format!(
+                    "the request body is not a valid protobuf object: {other}"
+                )),
+            })?
+        }
         other => {
             return Err(ApiError::unsupported_media_type(
                 other,
-                "application/json, application/yaml",
+                "application/json, application/yaml, application/vnd.kubernetes.protobuf",
             ));
         }
     };

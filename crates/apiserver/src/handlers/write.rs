@@ -329,11 +329,15 @@ pub async fn guaranteed_update(
             return Ok((admitted, true));
         }
         match persist_update(ctx, &kv, admitted).await {
-            Ok(stored) => {
+            Ok(Persisted::Updated(stored)) => {
                 ctx.state
                     .after_write(&ctx.info, Some(&old), Some(&stored))
                     .await;
                 return Ok((stored, true));
+            }
+            Ok(Persisted::Deleted(gone)) => {
+                ctx.state.after_delete(&ctx.info, &gone).await;
+                return Ok((gone, true));
             }
             Err(PersistError::Conflict) if precondition.is_empty() => continue,
             Err(PersistError::Conflict) => return Err(ApiError::stale(&ctx.gr(), &name)),
@@ -445,20 +449,26 @@ impl From<ApiError> for PersistError {
     }
 }
 
+/// What an update turned into.
+enum Persisted {
+    Updated(Value),
+    /// The update released the last finalizer of a deleting object, which is now gone.
+    Deleted(Value),
+}
+
 /// Write an admitted update with CAS on `kv`; completes a pending deletion when the last
 /// finalizer is gone.
 async fn persist_update(
     ctx: &Ctx,
     kv: &KeyValue,
     mut admitted: Value,
-) -> Result<Value, PersistError> {
+) -> Result<Persisted, PersistError> {
     let store = &ctx.state.objects.store;
     if deletion_can_complete(&ctx.info, &admitted) {
         return match store.delete(&kv.key, Some(kv.mod_revision)).await {
             Ok((_, revision)) => {
                 set_resource_version(&mut admitted, revision);
-                ctx.state.after_delete(&ctx.info, &admitted).await;
-                Ok(admitted)
+                Ok(Persisted::Deleted(admitted))
             }
             Err(skiff_store::Error::Conflict { .. } | skiff_store::Error::NotFound { .. }) => {
                 Err(PersistError::Conflict)
@@ -472,7 +482,7 @@ async fn persist_update(
     {
         Ok(revision) => {
             set_resource_version(&mut admitted, revision);
-            Ok(admitted)
+            Ok(Persisted::Updated(admitted))
         }
         Err(skiff_store::Error::Conflict { .. } | skiff_store::Error::NotFound { .. }) => {
             Err(PersistError::Conflict)
@@ -674,6 +684,9 @@ pub async fn delete_named(ctx: &Ctx, name: &str, opts: &DeleteOptions) -> ApiRes
                     Ok(revision) => {
                         let mut updated = updated;
                         set_resource_version(&mut updated, revision);
+                        ctx.state
+                            .after_write(&ctx.info, Some(&old), Some(&updated))
+                            .await;
                         return Ok((updated, false));
                     }
                     Err(skiff_store::Error::Conflict { .. }) => continue,
