@@ -236,9 +236,18 @@ spec:
         assert!(table.contains(col), "{table}");
     }
 
+    // `kubectl scale` made its manager own .spec.replicas: a server-side apply that changes
+    // it conflicts, as upstream, until it forces.
+    let three = changed.replace("replicas: 2", "replicas: 3");
+    let out = c.kubectl_stdin(&["apply", "--server-side", "-f", "-"], Some(&three))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("conflict") && stderr.contains(".spec.replicas"),
+        "{stderr}"
+    );
     c.k_stdin(
-        &["apply", "--server-side", "-f", "-"],
-        &changed.replace("replicas: 2", "replicas: 3"),
+        &["apply", "--server-side", "--force-conflicts", "-f", "-"],
+        &three,
     )?;
     assert_eq!(
         c.k(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"])?,

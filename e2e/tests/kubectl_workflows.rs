@@ -438,3 +438,71 @@ fn selectors_on_events_secrets_and_nodes() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn binding_assigns_a_pod_exactly_once() -> Result<()> {
+    let c = TestCluster::start()?;
+    c.k_stdin(
+        &["create", "-f", "-"],
+        r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},
+            "spec":{"containers":[{"name":"c","image":"busybox"}]}}"#,
+    )?;
+    let binding = r#"{"apiVersion":"v1","kind":"Binding","metadata":{"name":"p","annotations":{"scheduled-by":"test"}},
+        "target":{"apiVersion":"v1","kind":"Node","name":"node-a"}}"#;
+    c.k_stdin(
+        &[
+            "create",
+            "--raw",
+            "/api/v1/namespaces/default/pods/p/binding",
+            "-f",
+            "-",
+        ],
+        binding,
+    )?;
+    let pod = c.k_json(&["get", "pod", "p"])?;
+    assert_eq!(pod["spec"]["nodeName"], "node-a");
+    assert_eq!(pod["metadata"]["annotations"]["scheduled-by"], "test");
+    let scheduled = pod["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["type"] == "PodScheduled" && c["status"] == "True");
+    assert!(scheduled, "{pod}");
+    // Field selectors see the binding.
+    assert_eq!(
+        c.k(&[
+            "get",
+            "pods",
+            "--field-selector",
+            "spec.nodeName=node-a",
+            "-o",
+            "name"
+        ])?
+        .trim(),
+        "pod/p"
+    );
+
+    // A second binding is refused and changes nothing.
+    let again = binding.replace("node-a", "node-b");
+    let out = c.kubectl_stdin(
+        &[
+            "create",
+            "--raw",
+            "/api/v1/namespaces/default/pods/p/binding",
+            "-f",
+            "-",
+        ],
+        Some(&again),
+    )?;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already assigned"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        c.k(&["get", "pod", "p", "-o", "jsonpath={.spec.nodeName}"])?,
+        "node-a"
+    );
+    Ok(())
+}

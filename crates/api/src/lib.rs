@@ -7,11 +7,13 @@
 //! - [`registry`]: the description of a kind (names, scope, subresources, behaviour).
 //! - [`listmeta`]: which lists merge by key or as sets (the upstream `x-kubernetes-list-*` and
 //!   `patchMergeKey` metadata), shared by strategic merge patch, server-side apply and OpenAPI.
+//! - [`managedfields`]: field ownership (`managedFields`) and server-side apply.
 
 pub use k8s_openapi;
 
 pub mod field;
 pub mod listmeta;
+pub mod managedfields;
 pub mod patch;
 pub mod protobuf;
 pub mod registry;

@@ -244,6 +244,58 @@ pub fn child_definition(definition_name: &str, field: &str) -> Option<&'static s
     field_meta(definition_name, field)?.child()
 }
 
+/// Definitions whose objects are atomic as a whole (upstream `+structType=atomic`, published
+/// as `x-kubernetes-map-type: atomic` on the definition): server-side apply replaces and owns
+/// them as one field. k8s-openapi does not carry this marker, so the list is kept here; it
+/// was collected from the `+structType=atomic` markers in k8s.io/api and k8s.io/apimachinery
+/// (v1.35) and must stay sorted.
+static ATOMIC_STRUCTS: &[&str] = &[
+    "io.k8s.api.admissionregistration.v1.MatchResources",
+    "io.k8s.api.admissionregistration.v1.NamedRuleWithOperations",
+    "io.k8s.api.admissionregistration.v1.ParamKind",
+    "io.k8s.api.admissionregistration.v1.ParamRef",
+    "io.k8s.api.admissionregistration.v1.Variable",
+    "io.k8s.api.admissionregistration.v1alpha1.MatchResources",
+    "io.k8s.api.admissionregistration.v1alpha1.NamedRuleWithOperations",
+    "io.k8s.api.admissionregistration.v1alpha1.ParamKind",
+    "io.k8s.api.admissionregistration.v1alpha1.ParamRef",
+    "io.k8s.api.admissionregistration.v1beta1.MatchResources",
+    "io.k8s.api.admissionregistration.v1beta1.NamedRuleWithOperations",
+    "io.k8s.api.admissionregistration.v1beta1.ParamKind",
+    "io.k8s.api.admissionregistration.v1beta1.ParamRef",
+    "io.k8s.api.admissionregistration.v1beta1.Variable",
+    "io.k8s.api.autoscaling.v1.CrossVersionObjectReference",
+    "io.k8s.api.core.v1.ConfigMapKeySelector",
+    "io.k8s.api.core.v1.EndpointAddress",
+    "io.k8s.api.core.v1.EndpointPort",
+    "io.k8s.api.core.v1.EvictionResponder",
+    "io.k8s.api.core.v1.FileKeySelector",
+    "io.k8s.api.core.v1.LocalObjectReference",
+    "io.k8s.api.core.v1.NodeSelector",
+    "io.k8s.api.core.v1.NodeSelectorTerm",
+    "io.k8s.api.core.v1.ObjectFieldSelector",
+    "io.k8s.api.core.v1.ObjectReference",
+    "io.k8s.api.core.v1.ResourceFieldSelector",
+    "io.k8s.api.core.v1.ScopeSelector",
+    "io.k8s.api.core.v1.SecretKeySelector",
+    "io.k8s.api.core.v1.SecretReference",
+    "io.k8s.api.core.v1.TopologySelectorTerm",
+    "io.k8s.api.core.v1.TypedLocalObjectReference",
+    "io.k8s.api.discovery.v1.EndpointPort",
+    "io.k8s.api.lifecycle.v1alpha1.Requester",
+    "io.k8s.api.lifecycle.v1alpha1.TargetResponder",
+    "io.k8s.api.networking.v1.ServiceBackendPort",
+    "io.k8s.api.rbac.v1.RoleRef",
+    "io.k8s.api.rbac.v1.Subject",
+    "io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector",
+    "io.k8s.apimachinery.pkg.apis.meta.v1.OwnerReference",
+];
+
+/// Whether objects of this definition are atomic as a whole.
+pub fn struct_is_atomic(definition_name: &str) -> bool {
+    ATOMIC_STRUCTS.binary_search(&definition_name).is_ok()
+}
+
 /// Every built-in kind, sorted by (group, version, kind).
 pub fn kinds() -> &'static [KindEntry] {
     generated::KINDS
@@ -289,6 +341,15 @@ mod tests {
 
     const POD_SPEC: &str = "io.k8s.api.core.v1.PodSpec";
     const CONTAINER: &str = "io.k8s.api.core.v1.Container";
+
+    #[test]
+    fn atomic_structs_are_sorted_and_known() {
+        assert!(ATOMIC_STRUCTS.windows(2).all(|w| w[0] < w[1]));
+        assert!(struct_is_atomic(
+            "io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"
+        ));
+        assert!(!struct_is_atomic(POD_SPEC));
+    }
 
     #[test]
     fn tables_are_sorted_for_binary_search() {

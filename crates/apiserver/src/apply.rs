@@ -1,14 +1,14 @@
-//! Server-side apply (`application/apply-patch+yaml`): create-or-merge with field managers.
+//! Server-side apply (`application/apply-patch+yaml`): create-or-merge with field ownership.
 //!
-//! This first version merges the applied configuration into the live object with strategic
-//! merge semantics and records the manager in `managedFields`; per-field ownership,
-//! conflict detection and removal of fields a manager stopped applying are being added in
-//! `crate::managedfields` (see docs/ARCHITECTURE.md).
+//! The merge, conflict detection and pruning live in [`skiff_api::managedfields`]; this
+//! module checks the request, runs the apply against the live object inside the generic
+//! compare-and-swap update loop (or the create path when the object does not exist yet) and
+//! maps conflicts to upstream's 409.
 
 use axum::response::Response;
 use bytes::Bytes;
 use http::StatusCode;
-use serde_json::{Value, json};
+use serde_json::Value;
 use skiff_api::field::{FieldError, Path};
 use skiff_api::registry::Operation;
 
@@ -17,7 +17,7 @@ use crate::handlers::Ctx;
 use crate::handlers::write::{
     check_name_matches, check_new_object, create_object, guaranteed_update,
 };
-use crate::objects::metadata_mut;
+use crate::managed::RequestFields;
 use crate::output;
 use crate::patch::{self, PatchKind};
 
@@ -28,8 +28,7 @@ pub async fn apply(
     op: Operation,
     dry_run: bool,
 ) -> ApiResult<Response> {
-    let manager = ctx.query.non_empty("fieldManager").map(str::to_owned);
-    let Some(manager) = manager else {
+    if ctx.query.non_empty("fieldManager").is_none() {
         let errors = vec![FieldError::required(
             &Path::new("fieldManager"),
             "is required for apply patch",
@@ -40,8 +39,14 @@ pub async fn apply(
             "",
             &errors,
         ));
-    };
+    }
+    let force = ctx.query.flag("force");
     let applied = patch::parse(PatchKind::Apply, body)?;
+    if !applied.is_object() {
+        return Err(ApiError::bad_request(
+            "the apply patch must be a YAML or JSON object",
+        ));
+    }
     for field in ["apiVersion", "kind"] {
         if applied
             .get(field)
@@ -54,24 +59,24 @@ pub async fn apply(
             )));
         }
     }
+    if applied.pointer("/metadata/managedFields").is_some() {
+        return Err(ApiError::bad_request(
+            "metadata.managedFields must be nil in an apply patch",
+        ));
+    }
     let applied = check_new_object(ctx, applied)?;
     check_name_matches(ctx, &applied)?;
-    let entry = |api_version: &str| {
-        json!({ "manager": manager, "operation": "Apply", "apiVersion": api_version,
-                "time": crate::time::now_rfc3339(), "fieldsType": "FieldsV1", "fieldsV1": {} })
-    };
+    ctx.applying = true;
+
     let existing = ctx
         .state
         .objects
         .get(&ctx.info, ctx.namespace(), ctx.name())
         .await?;
     if existing.is_none() && op == Operation::Update {
-        let mut obj = applied.clone();
-        metadata_mut(&mut obj).insert(
-            "managedFields".into(),
-            json!([entry(&ctx.info.api_version())]),
-        );
-        let created = create_object(ctx, obj, dry_run).await?;
+        let fields = RequestFields::new(ctx, Operation::Create)?;
+        let created = fields.apply(None, &applied, force)?;
+        let created = create_object(ctx, created, dry_run).await?;
         return Ok(output::object_response(
             StatusCode::CREATED,
             &ctx.info,
@@ -79,32 +84,9 @@ pub async fn apply(
             ctx.output,
         ));
     }
-    let definition = ctx.info.strategy.schema().map(|s| s.root.clone());
-    let strategic = patch::strategic_supported(definition.as_deref());
-    let api_version = ctx.info.api_version();
+    let fields = RequestFields::new(ctx, op)?;
     let (updated, _) = guaranteed_update(ctx, op, dry_run, |old| {
-        let kind = if strategic {
-            PatchKind::Strategic
-        } else {
-            PatchKind::Merge
-        };
-        let mut merged = patch::apply(kind, old, &applied, definition.as_deref())?;
-        let mut managers: Vec<Value> = old
-            .pointer("/metadata/managedFields")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        managers.retain(|m| !(m["manager"] == json!(manager) && m["operation"] == json!("Apply")));
-        managers.push(entry(&api_version));
-        metadata_mut(&mut merged).insert("managedFields".into(), json!(managers));
-        let rv = old
-            .pointer("/metadata/resourceVersion")
-            .cloned()
-            .unwrap_or(json!(""));
-        if applied.pointer("/metadata/resourceVersion").is_none() {
-            metadata_mut(&mut merged).insert("resourceVersion".into(), rv);
-        }
-        Ok(merged)
+        fields.apply(Some(old), &applied, force)
     })
     .await?;
     Ok(output::object_response(

@@ -116,6 +116,18 @@ impl ApiError {
         .with_details(details(name, gr))
     }
 
+    /// A server-side apply that changes fields other managers own (upstream NewApplyConflict).
+    pub fn apply_conflict(
+        gr: &GroupResource,
+        name: &str,
+        message: String,
+        causes: Vec<Value>,
+    ) -> Self {
+        let mut d = details(name, gr);
+        d["causes"] = Value::Array(causes);
+        Self::new(409, "Conflict", message).with_details(d)
+    }
+
     /// The standard stale-object conflict.
     pub fn stale(gr: &GroupResource, name: &str) -> Self {
         Self::conflict(

@@ -18,6 +18,7 @@ pub mod error;
 pub mod fieldvalidation;
 pub mod handlers;
 pub mod jsonpath;
+pub mod managed;
 pub mod objects;
 pub mod openapi;
 pub mod output;

@@ -97,6 +97,7 @@ impl State {
             headers: HeaderMap::new(),
             output: Output::Json,
             warnings: Vec::new(),
+            applying: false,
         }
     }
 

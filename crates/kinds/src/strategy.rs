@@ -198,6 +198,11 @@ fn build_schema<K: Kind>() -> KindSchema {
 }
 
 fn decorate(name: &str, definition: &mut Value) {
+    if skiff_api::listmeta::struct_is_atomic(name)
+        && let Some(obj) = definition.as_object_mut()
+    {
+        obj.insert("x-kubernetes-map-type".into(), Value::from("atomic"));
+    }
     let Some(meta) = skiff_api::listmeta::definition(name) else {
         return;
     };

@@ -40,6 +40,9 @@ pub struct Ctx {
     pub output: Output,
     /// Warnings to return in `Warning` headers.
     pub warnings: Vec<String>,
+    /// Set while serving an apply patch: the apply has already recorded field ownership, so
+    /// the generic write path must not record it again as an update.
+    pub applying: bool,
 }
 
 impl Ctx {
@@ -120,6 +123,7 @@ async fn route(
         headers,
         output,
         warnings: Vec::new(),
+        applying: false,
     };
 
     if let Some(sub) = ctx.path.subresource.clone() {

@@ -235,7 +235,27 @@ async fn binding(ctx: &mut Ctx, body: Bytes) -> ApiResult<Response> {
     }
     let pod_name = ctx.name().to_owned();
     let gr = ctx.gr();
-    write::guaranteed_update(ctx, Operation::UpdateStatus, dry_run, |old| {
+    let wanted_uid = binding
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let annotations = binding
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    write::server_update(ctx, dry_run, |old| {
+        if !wanted_uid.is_empty() && wanted_uid != meta_str(old, "uid") {
+            return Err(ApiError::conflict(
+                &gr,
+                &pod_name,
+                &format!(
+                    "Precondition failed: UID in precondition: {wanted_uid}, UID in object meta: {}",
+                    meta_str(old, "uid")
+                ),
+            ));
+        }
         if old.pointer("/metadata/deletionTimestamp").is_some() {
             return Err(ApiError::conflict(&gr, &pod_name, "pod is being deleted, cannot be assigned to a host"));
         }
@@ -245,6 +265,15 @@ async fn binding(ctx: &mut Ctx, body: Bytes) -> ApiResult<Response> {
         }
         let mut next = old.clone();
         next["spec"]["nodeName"] = json!(node);
+        if !annotations.is_empty() {
+            let meta = metadata_mut(&mut next);
+            let target = meta.entry("annotations").or_insert_with(|| json!({}));
+            if let Some(target) = target.as_object_mut() {
+                for (k, v) in &annotations {
+                    target.insert(k.clone(), v.clone());
+                }
+            }
+        }
         let now = crate::time::now_rfc3339();
         let condition = json!({ "type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now });
         let conditions = next["status"]["conditions"].as_array().cloned().unwrap_or_default();

@@ -173,6 +173,9 @@ pub async fn create_object(ctx: &mut Ctx, mut obj: Value, dry_run: bool) -> ApiR
             .admit(candidate, None, Operation::Create)
             .map_err(|r| rejection(ctx, &name, r))?;
         let mut admitted = admitted;
+        if !ctx.applying {
+            crate::managed::track_update(ctx, None, &mut admitted, Operation::Create);
+        }
         let hooks_state = ctx.state.clone();
         hooks_state
             .before_create(&ctx.info, &mut admitted, dry_run)
@@ -293,7 +296,34 @@ pub async fn guaranteed_update(
     ctx: &mut Ctx,
     op: Operation,
     dry_run: bool,
+    transform: impl FnMut(&Value) -> ApiResult<Value>,
+) -> ApiResult<(Value, bool)> {
+    update_loop(ctx, dry_run, transform, |ctx, old, new| {
+        admit_update(ctx, old, new, op)
+    })
+    .await
+}
+
+/// A change the server itself authors (a pod binding): the same compare-and-swap loop as
+/// [`guaranteed_update`], without the kind's update admission, which would refuse it (pod
+/// specs are immutable to clients) and without recording a field manager, as upstream.
+pub async fn server_update(
+    ctx: &mut Ctx,
+    dry_run: bool,
+    transform: impl FnMut(&Value) -> ApiResult<Value>,
+) -> ApiResult<(Value, bool)> {
+    update_loop(ctx, dry_run, transform, |_, _, mut new| {
+        metadata_mut(&mut new).remove("resourceVersion");
+        Ok(new)
+    })
+    .await
+}
+
+async fn update_loop(
+    ctx: &mut Ctx,
+    dry_run: bool,
     mut transform: impl FnMut(&Value) -> ApiResult<Value>,
+    admit: impl Fn(&Ctx, &Value, Value) -> ApiResult<Value>,
 ) -> ApiResult<(Value, bool)> {
     let name = ctx.name().to_owned();
     for _ in 0..MAX_RETRIES {
@@ -321,7 +351,7 @@ pub async fn guaranteed_update(
                 ),
             ));
         }
-        let admitted = admit_update(ctx, &old, new, op)?;
+        let admitted = admit(ctx, &old, new)?;
         if same_object(&admitted, &old) {
             return Ok((old, false));
         }
@@ -434,6 +464,9 @@ pub fn admit_update(ctx: &Ctx, old: &Value, mut new: Value, op: Operation) -> Ap
             old_gen
         };
         metadata_mut(&mut admitted).insert("generation".into(), json!(generation));
+    }
+    if !ctx.applying {
+        crate::managed::track_update(ctx, Some(old), &mut admitted, op);
     }
     Ok(admitted)
 }
@@ -821,6 +854,7 @@ pub async fn delete_collection(ctx: &mut Ctx, body: Bytes) -> ApiResult<Response
             headers: ctx.headers.clone(),
             output: ctx.output,
             warnings: Vec::new(),
+            applying: false,
         };
         match delete_named(&scoped, &name, &opts).await {
             Ok((obj, _)) => deleted.push(obj),
