@@ -48,8 +48,9 @@ class Server:
                 raise RuntimeError("skiff server exited: " + self.log())
             if os.path.exists(self.kubeconfig):
                 try:
-                    api = self.api_client()
-                    api.call_api("/readyz", "GET", response_type="str", _return_http_data_only=True)
+                    # /version answers once the API serves (what /readyz reports); the
+                    # typed call works across client releases, unlike raw call_api.
+                    client.VersionApi(self.api_client()).get_code()
                     return
                 except Exception:
                     pass

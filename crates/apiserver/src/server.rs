@@ -71,6 +71,8 @@ pub fn router(front: Arc<Front>) -> Router {
         .route("/livez", get(health))
         .route("/readyz", get(readyz))
         .route("/version", get(version))
+        // The Python client asks for `/version/`; upstream answers both spellings.
+        .route("/version/", get(version))
         .route("/api", get(api_root))
         .route("/api/", get(api_root))
         .route("/apis", get(apis_root))
