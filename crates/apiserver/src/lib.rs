@@ -29,6 +29,7 @@ pub mod schema;
 pub mod server;
 pub mod state;
 pub mod time;
+pub mod tokenrequest;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -74,6 +75,8 @@ pub struct Config {
     pub tls: Arc<rustls::ServerConfig>,
     /// Bearer tokens and who they authenticate.
     pub tokens: Vec<(String, Identity)>,
+    /// Signs and verifies service-account tokens.
+    pub service_accounts: Option<Arc<skiff_pki::TokenSigner>>,
 }
 
 /// A started API server.
@@ -107,6 +110,7 @@ impl ApiServer {
         let settings = Settings {
             advertise_address: config.advertise_address,
             port: local_addr.port(),
+            service_accounts: config.service_accounts.clone(),
         };
         let state = Arc::new(State::new(registry, Objects { store }, allocator, settings));
         let front = Arc::new(Front::new(

@@ -287,18 +287,21 @@ fn authenticate(front: &Front, headers: &HeaderMap, cert_identity: &Identity) ->
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
     {
-        return front
-            .tokens
-            .iter()
-            .find(|(t, _)| t == token.trim())
-            .map(|(_, id)| id.clone())
+        let token = token.trim();
+        if let Some((_, id)) = front.tokens.iter().find(|(t, _)| t == token) {
+            return id.clone();
+        }
+        return crate::tokenrequest::authenticate(&front.state, token)
             .unwrap_or(Identity::Anonymous);
     }
     cert_identity.clone()
 }
 
 fn public_path(path: &str) -> bool {
-    matches!(path, "/healthz" | "/livez" | "/readyz" | "/version")
+    matches!(
+        path,
+        "/healthz" | "/livez" | "/readyz" | "/version" | "/version/"
+    )
 }
 
 /// Serve HTTPS on `listener` until `shutdown` resolves.

@@ -27,6 +27,8 @@ pub struct Settings {
     pub advertise_address: Ipv4Addr,
     /// HTTPS port.
     pub port: u16,
+    /// Signs service-account tokens (`serviceaccounts/token`); `None` disables issuing.
+    pub service_accounts: Option<Arc<skiff_pki::TokenSigner>>,
 }
 
 /// Everything shared across requests.

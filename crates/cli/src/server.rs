@@ -164,6 +164,7 @@ pub async fn run(args: ServerArgs) -> Result<(), Error> {
         service_cidr: config.service_cidr,
         tls,
         tokens: vec![(pki.admin_token().to_owned(), admin)],
+        service_accounts: Some(pki.service_accounts()),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = skiff_apiserver::ApiServer::start(api_config, store, async move {

@@ -11,6 +11,7 @@
 mod files;
 mod kubeconfig;
 mod net;
+mod satoken;
 mod tls;
 
 use std::collections::BTreeSet;
@@ -24,6 +25,7 @@ use rcgen::{
 
 pub use kubeconfig::Kubeconfig;
 pub use net::host_addresses;
+pub use satoken::{TokenError, TokenSigner};
 pub use tls::{Identity, parse_client_identity, server_config};
 
 /// Why the PKI could not be loaded, created or used.
@@ -106,6 +108,7 @@ pub struct Pki {
     admin: CertifiedKey,
     admin_token: String,
     join_token: String,
+    service_accounts: std::sync::Arc<TokenSigner>,
 }
 
 impl Pki {
@@ -152,6 +155,10 @@ impl Pki {
             format!("K10{ca_hash}::server:{}", random_hex())
         })?;
 
+        let service_accounts = std::sync::Arc::new(TokenSigner::load_or_create(
+            &dir.join("service-account.key"),
+        )?);
+
         Ok(Pki {
             dir,
             ca,
@@ -159,7 +166,13 @@ impl Pki {
             admin,
             admin_token,
             join_token,
+            service_accounts,
         })
+    }
+
+    /// The service-account token signer.
+    pub fn service_accounts(&self) -> std::sync::Arc<TokenSigner> {
+        self.service_accounts.clone()
     }
 
     /// Where the PKI files live.

@@ -32,6 +32,7 @@ pub async fn serve(ctx: &mut Ctx, method: &Method, sub: &str, body: Bytes) -> Ap
         }
         ("scale", &Method::GET | &Method::PUT | &Method::PATCH) => scale(ctx, method, body).await,
         ("binding", &Method::POST) => binding(ctx, body).await,
+        ("token", &Method::POST) => crate::tokenrequest::create(ctx, body).await,
         ("eviction", &Method::POST) => eviction(ctx, body).await,
         ("finalize", &Method::PUT) => finalize(ctx, body).await,
         ("log" | "exec" | "attach" | "portforward" | "proxy", _) => {
