@@ -506,3 +506,65 @@ fn binding_assigns_a_pod_exactly_once() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn kubectl_debug_adds_ephemeral_containers_only() -> Result<()> {
+    let c = TestCluster::start()?;
+    c.k(&["run", "app", "--image=busybox:1", "--restart=Never"])?;
+    c.k(&[
+        "debug",
+        "app",
+        "--image=busybox:1",
+        "-c",
+        "dbg",
+        "--profile=general",
+    ])?;
+    let pod = c.k_json(&["get", "pod", "app"])?;
+    let ephemeral = &pod["spec"]["ephemeralContainers"][0];
+    assert_eq!(ephemeral["name"], "dbg");
+    assert_eq!(ephemeral["terminationMessagePolicy"], "File");
+    assert_eq!(pod["spec"]["containers"][0]["image"], "busybox:1");
+
+    // Removing it, or changing anything else through the subresource, is refused.
+    let mut edited = pod.clone();
+    edited["spec"]["ephemeralContainers"] = serde_json::json!([]);
+    let out = c.kubectl_stdin(
+        &[
+            "replace",
+            "--raw",
+            "/api/v1/namespaces/default/pods/app/ephemeralcontainers",
+            "-f",
+            "-",
+        ],
+        Some(&edited.to_string()),
+    )?;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("may not be removed"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut sneaky = pod.clone();
+    sneaky["spec"]["containers"][0]["image"] = "busybox:2".into();
+    c.kubectl_stdin(
+        &[
+            "replace",
+            "--raw",
+            "/api/v1/namespaces/default/pods/app/ephemeralcontainers",
+            "-f",
+            "-",
+        ],
+        Some(&sneaky.to_string()),
+    )?;
+    assert_eq!(
+        c.k(&[
+            "get",
+            "pod",
+            "app",
+            "-o",
+            "jsonpath={.spec.containers[0].image}"
+        ])?,
+        "busybox:1"
+    );
+    Ok(())
+}

@@ -175,6 +175,9 @@ pub enum Operation {
     Update,
     /// A change through the `status` subresource.
     UpdateStatus,
+    /// A change through a pod's `ephemeralcontainers` subresource: only
+    /// `spec.ephemeralContainers` changes, and only by adding containers.
+    UpdateEphemeralContainers,
 }
 
 /// Why an object could not be admitted.

@@ -192,7 +192,7 @@ fn namespace_prepare(ns: &mut Namespace, old: Option<&Namespace>, op: Operation)
         }
         // The spec (finalizers) changes only through the finalize subresource.
         Operation::Update => ns.spec = old.and_then(|o| o.spec.clone()),
-        Operation::UpdateStatus => {}
+        Operation::UpdateStatus | Operation::UpdateEphemeralContainers => {}
     }
     let labels = ns.metadata.labels.get_or_insert_with(Default::default);
     if let Some(name) = ns.metadata.name.clone() {

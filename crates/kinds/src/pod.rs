@@ -5,7 +5,8 @@
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1::{
-    Container, Pod, PodSecurityContext, PodSpec, PodStatus, PodTemplateSpec, Toleration,
+    Container, EphemeralContainer, Pod, PodSecurityContext, PodSpec, PodStatus, PodTemplateSpec,
+    Toleration,
 };
 use serde_json::Value;
 use skiff_api::field::{ErrorList, FieldError, Path};
@@ -21,20 +22,33 @@ const PULL_POLICIES: &[&str] = &["Always", "IfNotPresent", "Never"];
 const PROTOCOLS: &[&str] = &["TCP", "UDP", "SCTP"];
 
 /// Defaults of one container (`SetDefaults_Container`).
+/// upstream: `:latest` or no tag (and no digest) pulls Always.
+fn default_pull_policy(image: &str) -> String {
+    let last = image.rsplit('/').next().unwrap_or(image);
+    let tag = if image.contains('@') {
+        Some("digest")
+    } else {
+        last.split_once(':').map(|(_, t)| t)
+    };
+    match tag {
+        None | Some("latest") => "Always".into(),
+        Some(_) => "IfNotPresent".into(),
+    }
+}
+
+fn default_ephemeral_container(c: &mut EphemeralContainer) {
+    if c.image_pull_policy.is_none() {
+        c.image_pull_policy = Some(default_pull_policy(c.image.as_deref().unwrap_or("")));
+    }
+    c.termination_message_path
+        .get_or_insert_with(|| "/dev/termination-log".into());
+    c.termination_message_policy
+        .get_or_insert_with(|| "File".into());
+}
+
 fn default_container(c: &mut Container) {
     if c.image_pull_policy.is_none() {
-        let image = c.image.as_deref().unwrap_or("");
-        // upstream: `:latest` or no tag (and no digest) pulls Always.
-        let last = image.rsplit('/').next().unwrap_or(image);
-        let tag = if image.contains('@') {
-            Some("digest")
-        } else {
-            last.split_once(':').map(|(_, t)| t)
-        };
-        c.image_pull_policy = Some(match tag {
-            None | Some("latest") => "Always".into(),
-            Some(_) => "IfNotPresent".into(),
-        });
+        c.image_pull_policy = Some(default_pull_policy(c.image.as_deref().unwrap_or("")));
     }
     c.termination_message_path
         .get_or_insert_with(|| "/dev/termination-log".into());
@@ -75,6 +89,9 @@ pub fn default_pod_spec(spec: &mut PodSpec) {
     }
     for c in spec.init_containers.iter_mut().flatten() {
         default_container(c);
+    }
+    for c in spec.ephemeral_containers.iter_mut().flatten() {
+        default_ephemeral_container(c);
     }
     if spec.host_network == Some(true) {
         for c in spec.containers.iter_mut() {
@@ -263,6 +280,16 @@ pub fn validate_pod_spec(spec: &PodSpec, path: &Path, errors: &mut ErrorList) {
             &mut names,
         );
     }
+    for (i, c) in spec.ephemeral_containers.iter().flatten().enumerate() {
+        let p = path.child("ephemeralContainers").index(i);
+        require_dns_label(&c.name, &p.child("name"), errors);
+        if !c.name.is_empty() && !names.insert(c.name.clone()) {
+            errors.push(FieldError::duplicate(&p.child("name"), c.name.as_str()));
+        }
+        if c.image.as_deref().unwrap_or("").trim().is_empty() {
+            errors.push(FieldError::required(&p.child("image"), ""));
+        }
+    }
     if let Some(policy) = spec.restart_policy.as_deref()
         && !RESTART_POLICIES.contains(&policy)
     {
@@ -312,6 +339,32 @@ pub fn validate(pod: &Pod, old: Option<&Pod>, op: Operation) -> ErrorList {
     let path = Path::new("spec");
     let spec = pod.spec.clone().unwrap_or_default();
     validate_pod_spec(&spec, &path, &mut errors);
+    if op == Operation::UpdateEphemeralContainers
+        && let Some(old_spec) = old.and_then(|o| o.spec.as_ref())
+    {
+        // Ephemeral containers can only be added: upstream's ValidatePodEphemeralContainersUpdate.
+        let field = path.child("ephemeralContainers");
+        let now = spec.ephemeral_containers.clone().unwrap_or_default();
+        for before in old_spec.ephemeral_containers.iter().flatten() {
+            match now.iter().find(|c| c.name == before.name) {
+                None => errors.push(FieldError::forbidden(
+                    &field,
+                    &format!(
+                        "existing ephemeral containers {:?} may not be removed",
+                        before.name
+                    ),
+                )),
+                Some(c) if c != before => errors.push(FieldError::forbidden(
+                    &field,
+                    &format!(
+                        "existing ephemeral containers {:?} may not be changed",
+                        before.name
+                    ),
+                )),
+                Some(_) => {}
+            }
+        }
+    }
     if op == Operation::Update
         && let Some(old_spec) = old.and_then(|o| o.spec.clone())
     {

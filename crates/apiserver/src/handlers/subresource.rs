@@ -24,12 +24,14 @@ pub async fn serve(ctx: &mut Ctx, method: &Method, sub: &str, body: Bytes) -> Ap
         ("status", &Method::PUT) => write::update_as(ctx, body, Operation::UpdateStatus).await,
         ("status", &Method::PATCH) => write::patch_as(ctx, body, Operation::UpdateStatus).await,
         ("ephemeralcontainers" | "resize", &Method::GET) => super::read::get(ctx).await,
-        ("ephemeralcontainers" | "resize", &Method::PUT) => {
-            write::update_as(ctx, body, Operation::Update).await
+        ("ephemeralcontainers", &Method::PUT) => {
+            write::update_as(ctx, body, Operation::UpdateEphemeralContainers).await
         }
-        ("ephemeralcontainers" | "resize", &Method::PATCH) => {
-            write::patch_as(ctx, body, Operation::Update).await
+        ("ephemeralcontainers", &Method::PATCH) => {
+            write::patch_as(ctx, body, Operation::UpdateEphemeralContainers).await
         }
+        ("resize", &Method::PUT) => write::update_as(ctx, body, Operation::Update).await,
+        ("resize", &Method::PATCH) => write::patch_as(ctx, body, Operation::Update).await,
         ("scale", &Method::GET | &Method::PUT | &Method::PATCH) => scale(ctx, method, body).await,
         ("binding", &Method::POST) => binding(ctx, body).await,
         ("token", &Method::POST) => crate::tokenrequest::create(ctx, body).await,

@@ -418,8 +418,11 @@ pub fn admit_update(ctx: &Ctx, old: &Value, mut new: Value, op: Operation) -> Ap
                 None => meta.remove(field),
             };
         }
-        if op == Operation::UpdateStatus {
-            // Upstream ResetObjectMetaForStatus: a status write changes nothing in metadata.
+        if matches!(
+            op,
+            Operation::UpdateStatus | Operation::UpdateEphemeralContainers
+        ) {
+            // Upstream ResetObjectMetaForStatus: a subresource write changes nothing in metadata.
             for field in ["labels", "annotations", "finalizers", "ownerReferences"] {
                 match old_meta.get(field) {
                     Some(v) => meta.insert(field.into(), v.clone()),
@@ -445,6 +448,23 @@ pub fn admit_update(ctx: &Ctx, old: &Value, mut new: Value, op: Operation) -> Ap
                     if k != "status" && k != "metadata" {
                         new_map.insert(k.clone(), v.clone());
                     }
+                }
+            }
+            Operation::UpdateEphemeralContainers => {
+                let wanted = new_map
+                    .get("spec")
+                    .and_then(|s| s.get("ephemeralContainers"))
+                    .cloned();
+                for (k, v) in old_map {
+                    if k != "metadata" {
+                        new_map.insert(k.clone(), v.clone());
+                    }
+                }
+                if let Some(spec) = new_map.get_mut("spec").and_then(Value::as_object_mut) {
+                    match wanted {
+                        Some(list) => spec.insert("ephemeralContainers".into(), list),
+                        None => spec.remove("ephemeralContainers"),
+                    };
                 }
             }
             _ => {}
