@@ -11,13 +11,18 @@ use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::events::v1::Event as EventV1;
-use k8s_openapi::api::networking::v1::{Ingress, IngressClass, NetworkPolicy};
+use k8s_openapi::api::networking::v1::{
+    IPAddress, Ingress, IngressClass, NetworkPolicy, ServiceCIDR,
+};
 use k8s_openapi::api::node::v1::RuntimeClass;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::api::resource::v1::{
+    DeviceClass, ResourceClaim, ResourceClaimTemplate, ResourceSlice,
+};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
 use k8s_openapi::api::storage::v1::{
-    CSIDriver, CSINode, CSIStorageCapacity, StorageClass, VolumeAttachment,
+    CSIDriver, CSINode, CSIStorageCapacity, StorageClass, VolumeAttachment, VolumeAttributesClass,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde_json::Value;
@@ -823,6 +828,35 @@ pub fn entries() -> Vec<ResourceInfo> {
         ),
         entry::<EventV1>(
             short(&["ev"]),
+            Hooks {
+                generation_without_spec: true,
+                ..Default::default()
+            },
+        ),
+        // Listed and watched at start-up by kube-proxy (ServiceCIDRs), the scheduler and
+        // the controller manager (dynamic resource allocation, volume attributes classes).
+        entry::<ServiceCIDR>(
+            Names {
+                short_names: &[],
+                categories: &[],
+                subresources: vec![Subresource::status("ServiceCIDR")],
+            },
+            Hooks::default(),
+        ),
+        entry::<IPAddress>(short(&["ip"]), Hooks::default()),
+        entry::<DeviceClass>(short(&[]), Hooks::default()),
+        entry::<ResourceClaim>(
+            Names {
+                short_names: &[],
+                categories: &[],
+                subresources: vec![Subresource::status("ResourceClaim")],
+            },
+            Hooks::default(),
+        ),
+        entry::<ResourceClaimTemplate>(short(&[]), Hooks::default()),
+        entry::<ResourceSlice>(short(&[]), Hooks::default()),
+        entry::<VolumeAttributesClass>(
+            short(&["vac"]),
             Hooks {
                 generation_without_spec: true,
                 ..Default::default()
