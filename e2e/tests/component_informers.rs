@@ -54,39 +54,24 @@ const INFORMERS: &[(&str, &str)] = &[
     ("/apis/resource.k8s.io/v1", "resourceclaimtemplates"),
     ("/apis/resource.k8s.io/v1", "resourceslices"),
     ("/apis/rbac.authorization.k8s.io/v1", "clusterroles"),
-    (
-        "/apis/rbac.authorization.k8s.io/v1",
-        "clusterrolebindings",
-        false,
-    ),
+    ("/apis/rbac.authorization.k8s.io/v1", "clusterrolebindings"),
     ("/apis/rbac.authorization.k8s.io/v1", "roles"),
     ("/apis/rbac.authorization.k8s.io/v1", "rolebindings"),
-    (
-        "/apis/certificates.k8s.io/v1",
-        "certificatesigningrequests",
-        false,
-    ),
+    ("/apis/certificates.k8s.io/v1", "certificatesigningrequests"),
     ("/apis/scheduling.k8s.io/v1", "priorityclasses"),
     (
         "/apis/admissionregistration.k8s.io/v1",
         "validatingwebhookconfigurations",
-        false,
     ),
     (
         "/apis/admissionregistration.k8s.io/v1",
         "mutatingwebhookconfigurations",
-        false,
     ),
     (
         "/apis/admissionregistration.k8s.io/v1",
         "validatingadmissionpolicies",
-        false,
     ),
-    (
-        "/apis/apiextensions.k8s.io/v1",
-        "customresourcedefinitions",
-        false,
-    ),
+    ("/apis/apiextensions.k8s.io/v1", "customresourcedefinitions"),
 ];
 
 async fn get(client: &kube::Client, uri: &str, accept: &str) -> Result<String> {
