@@ -101,7 +101,7 @@ async fn check_informer(client: &kube::Client, prefix: &str, resource: &str) -> 
 
     // The informer's watch from the list's revision, ended by the server's timeout.
     get(
-        &client,
+        client,
         &format!(
             "{base}?allowWatchBookmarks=true&resourceVersion={rv}&timeoutSeconds=1&watch=true"
         ),
@@ -111,7 +111,7 @@ async fn check_informer(client: &kube::Client, prefix: &str, resource: &str) -> 
 
     // The watch-list form: initial state as events, closed by an annotated BOOKMARK.
     let stream = get(
-        &client,
+        client,
         &format!("{base}?allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan&sendInitialEvents=true&timeoutSeconds=1&watch=true"),
         json,
     )
@@ -127,7 +127,7 @@ async fn check_informer(client: &kube::Client, prefix: &str, resource: &str) -> 
     // Metadata-only lists (garbage collector, quota).
     let meta: Value = serde_json::from_str(
         &get(
-            &client,
+            client,
             &format!("{base}?limit=500&resourceVersion=0"),
             "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1",
         )
