@@ -81,6 +81,14 @@ pub async fn run(state: &Arc<State>) -> ApiResult<()> {
         "ports": [{ "name": "https", "port": state.settings.port, "protocol": "TCP" }],
     });
     ensure(state, "discovery.k8s.io", "v1", "endpointslices", slice).await?;
+    // The default ServiceCIDR upstream publishes for --service-cluster-ip-range (kube-proxy
+    // and the controller manager watch ServiceCIDRs).
+    let cidr = json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "ServiceCIDR",
+        "metadata": { "name": "kubernetes" },
+        "spec": { "cidrs": [state.allocator.service_cidr.to_string()] },
+    });
+    ensure(state, "networking.k8s.io", "v1", "servicecidrs", cidr).await?;
     Ok(())
 }
 

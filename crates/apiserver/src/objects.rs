@@ -86,6 +86,26 @@ pub fn metadata_mut(obj: &mut Value) -> &mut Map<String, Value> {
     meta.as_object_mut().expect("object ensured above")
 }
 
+/// Drop the empty collections of `metadata` the way Go's `omitempty` does when upstream
+/// re-encodes an object: removing the last label or annotation leaves no `labels: {}`.
+pub fn drop_empty_metadata_collections(obj: &mut Value) {
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.retain(|field, value| {
+            let collection = matches!(
+                field.as_str(),
+                "labels" | "annotations" | "finalizers" | "ownerReferences" | "managedFields"
+            );
+            let empty = match value {
+                Value::Object(m) => m.is_empty(),
+                Value::Array(a) => a.is_empty(),
+                Value::Null => true,
+                _ => false,
+            };
+            !(collection && empty)
+        });
+    }
+}
+
 /// A string field of metadata ("" when absent).
 pub fn meta_str<'a>(obj: &'a Value, field: &str) -> &'a str {
     obj.get("metadata")

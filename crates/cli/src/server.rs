@@ -40,6 +40,9 @@ pub struct ServerArgs {
     /// Where to write the admin kubeconfig [default: <data-dir>/kubeconfig.yaml].
     #[arg(long)]
     pub write_kubeconfig: Option<PathBuf>,
+    /// Run the control plane only: no kubelet on this machine.
+    #[arg(long)]
+    pub disable_agent: bool,
 }
 
 /// Validated `skiff server` configuration.

@@ -38,14 +38,16 @@ pub fn free_port() -> u16 {
 pub struct TestCluster {
     child: Option<Child>,
     data_dir: tempfile::TempDir,
+    /// Flags beyond the defaults, reused on restart.
+    extra: Vec<String>,
     /// HTTPS port.
     pub port: u16,
 }
 
 impl TestCluster {
-    /// Start a server and wait until it is ready.
+    /// Start a control plane (no kubelet on this machine) and wait until it is ready.
     pub fn start() -> Result<TestCluster> {
-        Self::start_with(&[])
+        Self::start_with(&["--disable-agent"])
     }
 
     /// Start a server with extra flags.
@@ -55,13 +57,14 @@ impl TestCluster {
         let mut cluster = TestCluster {
             child: None,
             data_dir,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             port,
         };
-        cluster.spawn(extra)?;
+        cluster.spawn()?;
         Ok(cluster)
     }
 
-    fn spawn(&mut self, extra: &[&str]) -> Result<()> {
+    fn spawn(&mut self) -> Result<()> {
         let bin = skiff_binary();
         if !bin.exists() {
             bail!(
@@ -84,7 +87,7 @@ impl TestCluster {
                 "127.0.0.1",
             ])
             .args(["--https-port", &self.port.to_string()])
-            .args(extra)
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
@@ -272,7 +275,7 @@ impl TestCluster {
         if self.child.is_some() {
             self.terminate()?;
         }
-        self.spawn(&[])
+        self.spawn()
     }
 }
 

@@ -173,6 +173,7 @@ pub async fn create_object(ctx: &mut Ctx, mut obj: Value, dry_run: bool) -> ApiR
             .admit(candidate, None, Operation::Create)
             .map_err(|r| rejection(ctx, &name, r))?;
         let mut admitted = admitted;
+        objects::drop_empty_metadata_collections(&mut admitted);
         if !ctx.applying {
             crate::managed::track_update(ctx, None, &mut admitted, Operation::Create);
         }
@@ -475,6 +476,7 @@ pub fn admit_update(ctx: &Ctx, old: &Value, mut new: Value, op: Operation) -> Ap
         .strategy
         .admit(new, Some(old), op)
         .map_err(|r| rejection(ctx, &name, r))?;
+    objects::drop_empty_metadata_collections(&mut admitted);
     if let Some(old_gen) = old.pointer("/metadata/generation").and_then(Value::as_i64) {
         let generation = if op != Operation::UpdateStatus
             && ctx.info.strategy.generation_changed(old, &admitted)

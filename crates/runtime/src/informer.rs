@@ -1,0 +1,500 @@
+//! Informers: one list + watch of a kind into a local cache, with its changes fanned out to
+//! subscribers (client-go's shared informer, kube-rs' reflector).
+//!
+//! The cache is the component's view of the cluster: reconcilers read it instead of asking the
+//! API server, and learn what changed from a [`Subscription`]. A subscriber that falls behind
+//! gets [`Notification::Lagged`] instead of the missed changes and must treat every cached
+//! object as changed (controllers are level-triggered, so re-enqueueing everything is always
+//! correct). After a re-list (the watch's history was compacted, or the connection broke for
+//! long), the new list replaces the cache atomically and only real differences are emitted:
+//! objects that vanished come out as [`Change::Deleted`].
+
+use std::any::{Any, TypeId};
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use kube::api::{Api, ApiResource, DynamicObject};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use parking_lot::{Mutex, RwLock};
+use serde::de::DeserializeOwned;
+use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::key::ObjectKey;
+
+/// How many changes a subscriber may fall behind before it is told it lagged.
+const CHANGE_BUFFER: usize = 4096;
+
+/// One change to a cached object.
+#[derive(Debug)]
+pub enum Change<K> {
+    /// The object was added (`old` is `None`) or modified.
+    Applied {
+        /// The cached value before this change.
+        old: Option<Arc<K>>,
+        /// The new value.
+        new: Arc<K>,
+    },
+    /// The object was deleted; this is its last known value.
+    Deleted(Arc<K>),
+}
+
+impl<K> Clone for Change<K> {
+    fn clone(&self) -> Self {
+        match self {
+            Change::Applied { old, new } => Change::Applied {
+                old: old.clone(),
+                new: new.clone(),
+            },
+            Change::Deleted(obj) => Change::Deleted(obj.clone()),
+        }
+    }
+}
+
+impl<K> Change<K> {
+    /// The object as it is now (or was when deleted).
+    pub fn object(&self) -> &Arc<K> {
+        match self {
+            Change::Applied { new, .. } => new,
+            Change::Deleted(obj) => obj,
+        }
+    }
+
+    /// The previous value: the old one of an update, or the deleted object.
+    pub fn previous(&self) -> Option<&Arc<K>> {
+        match self {
+            Change::Applied { old, .. } => old.as_ref(),
+            Change::Deleted(obj) => Some(obj),
+        }
+    }
+}
+
+/// What a subscriber receives.
+#[derive(Debug)]
+pub enum Notification<K> {
+    /// One change, in the order the API server reported it.
+    Change(Change<K>),
+    /// The subscriber fell behind and missed changes: treat every cached object as changed.
+    Lagged,
+}
+
+/// A receiver of an informer's changes.
+pub struct Subscription<K> {
+    rx: broadcast::Receiver<Change<K>>,
+}
+
+impl<K> Subscription<K> {
+    /// The next notification; `None` once the informer is gone.
+    pub async fn recv(&mut self) -> Option<Notification<K>> {
+        match self.rx.recv().await {
+            Ok(change) => Some(Notification::Change(change)),
+            Err(broadcast::error::RecvError::Lagged(_)) => Some(Notification::Lagged),
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    }
+}
+
+struct Shared<K> {
+    cache: RwLock<BTreeMap<ObjectKey, Arc<K>>>,
+    /// Objects of a list in progress, swapped in when it completes.
+    relist: Mutex<Option<BTreeMap<ObjectKey, Arc<K>>>>,
+    changes: broadcast::Sender<Change<K>>,
+    synced: watch::Sender<bool>,
+}
+
+/// A cached, watched view of one kind (optionally narrowed by namespace and selectors).
+pub struct Informer<K> {
+    shared: Arc<Shared<K>>,
+}
+
+impl<K> Clone for Informer<K> {
+    fn clone(&self) -> Self {
+        Informer {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<K> Informer<K>
+where
+    K: Resource + ResourceExt + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    /// An informer that no watch feeds: its owner calls [`Informer::handle`] itself. Tests use
+    /// it to give a reconciler a cache without an API server.
+    pub fn detached() -> Informer<K> {
+        let (changes, _) = broadcast::channel(CHANGE_BUFFER);
+        Informer {
+            shared: Arc::new(Shared {
+                cache: RwLock::new(BTreeMap::new()),
+                relist: Mutex::new(None),
+                changes,
+                synced: watch::Sender::new(false),
+            }),
+        }
+    }
+
+    /// Start listing and watching `api` until `shutdown`.
+    pub fn spawn(api: Api<K>, config: watcher::Config, shutdown: CancellationToken) -> Informer<K> {
+        let informer = Informer::detached();
+        let feeder = informer.clone();
+        let kind = std::any::type_name::<K>()
+            .rsplit("::")
+            .next()
+            .unwrap_or("object")
+            .to_owned();
+        tokio::spawn(async move {
+            let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+            loop {
+                let next = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    next = stream.next() => next,
+                };
+                match next {
+                    Some(Ok(event)) => feeder.handle(event),
+                    Some(Err(err)) => {
+                        tracing::warn!(kind = %kind, error = %err, "watch failed; retrying");
+                    }
+                    None => break,
+                }
+            }
+        });
+        informer
+    }
+
+    /// Apply one watcher event to the cache and tell subscribers.
+    pub fn handle(&self, event: watcher::Event<K>) {
+        match event {
+            watcher::Event::Apply(obj) => self.apply(obj),
+            watcher::Event::Delete(obj) => self.delete(&ObjectKey::of(&obj), obj),
+            watcher::Event::Init => *self.shared.relist.lock() = Some(BTreeMap::new()),
+            watcher::Event::InitApply(obj) => {
+                let mut relist = self.shared.relist.lock();
+                relist
+                    .get_or_insert_with(BTreeMap::new)
+                    .insert(ObjectKey::of(&obj), Arc::new(obj));
+            }
+            watcher::Event::InitDone => {
+                let listed = self.shared.relist.lock().take().unwrap_or_default();
+                self.replace(listed);
+                self.shared.synced.send_replace(true);
+            }
+        }
+    }
+
+    fn apply(&self, obj: K) {
+        let key = ObjectKey::of(&obj);
+        let new = Arc::new(obj);
+        let old = self.shared.cache.write().insert(key, new.clone());
+        if old
+            .as_ref()
+            .is_some_and(|o| same_version(o.as_ref(), new.as_ref()))
+        {
+            return;
+        }
+        let _ = self.shared.changes.send(Change::Applied { old, new });
+    }
+
+    fn delete(&self, key: &ObjectKey, last: K) {
+        let removed = self.shared.cache.write().remove(key);
+        let last = removed.unwrap_or_else(|| Arc::new(last));
+        let _ = self.shared.changes.send(Change::Deleted(last));
+    }
+
+    fn replace(&self, listed: BTreeMap<ObjectKey, Arc<K>>) {
+        let previous = std::mem::replace(&mut *self.shared.cache.write(), listed.clone());
+        for (key, new) in &listed {
+            let old = previous.get(key).cloned();
+            if old
+                .as_ref()
+                .is_some_and(|o| same_version(o.as_ref(), new.as_ref()))
+            {
+                continue;
+            }
+            let _ = self.shared.changes.send(Change::Applied {
+                old,
+                new: new.clone(),
+            });
+        }
+        for (key, old) in previous {
+            if !listed.contains_key(&key) {
+                let _ = self.shared.changes.send(Change::Deleted(old));
+            }
+        }
+    }
+
+    /// The cached object with this key.
+    pub fn get(&self, key: &ObjectKey) -> Option<Arc<K>> {
+        self.shared.cache.read().get(key).cloned()
+    }
+
+    /// The cached object `namespace/name` ("" namespace for cluster-scoped kinds).
+    pub fn get_named(&self, namespace: &str, name: &str) -> Option<Arc<K>> {
+        self.get(&ObjectKey::new(namespace, name))
+    }
+
+    /// Every cached object, in key order.
+    pub fn list(&self) -> Vec<Arc<K>> {
+        self.shared.cache.read().values().cloned().collect()
+    }
+
+    /// The cached objects of one namespace.
+    pub fn list_namespace(&self, namespace: &str) -> Vec<Arc<K>> {
+        let start = ObjectKey::new(namespace, "");
+        self.shared
+            .cache
+            .read()
+            .range(start..)
+            .take_while(|(k, _)| k.namespace == namespace)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    /// Every cached key.
+    pub fn keys(&self) -> Vec<ObjectKey> {
+        self.shared.cache.read().keys().cloned().collect()
+    }
+
+    /// How many objects are cached.
+    pub fn len(&self) -> usize {
+        self.shared.cache.read().len()
+    }
+
+    /// Whether the cache is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Receive changes from now on. Subscribe before [`Informer::wait_synced`] so no change
+    /// between the initial list and the subscription is missed.
+    pub fn subscribe(&self) -> Subscription<K> {
+        Subscription {
+            rx: self.shared.changes.subscribe(),
+        }
+    }
+
+    /// Whether the first complete list has been cached.
+    pub fn is_synced(&self) -> bool {
+        *self.shared.synced.borrow()
+    }
+
+    /// Wait until the first complete list has been cached.
+    pub async fn wait_synced(&self) {
+        let mut rx = self.shared.synced.subscribe();
+        let _ = rx.wait_for(|synced| *synced).await;
+    }
+}
+
+/// Whether two values are the same version of an object (a re-list or a duplicate event).
+fn same_version<K: Resource>(a: &K, b: &K) -> bool {
+    let (a, b) = (a.meta(), b.meta());
+    a.uid == b.uid && a.resource_version.is_some() && a.resource_version == b.resource_version
+}
+
+/// What identifies a shared informer: the kind, the resource for dynamic kinds, and the list
+/// options narrowing it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct InformerId {
+    type_id: TypeId,
+    resource: String,
+    labels: Option<String>,
+    fields: Option<String>,
+}
+
+/// Shared informers of one process: asking twice for the same kind and options gives the same
+/// cache and one watch (client-go's `SharedInformerFactory`).
+pub struct Informers {
+    client: Client,
+    shutdown: CancellationToken,
+    entries: Mutex<HashMap<InformerId, Arc<dyn Any + Send + Sync>>>,
+}
+
+impl Informers {
+    /// A factory whose informers watch through `client` until `shutdown`.
+    pub fn new(client: Client, shutdown: CancellationToken) -> Informers {
+        Informers {
+            client,
+            shutdown,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The client informers use.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The token that stops every informer of this factory.
+    pub fn shutdown(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// The cluster-wide informer of a built-in kind.
+    pub fn get<K>(&self) -> Informer<K>
+    where
+        K: Resource<DynamicType = ()>
+            + ResourceExt
+            + Clone
+            + DeserializeOwned
+            + Debug
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.get_filtered(watcher::Config::default())
+    }
+
+    /// A cluster-wide informer of a built-in kind narrowed by label and field selectors (a
+    /// `metadata.namespace=` field selector narrows it to one namespace).
+    pub fn get_filtered<K>(&self, config: watcher::Config) -> Informer<K>
+    where
+        K: Resource<DynamicType = ()>
+            + ResourceExt
+            + Clone
+            + DeserializeOwned
+            + Debug
+            + Send
+            + Sync
+            + 'static,
+    {
+        let id = InformerId {
+            type_id: TypeId::of::<K>(),
+            resource: String::new(),
+            labels: config.label_selector.clone(),
+            fields: config.field_selector.clone(),
+        };
+        self.shared(id, || {
+            let api = Api::<K>::all(self.client.clone());
+            Informer::spawn(api, config, self.shutdown.clone())
+        })
+    }
+
+    /// The cluster-wide informer of any resource, as dynamic objects (custom resources, or
+    /// controllers that handle every kind such as the garbage collector).
+    pub fn dynamic(&self, resource: &ApiResource) -> Informer<DynamicObject> {
+        let id = InformerId {
+            type_id: TypeId::of::<DynamicObject>(),
+            resource: format!(
+                "{}/{}/{}",
+                resource.group, resource.version, resource.plural
+            ),
+            labels: None,
+            fields: None,
+        };
+        self.shared(id, || {
+            let api = Api::<DynamicObject>::all_with(self.client.clone(), resource);
+            Informer::spawn(api, watcher::Config::default(), self.shutdown.clone())
+        })
+    }
+
+    fn shared<K: Send + Sync + 'static>(
+        &self,
+        id: InformerId,
+        start: impl FnOnce() -> Informer<K>,
+    ) -> Informer<K> {
+        let mut entries = self.entries.lock();
+        if let Some(existing) = entries.get(&id)
+            && let Some(informer) = existing.downcast_ref::<Informer<K>>()
+        {
+            return informer.clone();
+        }
+        let informer = start();
+        entries.insert(id, Arc::new(informer.clone()));
+        informer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::ObjectMeta;
+
+    fn cm(ns: &str, name: &str, rv: &str) -> ConfigMap {
+        ConfigMap {
+            metadata: ObjectMeta {
+                namespace: Some(ns.into()),
+                name: Some(name.into()),
+                uid: Some(format!("uid-{name}")),
+                resource_version: Some(rv.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    fn drain(sub: &mut Subscription<ConfigMap>) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(change) = sub.rx.try_recv() {
+            out.push(match change {
+                Change::Applied { old: None, new } => format!("add {}", new.name_any()),
+                Change::Applied { old: Some(_), new } => format!("update {}", new.name_any()),
+                Change::Deleted(obj) => format!("delete {}", obj.name_any()),
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn applies_and_deletes_reach_cache_and_subscribers() {
+        let inf = Informer::<ConfigMap>::detached();
+        let mut sub = inf.subscribe();
+        inf.handle(watcher::Event::Apply(cm("a", "x", "1")));
+        inf.handle(watcher::Event::Apply(cm("a", "x", "2")));
+        inf.handle(watcher::Event::Apply(cm("b", "y", "3")));
+        inf.handle(watcher::Event::Delete(cm("a", "x", "4")));
+        assert_eq!(drain(&mut sub), ["add x", "update x", "add y", "delete x"]);
+        assert_eq!(inf.len(), 1);
+        assert!(inf.get_named("b", "y").is_some());
+    }
+
+    #[test]
+    fn a_relist_emits_only_differences_and_marks_synced() {
+        let inf = Informer::<ConfigMap>::detached();
+        inf.handle(watcher::Event::Apply(cm("a", "keep", "1")));
+        inf.handle(watcher::Event::Apply(cm("a", "change", "1")));
+        inf.handle(watcher::Event::Apply(cm("a", "gone", "1")));
+        let mut sub = inf.subscribe();
+        assert!(!inf.is_synced());
+        inf.handle(watcher::Event::Init);
+        inf.handle(watcher::Event::InitApply(cm("a", "keep", "1")));
+        inf.handle(watcher::Event::InitApply(cm("a", "change", "5")));
+        inf.handle(watcher::Event::InitApply(cm("a", "new", "6")));
+        // Until the list completes the old cache stays visible.
+        assert!(inf.get_named("a", "gone").is_some());
+        inf.handle(watcher::Event::InitDone);
+        assert!(inf.is_synced());
+        let mut changes = drain(&mut sub);
+        changes.sort();
+        assert_eq!(changes, ["add new", "delete gone", "update change"]);
+        assert_eq!(inf.len(), 3);
+    }
+
+    #[test]
+    fn namespaces_list_as_ranges() {
+        let inf = Informer::<ConfigMap>::detached();
+        for (ns, name) in [("a", "1"), ("ab", "2"), ("a", "3"), ("b", "4")] {
+            inf.handle(watcher::Event::Apply(cm(ns, name, "1")));
+        }
+        let names: Vec<_> = inf
+            .list_namespace("a")
+            .iter()
+            .map(|c| c.name_any())
+            .collect();
+        assert_eq!(names, ["1", "3"]);
+        assert_eq!(inf.list().len(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_slow_subscriber_is_told_it_lagged() {
+        let inf = Informer::<ConfigMap>::detached();
+        let mut sub = inf.subscribe();
+        for i in 0..(CHANGE_BUFFER + 10) {
+            inf.handle(watcher::Event::Apply(cm("a", &format!("n{i}"), "1")));
+        }
+        assert!(matches!(sub.recv().await, Some(Notification::Lagged)));
+    }
+}
