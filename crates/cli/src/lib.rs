@@ -1,6 +1,7 @@
 //! Skiff's command tree. `main.rs` parses [`Cli`] and calls [`run`]; each subcommand lives in
 //! its own module and wires library components into one tokio runtime.
 
+pub mod components;
 pub mod server;
 
 use clap::{Parser, Subcommand};

@@ -185,7 +185,12 @@ pub async fn run(args: ServerArgs) -> Result<(), Error> {
         .map_err(Error::Pki)?;
     tracing::info!(path = %config.kubeconfig.display(), "wrote admin kubeconfig");
 
+    // Each in-process component reaches the API through its own kubeconfig and client
+    // certificate, as it would running alone.
+    let components = crate::components::Components::new(&config.data_dir);
+
     shutdown_signal().await;
+    components.stop().await;
     let _ = stop_tx.send(());
     server.stopped().await;
     tracing::info!("stopped");

@@ -213,6 +213,30 @@ impl Pki {
         issue_client(&issuer, user, groups)
     }
 
+    /// Write a kubeconfig at `path` for a component that authenticates with a client
+    /// certificate for `user` in `groups` (e.g. `system:kube-scheduler`). The certificate is
+    /// kept under the PKI directory as `<name>` and reused across restarts until it nears
+    /// expiry.
+    pub fn write_client_kubeconfig(
+        &self,
+        path: &Path,
+        server_url: &str,
+        name: &str,
+        user: &str,
+        groups: &[&str],
+    ) -> Result<(), Error> {
+        let client = match files::read_pair(&self.dir, name)? {
+            Some(existing) if !expires_soon(&existing.cert_pem) => existing,
+            _ => {
+                let issued = self.issue_client(user, groups)?;
+                files::write_pair(&self.dir, name, &issued)?;
+                issued
+            }
+        };
+        let config = Kubeconfig::new(server_url, &self.ca.cert_pem, &client);
+        files::write_private(path, config.to_yaml().as_bytes())
+    }
+
     /// Write a kubeconfig for the admin that points at `server_url`.
     pub fn write_admin_kubeconfig(&self, path: &Path, server_url: &str) -> Result<(), Error> {
         let config = Kubeconfig::new(server_url, &self.ca.cert_pem, &self.admin);

@@ -1,0 +1,60 @@
+//! In-process components of `skiff server` (scheduler, controller manager, kubelet): each runs
+//! as its own task with its own client credentials, exactly as it would as a separate process
+//! (`skiff scheduler --kubeconfig …`), and they stop together on shutdown.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+
+use skiff_runtime::CancellationToken;
+use tokio::task::JoinSet;
+
+/// The running components and the token that stops them.
+pub struct Components {
+    shutdown: CancellationToken,
+    tasks: JoinSet<(&'static str, Result<(), String>)>,
+    cred_dir: PathBuf,
+}
+
+impl Components {
+    /// Components whose kubeconfigs live under `<data-dir>/cred`.
+    pub fn new(data_dir: &Path) -> Components {
+        Components {
+            shutdown: CancellationToken::new(),
+            tasks: JoinSet::new(),
+            cred_dir: data_dir.join("cred"),
+        }
+    }
+
+    /// Where component `name`'s kubeconfig goes.
+    pub fn kubeconfig_path(&self, name: &str) -> PathBuf {
+        self.cred_dir.join(format!("{name}.kubeconfig"))
+    }
+
+    /// The token every component watches for shutdown.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Run a component; its error (if it stops with one) is logged at shutdown.
+    pub fn spawn<E: std::fmt::Display>(
+        &mut self,
+        name: &'static str,
+        run: impl Future<Output = Result<(), E>> + Send + 'static,
+    ) {
+        tracing::info!(component = name, "starting");
+        self.tasks
+            .spawn(async move { (name, run.await.map_err(|e| e.to_string())) });
+    }
+
+    /// Stop every component and wait for them.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        while let Some(joined) = self.tasks.join_next().await {
+            match joined {
+                Ok((name, Ok(()))) => tracing::info!(component = name, "stopped"),
+                Ok((name, Err(err))) => tracing::error!(component = name, error = %err, "failed"),
+                Err(err) => tracing::error!(error = %err, "component task panicked"),
+            }
+        }
+    }
+}
