@@ -2,6 +2,7 @@
 //! its own module and wires library components into one tokio runtime.
 
 pub mod components;
+pub mod hollow;
 pub mod server;
 
 use clap::{Parser, Subcommand};
@@ -20,6 +21,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the control plane (API server on the embedded store).
     Server(server::ServerArgs),
+    /// Simulate nodes: register them, keep their Leases alive and report their pods Running
+    /// without running containers (for scale tests and scheduling rehearsals).
+    HollowNodes(hollow::HollowArgs),
 }
 
 /// Why a command failed.
@@ -46,6 +50,12 @@ pub enum Error {
     /// The API server failed to start.
     #[error("starting the API server failed")]
     ApiServer(#[source] skiff_apiserver::Error),
+    /// Building an API client failed.
+    #[error("connecting to the API server failed")]
+    Client(#[source] skiff_runtime::Error),
+    /// Hollow nodes stopped with an error.
+    #[error("hollow nodes failed")]
+    Hollow(#[source] skiff_hollow::Error),
 }
 
 impl Error {
@@ -62,5 +72,6 @@ impl Error {
 pub async fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Server(args) => server::run(args).await,
+        Command::HollowNodes(args) => hollow::run(args).await,
     }
 }
