@@ -1,6 +1,7 @@
 //! Skiff's command tree. `main.rs` parses [`Cli`] and calls [`run`]; each subcommand lives in
 //! its own module and wires library components into one tokio runtime.
 
+pub mod agent;
 pub mod components;
 pub mod hollow;
 pub mod server;
@@ -53,6 +54,9 @@ pub enum Error {
     /// Building an API client failed.
     #[error("connecting to the API server failed")]
     Client(#[source] skiff_runtime::Error),
+    /// The kubelet stopped with an error.
+    #[error("the kubelet failed")]
+    Kubelet(#[source] skiff_kubelet::Error),
     /// Hollow nodes stopped with an error.
     #[error("hollow nodes failed")]
     Hollow(#[source] skiff_hollow::Error),

@@ -43,6 +43,9 @@ pub struct ServerArgs {
     /// Run the control plane only: no kubelet on this machine.
     #[arg(long)]
     pub disable_agent: bool,
+    /// The kubelet on this machine.
+    #[command(flatten)]
+    pub kubelet: crate::agent::KubeletArgs,
 }
 
 /// Validated `skiff server` configuration.
@@ -60,6 +63,8 @@ pub struct ServerConfig {
     pub tls_san: Vec<String>,
     /// Kubeconfig path.
     pub kubeconfig: PathBuf,
+    /// The kubelet to run here, if any.
+    pub kubelet: Option<crate::agent::KubeletArgs>,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -89,6 +94,9 @@ impl ServerArgs {
                 None
             }
         };
+        if !self.disable_agent {
+            self.kubelet.validate(&mut problems);
+        }
         if self.https_port == 0 {
             problems.push("--https-port: must be between 1 and 65535".to_owned());
         }
@@ -118,6 +126,7 @@ impl ServerArgs {
             service_cidr,
             tls_san: self.tls_san,
             kubeconfig,
+            kubelet: (!self.disable_agent).then_some(self.kubelet),
         })
     }
 }
@@ -187,7 +196,42 @@ pub async fn run(args: ServerArgs) -> Result<(), Error> {
 
     // Each in-process component reaches the API through its own kubeconfig and client
     // certificate, as it would running alone.
-    let components = crate::components::Components::new(&config.data_dir);
+    let mut components =
+        crate::components::Components::new(&config.data_dir).map_err(|source| Error::DataDir {
+            path: config.data_dir.join("cred"),
+            source,
+        })?;
+    let local_url = format!("https://127.0.0.1:{}", server.local_addr.port());
+    if let Some(kubelet) = &config.kubelet {
+        let node_name = kubelet.node_name();
+        let node_ip = kubelet
+            .node_ip
+            .unwrap_or(IpAddr::V4(config.advertise_address));
+        let path = components.kubeconfig_path("kubelet");
+        pki.write_client_kubeconfig(
+            &path,
+            &local_url,
+            "kubelet",
+            &format!("system:node:{node_name}"),
+            &["system:nodes"],
+        )
+        .map_err(Error::Pki)?;
+        let serving = pki
+            .issue_kubelet_serving(&node_name, &[node_ip])
+            .map_err(Error::Pki)?;
+        let tls = crate::agent::kubelet_tls(pki.ca_pem(), &serving)?;
+        let kubelet_config = kubelet.config(
+            &config.data_dir,
+            node_ip,
+            &[("node-role.kubernetes.io/control-plane", "true")],
+            tls,
+        );
+        let client = skiff_runtime::client::from_kubeconfig(&path)
+            .await
+            .map_err(Error::Client)?;
+        let stop = components.shutdown_token();
+        components.spawn("kubelet", skiff_kubelet::run(kubelet_config, client, stop));
+    }
 
     shutdown_signal().await;
     components.stop().await;

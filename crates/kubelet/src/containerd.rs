@@ -26,6 +26,21 @@ pub struct Layout {
     pub sandbox_image: String,
 }
 
+/// Whether this process may lower OOM scores (CAP_SYS_RESOURCE). Without it (in some
+/// sandboxed or rootless environments) containerd must clamp containers' `oom_score_adj`
+/// to its own, or every container with a negative score (all sandboxes) fails to start.
+pub fn can_lower_oom_score() -> bool {
+    const CAP_SYS_RESOURCE: u32 = 24;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << CAP_SYS_RESOURCE) != 0)
+}
+
 impl Layout {
     /// The gRPC socket.
     pub fn socket(&self) -> PathBuf {
@@ -69,6 +84,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
   stream_server_port = "0"
   enable_selinux = false
   netns_mounts_under_state_dir = true
+  restrict_oom_score_adj = {restrict}
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
@@ -82,6 +98,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     conf_dir = "{conf}"
 "#,
             sandbox = self.sandbox_image,
+            restrict = !can_lower_oom_score(),
             bin = self.cni_bin_dir.display(),
             conf = self.cni_conf_dir.display(),
         )

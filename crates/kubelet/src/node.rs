@@ -407,6 +407,17 @@ impl NodeAgent {
         }
     }
 
+    /// Whether the last reported status was Ready.
+    pub fn is_ready(&self) -> bool {
+        self.last.lock().as_ref().is_some_and(|(status, _)| {
+            status["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+    }
+
     /// Report status if it changed or the report interval passed (or `force`).
     pub async fn report_status(&self, force: bool) -> Result<(), Error> {
         let node = self

@@ -158,10 +158,10 @@ fn container_status(
             status["state"] = json!({ "waiting": { "reason": "ContainerCreating" } });
         }
     }
-    if status["state"]["waiting"]["message"].as_str() == Some("") {
-        if let Some(w) = status["state"]["waiting"].as_object_mut() {
-            w.remove("message");
-        }
+    if status["state"]["waiting"]["message"].as_str() == Some("")
+        && let Some(w) = status["state"]["waiting"].as_object_mut()
+    {
+        w.remove("message");
     }
     status
 }
@@ -298,13 +298,9 @@ pub fn compute(pod: &Pod, runtime: &PodRuntime, extra: &Extra, now: &str) -> Val
     }
 
     let initialized = incomplete_init.is_empty();
-    let phase = if let Some((_, _)) = &extra.failed {
+    let phase = if extra.failed.is_some() || extra.init_failed {
         "Failed"
-    } else if extra.init_failed {
-        "Failed"
-    } else if !initialized {
-        "Pending"
-    } else if waiting > 0 {
+    } else if !initialized || waiting > 0 {
         "Pending"
     } else if running > 0 {
         "Running"
@@ -354,9 +350,7 @@ pub fn compute(pod: &Pod, runtime: &PodRuntime, extra: &Extra, now: &str) -> Val
         (Some("ContainersNotReady"), unready_message())
     };
     let ready = containers_ready && readiness_gates_ok;
-    let (ready_reason, ready_message) = if ready || terminal {
-        (cr_reason, cr_message.clone())
-    } else if !containers_ready {
+    let (ready_reason, ready_message) = if ready || terminal || !containers_ready {
         (cr_reason, cr_message.clone())
     } else {
         (
