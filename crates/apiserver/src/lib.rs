@@ -14,6 +14,7 @@ pub mod apply;
 pub mod bootstrap;
 pub mod crd;
 pub mod discovery;
+pub mod enroll;
 pub mod error;
 pub mod fieldvalidation;
 pub mod handlers;
@@ -77,6 +78,8 @@ pub struct Config {
     pub tokens: Vec<(String, Identity)>,
     /// Signs and verifies service-account tokens.
     pub service_accounts: Option<Arc<skiff_pki::TokenSigner>>,
+    /// Lets nodes join with the join token (`skiff agent`).
+    pub enrollment: Option<enroll::Enrollment>,
 }
 
 /// A started API server.
@@ -113,11 +116,9 @@ impl ApiServer {
             service_accounts: config.service_accounts.clone(),
         };
         let state = Arc::new(State::new(registry, Objects { store }, allocator, settings));
-        let front = Arc::new(Front::new(
-            state.clone(),
-            config.tokens,
-            GIT_VERSION.to_owned(),
-        ));
+        let mut front = Front::new(state.clone(), config.tokens, GIT_VERSION.to_owned());
+        front.enrollment = config.enrollment;
+        let front = Arc::new(front);
         let task = tokio::spawn(server::serve(front.clone(), listener, config.tls, shutdown));
         bootstrap::follow_crds(state.clone())
             .await

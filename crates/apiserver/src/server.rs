@@ -48,6 +48,8 @@ pub struct Front {
     pub ready: AtomicBool,
     /// The version reported by `/version`.
     pub git_version: String,
+    /// Node enrollment (join token and issuer), if nodes may join.
+    pub enrollment: Option<crate::enroll::Enrollment>,
     openapi: openapi::Cache,
 }
 
@@ -59,6 +61,7 @@ impl Front {
             tokens,
             ready: AtomicBool::new(false),
             git_version,
+            enrollment: None,
             openapi: openapi::Cache::default(),
         }
     }
@@ -80,6 +83,11 @@ pub fn router(front: Arc<Front>) -> Router {
         .route("/api/{version}", get(core_version))
         .route("/apis/{group}", get(group))
         .route("/apis/{group}/{version}", get(group_version))
+        .route("/cacerts", get(crate::enroll::cacerts))
+        .route(
+            "/v1-skiff/node-credentials",
+            axum::routing::post(crate::enroll::node_credentials),
+        )
         .route("/openapi/v2", get(openapi_v2))
         .route("/openapi/v3", get(openapi_v3_index))
         .route("/openapi/v3/{*path}", get(openapi_v3))
@@ -301,6 +309,8 @@ fn public_path(path: &str) -> bool {
     matches!(
         path,
         "/healthz" | "/livez" | "/readyz" | "/version" | "/version/"
+            // Enrollment authenticates with the join token itself.
+            | "/cacerts" | "/v1-skiff/node-credentials"
     )
 }
 

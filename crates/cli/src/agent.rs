@@ -132,6 +132,38 @@ impl KubeletArgs {
     }
 }
 
+/// Issues node credentials from the cluster PKI (the server side of `skiff agent`).
+pub struct PkiEnrollment(pub Arc<skiff_pki::Pki>);
+
+impl skiff_apiserver::enroll::NodeEnrollment for PkiEnrollment {
+    fn ca_pem(&self) -> String {
+        self.0.ca_pem().to_owned()
+    }
+
+    fn enroll(
+        &self,
+        request: &skiff_apiserver::enroll::EnrollRequest,
+    ) -> Result<skiff_apiserver::enroll::NodeCredentials, String> {
+        let name = &request.node_name;
+        let client = self
+            .0
+            .issue_client(&format!("system:node:{name}"), &["system:nodes"])
+            .map_err(|e| e.to_string())?;
+        let serving = self
+            .0
+            .issue_kubelet_serving(name, &request.addresses)
+            .map_err(|e| e.to_string())?;
+        tracing::info!(node = %name, "issued node credentials");
+        Ok(skiff_apiserver::enroll::NodeCredentials {
+            ca: self.0.ca_pem().to_owned(),
+            client_cert: client.cert_pem,
+            client_key: client.key_pem,
+            serving_cert: serving.cert_pem,
+            serving_key: serving.key_pem,
+        })
+    }
+}
+
 /// Build the kubelet's TLS from the cluster CA and its serving certificate.
 pub fn kubelet_tls(
     ca_pem: &str,
@@ -140,4 +172,251 @@ pub fn kubelet_tls(
     skiff_pki::mutual_server_config(ca_pem, serving)
         .map(Arc::new)
         .map_err(Error::Pki)
+}
+
+/// Flags of `skiff agent`.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// The server to join, e.g. https://10.0.0.1:6443.
+    #[arg(long, env = "SKIFF_URL")]
+    pub server: String,
+    /// The server's join token (printed by the server, in `<server data dir>/token`).
+    #[arg(long, env = "SKIFF_TOKEN")]
+    pub token: Option<String>,
+    /// A file holding the join token.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Directory for the node's credentials, containerd and pods
+    /// [default: /var/lib/skiff as root, else ~/.local/share/skiff]
+    #[arg(long, env = "SKIFF_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The kubelet.
+    #[command(flatten)]
+    pub kubelet: KubeletArgs,
+}
+
+/// The CA hash a `K10<sha256>::…` token pins.
+pub fn token_ca_hash(token: &str) -> Option<&str> {
+    let rest = token.strip_prefix("K10")?;
+    let (hash, _) = rest.split_once("::")?;
+    (hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit())).then_some(hash)
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, data)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Files of a joined node's credentials.
+struct NodeFiles {
+    dir: PathBuf,
+}
+
+impl NodeFiles {
+    fn kubeconfig(&self) -> PathBuf {
+        self.dir.join("kubelet.kubeconfig")
+    }
+    fn credentials(&self) -> PathBuf {
+        self.dir.join("node-credentials.json")
+    }
+}
+
+async fn enroll(
+    server: &str,
+    token: &str,
+    request: &skiff_apiserver::enroll::EnrollRequest,
+) -> Result<skiff_apiserver::enroll::NodeCredentials, Error> {
+    let join = |message: String| Error::Join(message);
+    let server = server.trim_end_matches('/');
+    let expected = token_ca_hash(token).ok_or_else(|| {
+        join("the token is not a join token (expected K10<ca-sha256>::…, from the server's data dir)".into())
+    })?;
+    // The CA is fetched without verification, then trusted only if it matches the hash the
+    // token carries.
+    let insecure = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .map_err(|e| join(e.to_string()))?;
+    let ca = insecure
+        .get(format!("{server}/cacerts"))
+        .send()
+        .await
+        .map_err(|e| join(format!("fetching the cluster CA from {server} failed: {e}")))?
+        .error_for_status()
+        .map_err(|e| join(format!("fetching the cluster CA from {server} failed: {e}")))?
+        .text()
+        .await
+        .map_err(|e| join(e.to_string()))?;
+    if sha256_hex(ca.as_bytes()) != expected {
+        return Err(join(format!(
+            "the CA served by {server} does not match the join token"
+        )));
+    }
+    let cert = reqwest::Certificate::from_pem(ca.as_bytes()).map_err(|e| join(e.to_string()))?;
+    let client = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(cert)
+        .build()
+        .map_err(|e| join(e.to_string()))?;
+    let response = client
+        .post(format!("{server}/v1-skiff/node-credentials"))
+        .bearer_auth(token)
+        .json(request)
+        .send()
+        .await
+        .map_err(|e| join(format!("requesting node credentials failed: {e}")))?;
+    if !response.status().is_success() {
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        let message = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["message"].as_str().map(str::to_owned))
+            .unwrap_or(body);
+        return Err(join(format!(
+            "the server refused to enroll this node ({status}): {message}"
+        )));
+    }
+    response
+        .json()
+        .await
+        .map_err(|e| join(format!("reading node credentials failed: {e}")))
+}
+
+/// Run a worker node until SIGTERM/SIGINT.
+pub async fn run(args: AgentArgs) -> Result<(), Error> {
+    let mut problems = Vec::new();
+    args.kubelet.validate(&mut problems);
+    let token = match (&args.token, &args.token_file) {
+        (Some(t), _) => Some(t.trim().to_owned()),
+        (None, Some(f)) => match std::fs::read_to_string(f) {
+            Ok(t) => Some(t.trim().to_owned()),
+            Err(e) => {
+                problems.push(format!("--token-file {}: {e}", f.display()));
+                None
+            }
+        },
+        (None, None) => {
+            problems.push("--token or --token-file is required".into());
+            None
+        }
+    };
+    if !args.server.starts_with("https://") {
+        problems.push(format!(
+            "--server {:?}: expected https://HOST:PORT",
+            args.server
+        ));
+    }
+    let (Some(token), true) = (token, problems.is_empty()) else {
+        return Err(Error::Config(problems));
+    };
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(crate::server::default_data_dir);
+    let files = NodeFiles {
+        dir: data_dir.join("agent"),
+    };
+    std::fs::create_dir_all(&files.dir).map_err(|source| Error::DataDir {
+        path: files.dir.clone(),
+        source,
+    })?;
+    let node_name = args.kubelet.node_name();
+    let node_ip = args.kubelet.node_ip.unwrap_or_else(|| {
+        skiff_pki::host_addresses()
+            .into_iter()
+            .find(|ip| ip.is_ipv4() && !ip.is_loopback())
+            .unwrap_or(IpAddr::from([127, 0, 0, 1]))
+    });
+
+    let stored: Option<skiff_apiserver::enroll::NodeCredentials> =
+        std::fs::read(files.credentials())
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .filter(|c: &skiff_apiserver::enroll::NodeCredentials| {
+                token_ca_hash(&token) == Some(sha256_hex(c.ca.as_bytes()).as_str())
+            });
+    let credentials = match stored {
+        Some(c) => c,
+        None => {
+            let request = skiff_apiserver::enroll::EnrollRequest {
+                node_name: node_name.clone(),
+                addresses: vec![node_ip],
+            };
+            let c = enroll(&args.server, &token, &request).await?;
+            let json = serde_json::to_vec_pretty(&c).map_err(|e| Error::Join(e.to_string()))?;
+            write_private(&files.credentials(), &json).map_err(|source| Error::DataDir {
+                path: files.credentials(),
+                source,
+            })?;
+            tracing::info!(server = %args.server, node = %node_name, "joined the cluster");
+            c
+        }
+    };
+    let client_key = skiff_pki::CertifiedKey {
+        cert_pem: credentials.client_cert.clone(),
+        key_pem: credentials.client_key.clone(),
+    };
+    let kubeconfig = skiff_pki::Kubeconfig::new(
+        args.server.trim_end_matches('/'),
+        &credentials.ca,
+        &client_key,
+    );
+    write_private(&files.kubeconfig(), kubeconfig.to_yaml().as_bytes()).map_err(|source| {
+        Error::DataDir {
+            path: files.kubeconfig(),
+            source,
+        }
+    })?;
+    let serving = skiff_pki::CertifiedKey {
+        cert_pem: credentials.serving_cert.clone(),
+        key_pem: credentials.serving_key.clone(),
+    };
+    let tls = kubelet_tls(&credentials.ca, &serving)?;
+    let config = args.kubelet.config(&data_dir, node_ip, &[], tls);
+    let client = skiff_runtime::client::from_kubeconfig(&files.kubeconfig())
+        .await
+        .map_err(Error::Client)?;
+    let shutdown = skiff_runtime::CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        crate::server::shutdown_signal().await;
+        stop.cancel();
+    });
+    skiff_kubelet::run(config, client, shutdown)
+        .await
+        .map_err(Error::Kubelet)
+}
+
+fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_tokens_pin_the_ca() {
+        let hash = "ab".repeat(32);
+        assert_eq!(
+            token_ca_hash(&format!("K10{hash}::server:secret")),
+            Some(hash.as_str())
+        );
+        assert_eq!(token_ca_hash("plain-token"), None);
+        assert_eq!(token_ca_hash("K10abc::server:x"), None);
+    }
 }

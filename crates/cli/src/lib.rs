@@ -22,6 +22,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the control plane (API server on the embedded store).
     Server(server::ServerArgs),
+    /// Join a cluster as a worker node: run a kubelet (and its containerd) here.
+    Agent(agent::AgentArgs),
     /// Simulate nodes: register them, keep their Leases alive and report their pods Running
     /// without running containers (for scale tests and scheduling rehearsals).
     HollowNodes(hollow::HollowArgs),
@@ -54,6 +56,9 @@ pub enum Error {
     /// Building an API client failed.
     #[error("connecting to the API server failed")]
     Client(#[source] skiff_runtime::Error),
+    /// Joining the cluster failed.
+    #[error("joining the cluster failed: {0}")]
+    Join(String),
     /// The kubelet stopped with an error.
     #[error("the kubelet failed")]
     Kubelet(#[source] skiff_kubelet::Error),
@@ -77,5 +82,6 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Server(args) => server::run(args).await,
         Command::HollowNodes(args) => hollow::run(args).await,
+        Command::Agent(args) => agent::run(args).await,
     }
 }

@@ -67,7 +67,7 @@ pub struct ServerConfig {
     pub kubelet: Option<crate::agent::KubeletArgs>,
 }
 
-fn default_data_dir() -> PathBuf {
+pub(crate) fn default_data_dir() -> PathBuf {
     if is_root() {
         PathBuf::from("/var/lib/skiff")
     } else {
@@ -157,7 +157,8 @@ pub async fn run(args: ServerArgs) -> Result<(), Error> {
         extra_sans: config.tls_san.clone(),
         ip_sans: ips,
     };
-    let pki = skiff_pki::Pki::load_or_create(&config.data_dir, &options).map_err(Error::Pki)?;
+    let pki =
+        Arc::new(skiff_pki::Pki::load_or_create(&config.data_dir, &options).map_err(Error::Pki)?);
 
     let store = skiff_store::embedded::EmbeddedStore::open(
         &config.data_dir.join("db"),
@@ -177,6 +178,10 @@ pub async fn run(args: ServerArgs) -> Result<(), Error> {
         tls,
         tokens: vec![(pki.admin_token().to_owned(), admin)],
         service_accounts: Some(pki.service_accounts()),
+        enrollment: Some(skiff_apiserver::enroll::Enrollment {
+            token: pki.join_token().to_owned(),
+            issuer: Arc::new(crate::agent::PkiEnrollment(pki.clone())),
+        }),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = skiff_apiserver::ApiServer::start(api_config, store, async move {
@@ -193,6 +198,10 @@ pub async fn run(args: ServerArgs) -> Result<(), Error> {
     pki.write_admin_kubeconfig(&config.kubeconfig, &url)
         .map_err(Error::Pki)?;
     tracing::info!(path = %config.kubeconfig.display(), "wrote admin kubeconfig");
+    tracing::info!(
+        token_file = %config.data_dir.join("token").display(),
+        "nodes join with: skiff agent --server {url} --token-file <copy of the token file>"
+    );
 
     // Each in-process component reaches the API through its own kubeconfig and client
     // certificate, as it would running alone.

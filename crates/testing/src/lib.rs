@@ -219,7 +219,16 @@ impl TestCluster {
         cmd.arg("server")
             .arg("--data-dir")
             .arg(self.data_dir.path())
-            .args(["--bind-address", "127.0.0.1"])
+            // Inside its own network namespace the server can listen on every address: agents
+            // in neighbouring namespaces join it, and nothing outside can reach it.
+            .args([
+                "--bind-address",
+                if self.netns.is_some() {
+                    "0.0.0.0"
+                } else {
+                    "127.0.0.1"
+                },
+            ])
             .args(if self.netns.is_none() {
                 &["--advertise-address", "127.0.0.1"][..]
             } else {
@@ -529,41 +538,129 @@ impl Drop for TestCluster {
 }
 
 impl TestCluster {
-    /// Kill every container the node's containerd runs (they outlive containerd otherwise).
     fn stop_containers(&self) {
-        let socket = self
-            .data_dir
-            .path()
-            .join("agent/containerd/containerd.sock");
-        if !socket.exists() {
-            return;
-        }
-        let ctr = |args: &[&str]| {
-            Command::new("ctr")
-                .arg("--address")
-                .arg(&socket)
-                .args(["--namespace", "k8s.io"])
-                .args(args)
-                .stdin(Stdio::null())
-                .stderr(Stdio::null())
-                .output()
+        stop_containers(self.data_dir.path());
+    }
+
+    /// Join a second node with `skiff agent` from a network namespace of its own, linked to
+    /// the server's by a veth pair (the server's namespace must come from
+    /// [`TestCluster::with_node`]); waits until the node is Ready with the test image.
+    pub fn join_agent(&self, node_name: &str, extra: &[&str]) -> Result<TestAgent> {
+        let server_ns = self
+            .netns
+            .as_ref()
+            .context("join_agent needs a cluster started with_node")?;
+        let netns = server_ns.split_peer(AGENT_IP)?;
+        let data_dir = tempfile::Builder::new().prefix("skiff-agent-").tempdir()?;
+        let images = data_dir.path().join("agent/images");
+        std::fs::create_dir_all(&images)?;
+        write_busybox_image(&images.join("busybox.tar"))?;
+        let token = std::fs::read_to_string(self.data_dir.path().join("token"))?;
+        let log = data_dir.path().join("agent.log");
+        let file = std::fs::File::create(&log)?;
+        let child = netns
+            .command(&skiff_binary())
+            .arg("agent")
+            .args(["--server", &format!("https://{NODE_IP}:{}", self.port)])
+            .args(["--token", token.trim()])
+            .arg("--data-dir")
+            .arg(data_dir.path())
+            .args(["--node-name", node_name, "--node-ip", AGENT_IP])
+            .args(["--pod-cidr", "10.42.1.0/24"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .context("starting skiff agent")?;
+        let agent = TestAgent {
+            child: Some(ChildGuard { child, log }),
+            netns: Some(netns),
+            data_dir,
         };
-        let Ok(out) = ctr(&["tasks", "ls", "-q"]) else {
-            return;
-        };
-        for id in String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| !l.is_empty())
-        {
-            let _ = ctr(&["tasks", "kill", "--signal", "SIGKILL", id]);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let node = self.k_json(&["get", "node", node_name]).ok();
+            let ready = node.as_ref().is_some_and(|n| {
+                n["status"]["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                    && n["status"]["images"].to_string().contains(BUSYBOX_IMAGE)
+            });
+            if ready {
+                return Ok(agent);
+            }
+            if Instant::now() > deadline {
+                bail!("agent {node_name} not ready after 60s:\n{}", agent.log());
+            }
+            std::thread::sleep(Duration::from_millis(200));
         }
-        std::thread::sleep(Duration::from_millis(300));
-        for id in String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| !l.is_empty())
-        {
-            let _ = ctr(&["tasks", "delete", "--force", id]);
-        }
+    }
+}
+
+/// The address of a joined test agent (on the other end of the server namespace's veth).
+pub const AGENT_IP: &str = "172.31.255.2";
+
+/// A `skiff agent` joined to a test cluster, in its own network namespace.
+pub struct TestAgent {
+    child: Option<ChildGuard>,
+    netns: Option<NetNs>,
+    data_dir: tempfile::TempDir,
+}
+
+impl TestAgent {
+    /// What the agent logged.
+    pub fn log(&self) -> String {
+        self.child.as_ref().map(ChildGuard::log).unwrap_or_default()
+    }
+
+    /// The agent's data directory.
+    pub fn data_dir(&self) -> &Path {
+        self.data_dir.path()
+    }
+}
+
+impl Drop for TestAgent {
+    fn drop(&mut self) {
+        stop_containers(self.data_dir.path());
+        drop(self.child.take());
+        drop(self.netns.take());
+        unmount_under(self.data_dir.path());
+    }
+}
+
+/// Kill every container a test node's containerd runs (they outlive containerd otherwise).
+fn stop_containers(data_dir: &Path) {
+    let socket = data_dir.join("agent/containerd/containerd.sock");
+    if !socket.exists() {
+        return;
+    }
+    let ctr = |args: &[&str]| {
+        Command::new("ctr")
+            .arg("--address")
+            .arg(&socket)
+            .args(["--namespace", "k8s.io"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+    };
+    let Ok(out) = ctr(&["tasks", "ls", "-q"]) else {
+        return;
+    };
+    let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    for id in &ids {
+        let _ = ctr(&["tasks", "kill", "--signal", "SIGKILL", id]);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for id in &ids {
+        let _ = ctr(&["tasks", "delete", "--force", id]);
     }
 }
 
@@ -646,6 +743,56 @@ impl NetNs {
     /// The namespace's name (as `ip netns` shows it).
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Move the far end of this namespace's veth into a new namespace with `address`/24, so
+    /// the two are linked (and still closed to everything else).
+    pub fn split_peer(&self, address: &str) -> Result<NetNs> {
+        let peer = NetNs::create_empty()?;
+        let ip = |args: &[&str]| -> Result<()> {
+            let out = Command::new("ip")
+                .args(args)
+                .output()
+                .context("running ip (iproute2)")?;
+            if !out.status.success() {
+                bail!(
+                    "ip {} failed: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            Ok(())
+        };
+        ip(&["-n", &self.name, "link", "set", "eth1", "netns", &peer.name])?;
+        ip(&[
+            "-n",
+            &peer.name,
+            "addr",
+            "add",
+            &format!("{address}/24"),
+            "dev",
+            "eth1",
+        ])?;
+        ip(&["-n", &peer.name, "link", "set", "eth1", "up"])?;
+        Ok(peer)
+    }
+
+    fn create_empty() -> Result<NetNs> {
+        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("skp-{}-{n}", std::process::id());
+        let out = Command::new("ip").args(["netns", "add", &name]).output()?;
+        if !out.status.success() {
+            bail!(
+                "ip netns add failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let ns = NetNs { name };
+        let _ = Command::new("ip")
+            .args(["-n", &ns.name, "link", "set", "lo", "up"])
+            .status();
+        Ok(ns)
     }
 
     /// A command running `program` inside the namespace.
