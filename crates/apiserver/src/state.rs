@@ -158,6 +158,26 @@ impl State {
         if is(info, "", "services") {
             return self.allocate_service(obj, None, dry_run).await;
         }
+        if is(info, "", "pods") {
+            let namespace = meta_str(obj, "namespace").to_owned();
+            let sa = obj
+                .pointer("/spec/serviceAccountName")
+                .and_then(Value::as_str)
+                .unwrap_or("default")
+                .to_owned();
+            let automount = match self.resource("", "v1", "serviceaccounts") {
+                Ok(sa_info) => self
+                    .objects
+                    .get(&sa_info, Some(&namespace), &sa)
+                    .await?
+                    .and_then(|(v, _)| {
+                        v.get("automountServiceAccountToken")
+                            .and_then(Value::as_bool)
+                    }),
+                Err(_) => None,
+            };
+            crate::serviceaccount::mount_token(obj, automount);
+        }
         if is(info, "apiextensions.k8s.io", "customresourcedefinitions") {
             if let Some(err) = crd::name_conflict(obj) {
                 return Err(ApiError::invalid(
