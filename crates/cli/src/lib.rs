@@ -2,6 +2,7 @@
 //! its own module and wires library components into one tokio runtime.
 
 pub mod components;
+pub mod controller_manager;
 pub mod server;
 
 use clap::{Parser, Subcommand};
@@ -20,6 +21,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the control plane (API server on the embedded store).
     Server(server::ServerArgs),
+    /// Run the controller manager (the control loops) against an API server.
+    ControllerManager(controller_manager::ControllerManagerArgs),
 }
 
 /// Why a command failed.
@@ -46,6 +49,12 @@ pub enum Error {
     /// The API server failed to start.
     #[error("starting the API server failed")]
     ApiServer(#[source] skiff_apiserver::Error),
+    /// Building an API client for a component failed.
+    #[error("connecting to the API server failed")]
+    Client(#[source] skiff_runtime::Error),
+    /// The controller manager failed.
+    #[error("the controller manager failed")]
+    Controllers(#[source] skiff_controllers::Error),
 }
 
 impl Error {
@@ -62,5 +71,6 @@ impl Error {
 pub async fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Server(args) => server::run(args).await,
+        Command::ControllerManager(args) => controller_manager::run(args).await,
     }
 }
