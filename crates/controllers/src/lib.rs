@@ -7,6 +7,7 @@
 //! on shared informers. All loops are built on `skiff-runtime` (informers, work queues,
 //! expectations, the reconcile runner, the event recorder).
 
+pub mod claim;
 pub mod config;
 pub mod context;
 pub mod hash;

@@ -26,7 +26,7 @@ use skiff_api::selector::LabelSelector;
 use skiff_runtime::controller::{self, Action, Reconciler};
 use skiff_runtime::events::{EventType, Recorder, reference};
 use skiff_runtime::expectations::Expectations;
-use skiff_runtime::owner::{self, Claim};
+use skiff_runtime::owner;
 use skiff_runtime::{Change, Informer, ObjectKey, WorkQueue};
 
 use crate::context::{Context, synced};
@@ -403,40 +403,10 @@ impl<K: ReplicaKind> Reconciler for ReplicaController<K> {
             }
         };
         let needs_sync = self.expectations.satisfied(key);
-        let uid = owner.meta().uid.clone().unwrap_or_default();
         let deleting = owner.meta().deletion_timestamp.is_some();
-        let candidates = claim_candidates(&self.pods, &uid, &key.namespace);
-        let mut claimed = Vec::new();
-        let mut terminating = 0;
-        for pod in candidates {
-            let matches = !selector.is_empty() && selector.matches(&pods::labels(&pod.metadata));
-            match owner::classify(&pod.metadata, &uid, deleting, matches) {
-                Claim::Owned => {
-                    if pods::is_active(&pod) {
-                        claimed.push(pod);
-                    } else if pods::is_terminating(&pod) {
-                        terminating += 1;
-                    }
-                }
-                Claim::Adopt if pods::is_active(&pod) => {
-                    if let Some(adopted) = self.adopt(&owner, &pod).await? {
-                        claimed.push(Arc::new(adopted));
-                    }
-                }
-                Claim::Release => {
-                    let api: Api<Pod> = Api::namespaced(self.client.clone(), &key.namespace);
-                    owner::release(
-                        &api,
-                        &pod.name_any(),
-                        pod.metadata.uid.as_deref().unwrap_or(""),
-                        &uid,
-                    )
-                    .await
-                    .during(|| format!("releasing pod {}/{}", key.namespace, pod.name_any()))?;
-                }
-                _ => {}
-            }
-        }
+        let owned = crate::claim::claim_pods(&self.client, &self.pods, owner.as_ref(), &selector, pods::is_active).await?;
+        let terminating = owned.iter().filter(|p| pods::is_terminating(p)).count() as i32;
+        let claimed: Vec<Arc<Pod>> = owned.into_iter().filter(|p| pods::is_active(p)).collect();
         let mut failure = None;
         if needs_sync && !deleting {
             failure = self.manage(&owner, key, &claimed).await;
@@ -447,37 +417,6 @@ impl<K: ReplicaKind> Reconciler for ReplicaController<K> {
 }
 
 impl<K: ReplicaKind> ReplicaController<K> {
-    /// Adopt an orphan after checking, uncached, that the owner still exists with this uid
-    /// and is not being deleted (upstream `RecheckDeletionTimestamp`).
-    async fn adopt(&self, owner: &K, pod: &Pod) -> Result<Option<Pod>> {
-        let ns = owner.meta().namespace.clone().unwrap_or_default();
-        let fresh = Api::<K>::namespaced(self.client.clone(), &ns)
-            .get_opt(&owner.name_any())
-            .await
-            .during(|| format!("re-reading {} {ns}/{}", K::kind(&()), owner.name_any()))?;
-        match fresh {
-            Some(f)
-                if f.meta().uid == owner.meta().uid && f.meta().deletion_timestamp.is_none() => {}
-            _ => return Ok(None),
-        }
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
-        match owner::adopt(
-            &api,
-            &pod.name_any(),
-            pod.metadata.uid.as_deref().unwrap_or(""),
-            &owner::controller_reference(owner),
-        )
-        .await
-        {
-            Ok(p) => Ok(Some(p)),
-            Err(e) if crate::is_not_found(&e) || crate::is_conflict(&e) => Ok(None),
-            Err(e) => Err(Error::Api {
-                action: format!("adopting pod {ns}/{}", pod.name_any()),
-                source: e,
-            }),
-        }
-    }
-
     /// Create or delete pods; returns the ReplicaFailure condition to report, if any.
     async fn manage(
         &self,
