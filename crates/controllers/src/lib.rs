@@ -9,6 +9,7 @@
 
 pub mod claim;
 pub mod config;
+pub mod cron;
 pub mod context;
 pub mod hash;
 pub mod history;
