@@ -31,6 +31,7 @@ pub mod nodelifecycle;
 pub mod persistentvolume;
 pub mod podgc;
 pub mod replicaset;
+pub mod scheduling;
 pub mod resourcequota;
 pub mod rootcacert;
 pub mod serviceaccount;
