@@ -16,6 +16,7 @@ pub mod listmeta;
 pub mod managedfields;
 pub mod patch;
 pub mod protobuf;
+pub mod quantity;
 pub mod registry;
 pub mod selector;
 pub mod table;

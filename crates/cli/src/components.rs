@@ -16,13 +16,17 @@ pub struct Components {
 }
 
 impl Components {
-    /// Components whose kubeconfigs live under `<data-dir>/cred`.
-    pub fn new(data_dir: &Path) -> Components {
-        Components {
+    /// Components whose kubeconfigs live under `<data-dir>/cred` (created, owner-only).
+    pub fn new(data_dir: &Path) -> std::io::Result<Components> {
+        use std::os::unix::fs::PermissionsExt;
+        let cred_dir = data_dir.join("cred");
+        std::fs::create_dir_all(&cred_dir)?;
+        std::fs::set_permissions(&cred_dir, std::fs::Permissions::from_mode(0o700))?;
+        Ok(Components {
             shutdown: CancellationToken::new(),
             tasks: JoinSet::new(),
-            cred_dir: data_dir.join("cred"),
-        }
+            cred_dir,
+        })
     }
 
     /// Where component `name`'s kubeconfig goes.
@@ -35,15 +39,21 @@ impl Components {
         self.shutdown.clone()
     }
 
-    /// Run a component; its error (if it stops with one) is logged at shutdown.
-    pub fn spawn<E: std::fmt::Display>(
+    /// Run a component; its error (with its causes) is logged when it stops.
+    pub fn spawn<E: std::error::Error + 'static>(
         &mut self,
         name: &'static str,
         run: impl Future<Output = Result<(), E>> + Send + 'static,
     ) {
         tracing::info!(component = name, "starting");
-        self.tasks
-            .spawn(async move { (name, run.await.map_err(|e| e.to_string())) });
+        self.tasks.spawn(async move {
+            let result = run.await.map_err(|e| {
+                let message = skiff_runtime::controller::ErrorChain(&e).to_string();
+                tracing::error!(component = name, error = %message, "component failed");
+                message
+            });
+            (name, result)
+        });
     }
 
     /// Stop every component and wait for them.

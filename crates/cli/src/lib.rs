@@ -1,8 +1,10 @@
 //! Skiff's command tree. `main.rs` parses [`Cli`] and calls [`run`]; each subcommand lives in
 //! its own module and wires library components into one tokio runtime.
 
+pub mod agent;
 pub mod components;
 pub mod controller_manager;
+pub mod hollow;
 pub mod server;
 
 use clap::{Parser, Subcommand};
@@ -23,6 +25,9 @@ pub enum Command {
     Server(server::ServerArgs),
     /// Run the controller manager (the control loops) against an API server.
     ControllerManager(controller_manager::ControllerManagerArgs),
+    /// Simulate nodes: register them, keep their Leases alive and report their pods Running
+    /// without running containers (for scale tests and scheduling rehearsals).
+    HollowNodes(hollow::HollowArgs),
 }
 
 /// Why a command failed.
@@ -49,9 +54,15 @@ pub enum Error {
     /// The API server failed to start.
     #[error("starting the API server failed")]
     ApiServer(#[source] skiff_apiserver::Error),
-    /// Building an API client for a component failed.
+    /// Building an API client failed.
     #[error("connecting to the API server failed")]
     Client(#[source] skiff_runtime::Error),
+    /// The kubelet stopped with an error.
+    #[error("the kubelet failed")]
+    Kubelet(#[source] skiff_kubelet::Error),
+    /// Hollow nodes stopped with an error.
+    #[error("hollow nodes failed")]
+    Hollow(#[source] skiff_hollow::Error),
     /// The controller manager failed.
     #[error("the controller manager failed")]
     Controllers(#[source] skiff_controllers::Error),
@@ -72,5 +83,6 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Server(args) => server::run(args).await,
         Command::ControllerManager(args) => controller_manager::run(args).await,
+        Command::HollowNodes(args) => hollow::run(args).await,
     }
 }

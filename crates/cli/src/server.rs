@@ -53,6 +53,9 @@ pub struct ServerArgs {
     /// `--kube-controller-manager-arg node-monitor-grace-period=20s`.
     #[arg(long = "kube-controller-manager-arg")]
     pub kube_controller_manager_arg: Vec<String>,
+    /// The kubelet on this machine.
+    #[command(flatten)]
+    pub kubelet: crate::agent::KubeletArgs,
 }
 
 /// Validated `skiff server` configuration.
@@ -72,6 +75,8 @@ pub struct ServerConfig {
     pub kubeconfig: PathBuf,
     /// The in-process controller manager's options (`None`: disabled).
     pub controllers: Option<crate::controller_manager::ControllerOptions>,
+    /// The kubelet to run here, if any.
+    pub kubelet: Option<crate::agent::KubeletArgs>,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -120,6 +125,9 @@ impl ServerArgs {
                 Err(_) => None,
             }
         };
+        if !self.disable_agent {
+            self.kubelet.validate(&mut problems);
+        }
         if self.https_port == 0 {
             problems.push("--https-port: must be between 1 and 65535".to_owned());
         }
@@ -150,12 +158,13 @@ impl ServerArgs {
             tls_san: self.tls_san,
             kubeconfig,
             controllers,
+            kubelet: (!self.disable_agent).then_some(self.kubelet),
         })
     }
 }
 
 /// Resolve when SIGTERM or SIGINT arrives.
-pub(crate) async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
@@ -219,18 +228,47 @@ pub async fn run(args: ServerArgs) -> Result<(), Error> {
 
     // Each in-process component reaches the API through its own kubeconfig and client
     // certificate, as it would running alone.
-    let mut components = crate::components::Components::new(&config.data_dir);
-    if let Some(options) = &config.controllers {
-        let path = components.kubeconfig_path("kube-controller-manager");
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| Error::DataDir {
-                path: dir.to_owned(),
-                source,
-            })?;
-        }
+    let mut components =
+        crate::components::Components::new(&config.data_dir).map_err(|source| Error::DataDir {
+            path: config.data_dir.join("cred"),
+            source,
+        })?;
+    let local_url = format!("https://127.0.0.1:{}", server.local_addr.port());
+    if let Some(kubelet) = &config.kubelet {
+        let node_name = kubelet.node_name();
+        let node_ip = kubelet
+            .node_ip
+            .unwrap_or(IpAddr::V4(config.advertise_address));
+        let path = components.kubeconfig_path("kubelet");
         pki.write_client_kubeconfig(
             &path,
-            &url,
+            &local_url,
+            "kubelet",
+            &format!("system:node:{node_name}"),
+            &["system:nodes"],
+        )
+        .map_err(Error::Pki)?;
+        let serving = pki
+            .issue_kubelet_serving(&node_name, &[node_ip])
+            .map_err(Error::Pki)?;
+        let tls = crate::agent::kubelet_tls(pki.ca_pem(), &serving)?;
+        let kubelet_config = kubelet.config(
+            &config.data_dir,
+            node_ip,
+            &[("node-role.kubernetes.io/control-plane", "true")],
+            tls,
+        );
+        let client = skiff_runtime::client::from_kubeconfig(&path)
+            .await
+            .map_err(Error::Client)?;
+        let stop = components.shutdown_token();
+        components.spawn("kubelet", skiff_kubelet::run(kubelet_config, client, stop));
+    }
+    if let Some(options) = &config.controllers {
+        let path = components.kubeconfig_path("kube-controller-manager");
+        pki.write_client_kubeconfig(
+            &path,
+            &local_url,
             "kube-controller-manager",
             "system:kube-controller-manager",
             &[],

@@ -26,7 +26,9 @@ use rcgen::{
 pub use kubeconfig::Kubeconfig;
 pub use net::host_addresses;
 pub use satoken::{TokenError, TokenSigner};
-pub use tls::{Identity, parse_client_identity, server_config};
+pub use tls::{
+    Identity, client_config, mutual_server_config, parse_client_identity, server_config,
+};
 
 /// Why the PKI could not be loaded, created or used.
 #[derive(Debug, thiserror::Error)]
@@ -237,6 +239,35 @@ impl Pki {
         files::write_private(path, config.to_yaml().as_bytes())
     }
 
+    /// A serving certificate for a node's kubelet API (SANs: the node name, its addresses,
+    /// localhost).
+    pub fn issue_kubelet_serving(
+        &self,
+        node_name: &str,
+        ips: &[IpAddr],
+    ) -> Result<CertifiedKey, Error> {
+        let issuer = load_issuer(&self.dir, &self.ca)?;
+        let mut sans: BTreeSet<String> = ips.iter().map(IpAddr::to_string).collect();
+        sans.insert(node_name.to_owned());
+        sans.insert("localhost".into());
+        sans.insert("127.0.0.1".into());
+        issue_serving_named(&issuer, &format!("system:node:{node_name}"), &sans)
+    }
+
+    /// The client certificate the API server presents to kubelets (upstream's
+    /// `kube-apiserver-kubelet-client`, group `system:masters`), kept as `kubelet-client`.
+    pub fn kubelet_client(&self) -> Result<CertifiedKey, Error> {
+        match files::read_pair(&self.dir, "kubelet-client")? {
+            Some(existing) if !expires_soon(&existing.cert_pem) => Ok(existing),
+            _ => {
+                let issued =
+                    self.issue_client("kube-apiserver-kubelet-client", &["system:masters"])?;
+                files::write_pair(&self.dir, "kubelet-client", &issued)?;
+                Ok(issued)
+            }
+        }
+    }
+
     /// Write a kubeconfig for the admin that points at `server_url`.
     pub fn write_admin_kubeconfig(&self, path: &Path, server_url: &str) -> Result<(), Error> {
         let config = Kubeconfig::new(server_url, &self.ca.cert_pem, &self.admin);
@@ -309,6 +340,14 @@ fn issue_serving(
     issuer: &Issuer<'_, KeyPair>,
     sans: &BTreeSet<String>,
 ) -> Result<CertifiedKey, Error> {
+    issue_serving_named(issuer, "kube-apiserver", sans)
+}
+
+fn issue_serving_named(
+    issuer: &Issuer<'_, KeyPair>,
+    common_name: &str,
+    sans: &BTreeSet<String>,
+) -> Result<CertifiedKey, Error> {
     let err = |source| Error::Issue {
         what: "serving",
         source,
@@ -316,7 +355,7 @@ fn issue_serving(
     let key = KeyPair::generate().map_err(err)?;
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, "kube-apiserver");
+    dn.push(DnType::CommonName, common_name);
     params.distinguished_name = dn;
     for san in sans {
         params.subject_alt_names.push(match san.parse::<IpAddr>() {

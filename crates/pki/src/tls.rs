@@ -47,6 +47,72 @@ pub fn server_config(pki: &Pki) -> Result<rustls::ServerConfig, Error> {
     Ok(config)
 }
 
+/// A server configuration that requires client certificates signed by `ca_pem` (the
+/// kubelet's API, which only the API server and cluster components call).
+pub fn mutual_server_config(
+    ca_pem: &str,
+    serving: &crate::CertifiedKey,
+) -> Result<rustls::ServerConfig, Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in pem_certs(ca_pem)? {
+        roots.add(cert)?;
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| Error::Tls(rustls::Error::General(e.to_string())))?;
+    let key = rustls_pemfile::private_key(&mut serving.key_pem.as_bytes())
+        .ok()
+        .flatten()
+        .ok_or_else(|| Error::BadPem {
+            path: "serving key".into(),
+            reason: "no private key".into(),
+        })?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(pem_certs(&serving.cert_pem)?, key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// A client configuration trusting `ca_pem` and presenting `client` (the API server calling
+/// kubelets).
+pub fn client_config(
+    ca_pem: &str,
+    client: &crate::CertifiedKey,
+) -> Result<rustls::ClientConfig, Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in pem_certs(ca_pem)? {
+        roots.add(cert)?;
+    }
+    let key = rustls_pemfile::private_key(&mut client.key_pem.as_bytes())
+        .ok()
+        .flatten()
+        .ok_or_else(|| Error::BadPem {
+            path: "client key".into(),
+            reason: "no private key".into(),
+        })?;
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(pem_certs(&client.cert_pem)?, key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+fn pem_certs(pem: &str) -> Result<Vec<CertificateDer<'static>>, Error> {
+    let parsed: Result<Vec<_>, _> = rustls_pemfile::certs(&mut pem.as_bytes()).collect();
+    match parsed {
+        Ok(list) if !list.is_empty() => Ok(list),
+        _ => Err(Error::BadPem {
+            path: "certificate".into(),
+            reason: "no certificate".into(),
+        }),
+    }
+}
+
 fn certs(pem: &str, pki: &Pki) -> Result<Vec<CertificateDer<'static>>, Error> {
     let parsed: Result<Vec<_>, _> = rustls_pemfile::certs(&mut pem.as_bytes()).collect();
     match parsed {

@@ -28,6 +28,74 @@ pub fn kubectl_binary() -> PathBuf {
     std::env::var_os("KUBECTL").map_or_else(|| PathBuf::from("kubectl"), PathBuf::from)
 }
 
+/// The test image every pod test runs: the OS's static busybox with a symlink per applet
+/// (sh, sleep, httpd, nc, …), built locally because no registry is reachable.
+pub const BUSYBOX_IMAGE: &str = "skiff.local/busybox:1.35";
+
+/// Write the busybox test image as an OCI archive at `path` (from `/bin/busybox`, which
+/// Debian's busybox-static provides; scripts/setup.sh installs it).
+pub fn write_busybox_image(path: &Path) -> Result<()> {
+    let binary = ["/bin/busybox", "/usr/bin/busybox"]
+        .iter()
+        .map(Path::new)
+        .find(|p| p.exists())
+        .context("busybox is not installed (apt-get install busybox-static)")?;
+    let data = std::fs::read(binary)?;
+    let list = Command::new(binary).arg("--list").output()?;
+    let mut files = std::collections::BTreeMap::new();
+    files.insert(
+        "/bin/busybox".to_owned(),
+        skiff_oci::Entry::File { mode: 0o755, data },
+    );
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        let applet = applet.trim();
+        if !applet.is_empty() && applet != "busybox" {
+            files.insert(
+                format!("/bin/{applet}"),
+                skiff_oci::Entry::Symlink("busybox".into()),
+            );
+        }
+    }
+    files.insert("/tmp".into(), skiff_oci::Entry::Dir { mode: 0o1777 });
+    for dir in [
+        "/www", "/etc", "/root", "/var", "/usr/bin", "/proc", "/sys", "/dev",
+    ] {
+        files.insert(dir.to_owned(), skiff_oci::Entry::Dir { mode: 0o755 });
+    }
+    files.insert(
+        "/etc/passwd".into(),
+        skiff_oci::Entry::File {
+            mode: 0o644,
+            data: b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"
+                .to_vec(),
+        },
+    );
+    files.insert(
+        "/etc/group".into(),
+        skiff_oci::Entry::File {
+            mode: 0o644,
+            data: b"root:x:0:\nnogroup:x:65534:\n".to_vec(),
+        },
+    );
+    files.insert(
+        "/www/index.html".into(),
+        skiff_oci::Entry::File {
+            mode: 0o644,
+            data: b"hello from skiff\n".to_vec(),
+        },
+    );
+    let image = skiff_oci::Image {
+        name: BUSYBOX_IMAGE.to_owned(),
+        files,
+        cmd: vec!["sh".into()],
+        env: vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()],
+        ..Default::default()
+    };
+    let file = std::fs::File::create(path)?;
+    skiff_oci::write_archive(&image, std::io::BufWriter::new(file))?;
+    Ok(())
+}
+
 /// A free loopback TCP port.
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("binding an ephemeral port");
@@ -40,6 +108,8 @@ pub struct TestCluster {
     data_dir: tempfile::TempDir,
     /// Flags beyond the defaults, reused on restart.
     extra: Vec<String>,
+    /// The network namespace the server (and its node) runs in, if any.
+    netns: Option<NetNs>,
     /// HTTPS port.
     pub port: u16,
 }
@@ -58,10 +128,79 @@ impl TestCluster {
             child: None,
             data_dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            netns: None,
             port,
         };
         cluster.spawn()?;
         Ok(cluster)
+    }
+
+    /// Start a server with its own node (kubelet + containerd) inside a fresh network
+    /// namespace with no route out of the machine, with the busybox test image
+    /// ([`BUSYBOX_IMAGE`]) imported, and wait until the node is Ready.
+    pub fn with_node() -> Result<TestCluster> {
+        Self::with_node_flags(&[])
+    }
+
+    /// [`TestCluster::with_node`] with extra server flags.
+    pub fn with_node_flags(extra: &[&str]) -> Result<TestCluster> {
+        let data_dir = tempfile::Builder::new().prefix("skiff-node-").tempdir()?;
+        let netns = NetNs::create(NODE_IP)?;
+        let images = data_dir.path().join("agent/images");
+        std::fs::create_dir_all(&images)?;
+        write_busybox_image(&images.join("busybox.tar"))?;
+        let mut args: Vec<String> = [
+            "--advertise-address",
+            NODE_IP,
+            "--node-ip",
+            NODE_IP,
+            "--node-name",
+            NODE_NAME,
+            "--pod-cidr",
+            "10.42.0.0/24",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut cluster = TestCluster {
+            child: None,
+            data_dir,
+            extra: args,
+            netns: Some(netns),
+            port: free_port(),
+        };
+        cluster.spawn()?;
+        cluster.wait_node_ready(Duration::from_secs(60))?;
+        Ok(cluster)
+    }
+
+    /// Wait until the node is Ready and the test image is on it.
+    pub fn wait_node_ready(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let node = self.k_json(&["get", "node", NODE_NAME]).ok();
+            let ready = node.as_ref().is_some_and(|n| {
+                n["status"]["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            });
+            let has_image = node
+                .as_ref()
+                .is_some_and(|n| n["status"]["images"].to_string().contains(BUSYBOX_IMAGE));
+            if ready && has_image {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "node not ready with the test image after {timeout:?}:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     fn spawn(&mut self) -> Result<()> {
@@ -76,16 +215,16 @@ impl TestCluster {
             .create(true)
             .append(true)
             .open(self.log_path())?;
-        let mut cmd = Command::new(&bin);
+        let mut cmd = self.command(&bin);
         cmd.arg("server")
             .arg("--data-dir")
             .arg(self.data_dir.path())
-            .args([
-                "--bind-address",
-                "127.0.0.1",
-                "--advertise-address",
-                "127.0.0.1",
-            ])
+            .args(["--bind-address", "127.0.0.1"])
+            .args(if self.netns.is_none() {
+                &["--advertise-address", "127.0.0.1"][..]
+            } else {
+                &[][..]
+            })
             .args(["--https-port", &self.port.to_string()])
             .args(&self.extra)
             .stdin(Stdio::null())
@@ -96,6 +235,19 @@ impl TestCluster {
                 .with_context(|| format!("starting {}", bin.display()))?,
         );
         self.wait_ready(Duration::from_secs(30))
+    }
+
+    /// A command for `program` that runs in the cluster's network namespace, if it has one.
+    pub fn command(&self, program: &Path) -> Command {
+        match &self.netns {
+            Some(ns) => ns.command(program),
+            None => Command::new(program),
+        }
+    }
+
+    /// The network namespace of a cluster started [`TestCluster::with_node`].
+    pub fn netns(&self) -> Option<&NetNs> {
+        self.netns.as_ref()
     }
 
     /// The server's process id while it runs.
@@ -167,7 +319,7 @@ impl TestCluster {
         env: &[(&str, &str)],
     ) -> Result<Output> {
         use std::io::Write;
-        let mut cmd = Command::new(kubectl_binary());
+        let mut cmd = self.command(&kubectl_binary());
         cmd.envs(env.iter().copied())
             .env("KUBECONFIG", self.kubeconfig())
             .env("HOME", self.data_dir.path())
@@ -279,11 +431,245 @@ impl TestCluster {
     }
 }
 
+/// A child process killed when dropped (hollow nodes, a second component instance, …).
+pub struct ChildGuard {
+    child: Child,
+    log: PathBuf,
+}
+
+impl ChildGuard {
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What the process logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Kill the process now (SIGKILL).
+    pub fn kill(&mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl TestCluster {
+    /// Run `skiff <args…> --kubeconfig <admin kubeconfig>` beside the server, logging to
+    /// `<data-dir>/<log_name>.log`; killed when the guard drops.
+    pub fn spawn_skiff(&self, log_name: &str, args: &[&str]) -> Result<ChildGuard> {
+        let log = self.data_dir.path().join(format!("{log_name}.log"));
+        let file = std::fs::File::create(&log)?;
+        let child = self
+            .command(&skiff_binary())
+            .args(args)
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .context("starting skiff")?;
+        Ok(ChildGuard { child, log })
+    }
+
+    /// Start `count` hollow nodes (`hollow-node-0` …) with extra flags and wait until they
+    /// are all registered and Ready.
+    pub fn hollow_nodes(&self, count: usize, extra: &[&str]) -> Result<ChildGuard> {
+        let count_arg = count.to_string();
+        let mut args = vec!["hollow-nodes", "--count", &count_arg];
+        args.extend_from_slice(extra);
+        let guard = self.spawn_skiff("hollow-nodes", &args)?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = self
+                .k(&[
+                    "get",
+                    "nodes",
+                    "-l",
+                    "skiff.io/hollow-node=true",
+                    "-o",
+                    "jsonpath={range .items[*]}{.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}{end}",
+                ])
+                .unwrap_or_default();
+            if ready.lines().filter(|l| *l == "True").count() >= count {
+                return Ok(guard);
+            }
+            if Instant::now() > deadline {
+                bail!("hollow nodes not ready after 60s:\n{}", guard.log());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
 impl Drop for TestCluster {
     fn drop(&mut self) {
+        if self.netns.is_some() {
+            self.stop_containers();
+        }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+        if let Some(ns) = self.netns.take() {
+            drop(ns);
+            unmount_under(self.data_dir.path());
+        }
+    }
+}
+
+impl TestCluster {
+    /// Kill every container the node's containerd runs (they outlive containerd otherwise).
+    fn stop_containers(&self) {
+        let socket = self
+            .data_dir
+            .path()
+            .join("agent/containerd/containerd.sock");
+        if !socket.exists() {
+            return;
+        }
+        let ctr = |args: &[&str]| {
+            Command::new("ctr")
+                .arg("--address")
+                .arg(&socket)
+                .args(["--namespace", "k8s.io"])
+                .args(args)
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .output()
+        };
+        let Ok(out) = ctr(&["tasks", "ls", "-q"]) else {
+            return;
+        };
+        for id in String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.is_empty())
+        {
+            let _ = ctr(&["tasks", "kill", "--signal", "SIGKILL", id]);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        for id in String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.is_empty())
+        {
+            let _ = ctr(&["tasks", "delete", "--force", id]);
+        }
+    }
+}
+
+/// Lazily unmount every mount point under `dir` (container rootfs, shm, netns mounts).
+fn unmount_under(dir: &Path) {
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let prefix = dir.to_string_lossy().into_owned();
+    let mut points: Vec<String> = mounts
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .filter(|p| p.starts_with(&prefix))
+        .map(str::to_owned)
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = Command::new("umount")
+            .args(["-l", &p])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// The address of a test node inside its network namespace.
+pub const NODE_IP: &str = "172.31.255.1";
+/// The name of a test node.
+pub const NODE_NAME: &str = "skiff-node";
+
+/// A network namespace created for one test: loopback plus a veth pair whose both ends stay
+/// inside it, so the node has an address but no route leaves the machine. Processes started
+/// in it with [`NetNs::command`] share the host's mounts (unlike `ip netns exec`, which would
+/// hide the cgroup filesystems containers need). Dropping it kills what runs in it and
+/// deletes it.
+pub struct NetNs {
+    name: String,
+}
+
+impl NetNs {
+    /// Create a namespace with `address`/24 on its `eth0`.
+    pub fn create(address: &str) -> Result<NetNs> {
+        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("skt-{}-{n}", std::process::id());
+        let ip = |args: &[&str]| -> Result<()> {
+            let out = Command::new("ip")
+                .args(args)
+                .output()
+                .context("running ip (iproute2)")?;
+            if !out.status.success() {
+                bail!(
+                    "ip {} failed: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            Ok(())
+        };
+        ip(&["netns", "add", &name])?;
+        let ns = NetNs { name };
+        let n = ns.name.as_str();
+        ip(&["-n", n, "link", "set", "lo", "up"])?;
+        ip(&[
+            "-n", n, "link", "add", "eth0", "type", "veth", "peer", "name", "eth1",
+        ])?;
+        ip(&[
+            "-n",
+            n,
+            "addr",
+            "add",
+            &format!("{address}/24"),
+            "dev",
+            "eth0",
+        ])?;
+        ip(&["-n", n, "link", "set", "eth0", "up"])?;
+        ip(&["-n", n, "link", "set", "eth1", "up"])?;
+        Ok(ns)
+    }
+
+    /// The namespace's name (as `ip netns` shows it).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A command running `program` inside the namespace.
+    pub fn command(&self, program: &Path) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/var/run/netns/{}", self.name))
+            .arg(program);
+        cmd
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        if let Ok(out) = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-9", pid]).status();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }

@@ -1,0 +1,342 @@
+//! The pod manager: merges the pod sources (pods bound to this node in the API, static pod
+//! manifests), runs one [`Worker`] per pod, wakes workers when the runtime state of their
+//! containers changes (the PLEG: a relist of sandboxes and containers every second), and stops
+//! what the runtime runs for pods no source knows any more (leftovers of a kubelet restart,
+//! force-deleted pods).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use parking_lot::Mutex;
+use serde_json::json;
+use skiff_cri::api;
+use skiff_runtime::Informer;
+use skiff_runtime::informer::{Change, Notification};
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::observed::labels;
+use super::statics;
+use super::worker::{Desired, Env, Worker};
+
+/// How often static pod manifests are read (upstream's fileCheckFrequency).
+const MANIFEST_CHECK: Duration = Duration::from_secs(20);
+/// How often the runtime is relisted (upstream's PLEG relist period).
+const RELIST: Duration = Duration::from_secs(1);
+
+struct Handle {
+    desired: watch::Sender<Desired>,
+    wake: Arc<Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Runs the pods of this node.
+pub struct PodManager {
+    env: Arc<Env>,
+    workers: Mutex<HashMap<String, Handle>>,
+    /// Pods the node refused (uid), so they are not admitted later.
+    rejected: Mutex<HashSet<String>>,
+    max_pods: usize,
+    shutdown: CancellationToken,
+}
+
+fn is_terminal(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+impl PodManager {
+    /// A manager over `env`.
+    pub fn new(env: Arc<Env>, max_pods: usize, shutdown: CancellationToken) -> Arc<PodManager> {
+        Arc::new(PodManager {
+            env,
+            workers: Mutex::new(HashMap::new()),
+            rejected: Mutex::new(HashSet::new()),
+            max_pods,
+            shutdown,
+        })
+    }
+
+    fn desire(&self, uid: &str, desired: Desired) {
+        let mut workers = self.workers.lock();
+        workers.retain(|_, h| !h.task.is_finished());
+        if let Some(h) = workers.get(uid) {
+            h.desired.send_replace(desired);
+            return;
+        }
+        let (tx, rx) = watch::channel(desired);
+        let wake = Arc::new(Notify::new());
+        let worker = Worker::new(self.env.clone(), uid.to_owned(), rx, wake.clone());
+        let task = tokio::spawn(worker.run(self.shutdown.clone()));
+        workers.insert(
+            uid.to_owned(),
+            Handle {
+                desired: tx,
+                wake,
+                task,
+            },
+        );
+    }
+
+    /// Wake a pod's worker (a probe verdict or runtime change).
+    pub fn wake(&self, uid: &str) {
+        if let Some(h) = self.workers.lock().get(uid) {
+            h.wake.notify_one();
+        }
+    }
+
+    /// The number of pods currently admitted and not finished.
+    fn active(&self) -> usize {
+        self.workers
+            .lock()
+            .values()
+            .filter(|h| {
+                !h.task.is_finished()
+                    && matches!(&*h.desired.borrow(), Desired::Run { pod, .. } if !is_terminal(pod))
+            })
+            .count()
+    }
+
+    /// Admit (or refuse) and run an API pod.
+    async fn api_pod(&self, pod: Arc<Pod>) {
+        if statics::is_mirror(&pod) {
+            return;
+        }
+        let uid = pod.uid().unwrap_or_default();
+        if self.rejected.lock().contains(&uid) {
+            return;
+        }
+        let known = self.workers.lock().contains_key(&uid);
+        if !known
+            && !is_terminal(&pod)
+            && pod.metadata.deletion_timestamp.is_none()
+            && self.active() >= self.max_pods
+        {
+            self.rejected.lock().insert(uid);
+            self.reject(&pod, "OutOfpods", &format!(
+                "Pod was rejected: Node didn't have enough resource: pods, requested: 1, used: {}, capacity: {}",
+                self.active(),
+                self.max_pods
+            ))
+            .await;
+            return;
+        }
+        self.desire(
+            &uid,
+            Desired::Run {
+                pod,
+                is_static: false,
+            },
+        );
+    }
+
+    async fn reject(&self, pod: &Pod, reason: &str, message: &str) {
+        let api: Api<Pod> = Api::namespaced(
+            self.env.client.clone(),
+            &pod.namespace().unwrap_or_default(),
+        );
+        let patch =
+            json!({ "status": { "phase": "Failed", "reason": reason, "message": message } });
+        let params = PatchParams {
+            field_manager: Some("kubelet".into()),
+            ..Default::default()
+        };
+        if let Err(e) = api
+            .patch_status(&pod.name_any(), &params, &Patch::Merge(&patch))
+            .await
+        {
+            tracing::warn!(pod = %pod.name_any(), error = %e, "rejecting the pod failed");
+        }
+        self.env.recorder.publish(
+            &skiff_runtime::events::reference(pod),
+            skiff_runtime::events::EventType::Warning,
+            reason,
+            message,
+        );
+    }
+
+    /// Run until shutdown: follow `pods` (this node's API pods) and the manifests in
+    /// `manifests`, and relist the runtime.
+    pub async fn run(self: Arc<Self>, pods: Informer<Pod>, manifests: PathBuf) {
+        let mut subscription = pods.subscribe();
+        pods.wait_synced().await;
+        for pod in pods.list() {
+            self.api_pod(pod).await;
+        }
+        tokio::spawn(self.clone().watch_manifests(manifests));
+        tokio::spawn(self.clone().relist(pods.clone()));
+        loop {
+            let next = tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                n = subscription.recv() => n,
+            };
+            match next {
+                Some(Notification::Change(Change::Applied { new, .. })) => self.api_pod(new).await,
+                Some(Notification::Change(Change::Deleted(pod))) => {
+                    if !statics::is_mirror(&pod) {
+                        self.desire(&pod.uid().unwrap_or_default(), Desired::Gone);
+                    }
+                }
+                Some(Notification::Lagged) => {
+                    let current: HashSet<String> =
+                        pods.list().iter().filter_map(|p| p.uid()).collect();
+                    let gone: Vec<String> = self
+                        .workers
+                        .lock()
+                        .iter()
+                        .filter(|(uid, h)| {
+                            !current.contains(*uid)
+                                && matches!(
+                                    &*h.desired.borrow(),
+                                    Desired::Run {
+                                        is_static: false,
+                                        ..
+                                    }
+                                )
+                        })
+                        .map(|(uid, _)| uid.clone())
+                        .collect();
+                    for uid in gone {
+                        self.desire(&uid, Desired::Gone);
+                    }
+                    for pod in pods.list() {
+                        self.api_pod(pod).await;
+                    }
+                }
+                None => return,
+            }
+        }
+    }
+
+    async fn watch_manifests(self: Arc<Self>, dir: PathBuf) {
+        let mut running: BTreeMap<String, String> = BTreeMap::new();
+        loop {
+            let pods = statics::read_manifests(&dir, &self.env.node.node_name);
+            let mut seen = BTreeMap::new();
+            for pod in pods {
+                let uid = pod.uid().unwrap_or_default();
+                seen.insert(uid.clone(), pod.name_any());
+                if !running.contains_key(&uid) {
+                    tracing::info!(pod = %pod.name_any(), "starting static pod");
+                    self.desire(
+                        &uid,
+                        Desired::Run {
+                            pod: Arc::new(pod),
+                            is_static: true,
+                        },
+                    );
+                }
+            }
+            for (uid, name) in &running {
+                if !seen.contains_key(uid) {
+                    tracing::info!(pod = %name, "static pod manifest removed; stopping it");
+                    self.desire(uid, Desired::Gone);
+                    self.delete_mirror(name).await;
+                }
+            }
+            running = seen;
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(MANIFEST_CHECK) => {}
+            }
+        }
+    }
+
+    async fn delete_mirror(&self, name: &str) {
+        let lp = kube::api::ListParams::default().fields(&format!(
+            "metadata.name={name},spec.nodeName={}",
+            self.env.node.node_name
+        ));
+        let api: Api<Pod> = Api::all(self.env.client.clone());
+        if let Ok(list) = api.list(&lp).await {
+            for mirror in list.items.into_iter().filter(statics::is_mirror) {
+                let ns: Api<Pod> = Api::namespaced(
+                    self.env.client.clone(),
+                    &mirror.namespace().unwrap_or_default(),
+                );
+                let _ = ns
+                    .delete(
+                        &mirror.name_any(),
+                        &kube::api::DeleteParams {
+                            grace_period_seconds: Some(0),
+                            ..Default::default()
+                        },
+                    )
+                    .await;
+            }
+        }
+    }
+
+    /// The PLEG: relist sandboxes and containers, wake the workers of pods whose runtime
+    /// state changed, and clean up pods no source knows.
+    async fn relist(self: Arc<Self>, pods: Informer<Pod>) {
+        let mut last: HashMap<String, u64> = HashMap::new();
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(RELIST) => {}
+            }
+            let Ok(sandboxes) = self
+                .env
+                .cri
+                .list_pod_sandbox(api::ListPodSandboxRequest::default())
+                .await
+            else {
+                continue;
+            };
+            let Ok(containers) = self
+                .env
+                .cri
+                .list_containers(api::ListContainersRequest::default())
+                .await
+            else {
+                continue;
+            };
+            let mut state: HashMap<String, Vec<(String, i32)>> = HashMap::new();
+            for s in sandboxes.items {
+                if let Some(uid) = s.labels.get(labels::POD_UID) {
+                    state.entry(uid.clone()).or_default().push((s.id, s.state));
+                }
+            }
+            for c in containers.containers {
+                if let Some(uid) = c.labels.get(labels::POD_UID) {
+                    state.entry(uid.clone()).or_default().push((c.id, c.state));
+                }
+            }
+            let mut now: HashMap<String, u64> = HashMap::new();
+            for (uid, mut items) in state {
+                items.sort();
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                items.hash(&mut h);
+                now.insert(uid, h.finish());
+            }
+            for (uid, print) in &now {
+                if last.get(uid) != Some(print) {
+                    self.wake(uid);
+                }
+                let known = self
+                    .workers
+                    .lock()
+                    .get(uid)
+                    .is_some_and(|h| !h.task.is_finished());
+                let in_api = pods
+                    .list()
+                    .iter()
+                    .any(|p| p.uid().as_deref() == Some(uid.as_str()));
+                if !known && !in_api {
+                    tracing::info!(uid = %uid, "cleaning up a pod no source knows");
+                    self.desire(uid, Desired::Gone);
+                }
+            }
+            last = now;
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! Running pods: observed state, planning, status.
+
+pub mod env;
+pub mod hooks;
+pub mod manager;
+pub mod observed;
+pub mod plan;
+pub mod probe;
+pub mod spec;
+pub mod statics;
+pub mod status;
+pub mod volumes;
+pub mod worker;
