@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod components;
+pub mod controller_manager;
 pub mod hollow;
 pub mod server;
 
@@ -24,6 +25,8 @@ pub enum Command {
     Server(server::ServerArgs),
     /// Join a cluster as a worker node: run a kubelet (and its containerd) here.
     Agent(agent::AgentArgs),
+    /// Run the controller manager (the control loops) against an API server.
+    ControllerManager(controller_manager::ControllerManagerArgs),
     /// Simulate nodes: register them, keep their Leases alive and report their pods Running
     /// without running containers (for scale tests and scheduling rehearsals).
     HollowNodes(hollow::HollowArgs),
@@ -65,6 +68,9 @@ pub enum Error {
     /// Hollow nodes stopped with an error.
     #[error("hollow nodes failed")]
     Hollow(#[source] skiff_hollow::Error),
+    /// The controller manager failed.
+    #[error("the controller manager failed")]
+    Controllers(#[source] skiff_controllers::Error),
 }
 
 impl Error {
@@ -81,6 +87,7 @@ impl Error {
 pub async fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Server(args) => server::run(args).await,
+        Command::ControllerManager(args) => controller_manager::run(args).await,
         Command::HollowNodes(args) => hollow::run(args).await,
         Command::Agent(args) => agent::run(args).await,
     }

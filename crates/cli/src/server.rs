@@ -43,6 +43,16 @@ pub struct ServerArgs {
     /// Run the control plane only: no kubelet on this machine.
     #[arg(long)]
     pub disable_agent: bool,
+    /// Do not run the controller manager in this process.
+    #[arg(long)]
+    pub disable_controller_manager: bool,
+    /// CIDR that node pod CIDRs are allocated from.
+    #[arg(long, default_value = "10.42.0.0/16")]
+    pub cluster_cidr: String,
+    /// A flag for the in-process controller manager, `key=value` (repeatable), e.g.
+    /// `--kube-controller-manager-arg node-monitor-grace-period=20s`.
+    #[arg(long = "kube-controller-manager-arg")]
+    pub kube_controller_manager_arg: Vec<String>,
     /// The kubelet on this machine.
     #[command(flatten)]
     pub kubelet: crate::agent::KubeletArgs,
@@ -63,6 +73,8 @@ pub struct ServerConfig {
     pub tls_san: Vec<String>,
     /// Kubeconfig path.
     pub kubeconfig: PathBuf,
+    /// The in-process controller manager's options (`None`: disabled).
+    pub controllers: Option<crate::controller_manager::ControllerOptions>,
     /// The kubelet to run here, if any.
     pub kubelet: Option<crate::agent::KubeletArgs>,
 }
@@ -92,6 +104,25 @@ impl ServerArgs {
             Err(e) => {
                 problems.push(format!("--service-cidr: {e}"));
                 None
+            }
+        };
+        let controllers = if self.disable_controller_manager {
+            None
+        } else {
+            let mut args = vec![format!("cluster-cidr={}", self.cluster_cidr)];
+            args.extend(self.kube_controller_manager_arg.iter().cloned());
+            match crate::controller_manager::options_from_args(&args) {
+                Ok(o) => {
+                    if let Err(Error::Config(p)) = o.validate(None) {
+                        problems.extend(p);
+                    }
+                    Some(o)
+                }
+                Err(Error::Config(p)) => {
+                    problems.extend(p);
+                    None
+                }
+                Err(_) => None,
             }
         };
         if !self.disable_agent {
@@ -126,6 +157,7 @@ impl ServerArgs {
             service_cidr,
             tls_san: self.tls_san,
             kubeconfig,
+            controllers,
             kubelet: (!self.disable_agent).then_some(self.kubelet),
         })
     }
@@ -240,6 +272,22 @@ pub async fn run(args: ServerArgs) -> Result<(), Error> {
             .map_err(Error::Client)?;
         let stop = components.shutdown_token();
         components.spawn("kubelet", skiff_kubelet::run(kubelet_config, client, stop));
+    }
+    if let Some(options) = &config.controllers {
+        let path = components.kubeconfig_path("kube-controller-manager");
+        pki.write_client_kubeconfig(
+            &path,
+            &local_url,
+            "kube-controller-manager",
+            "system:kube-controller-manager",
+            &[],
+        )
+        .map_err(Error::Pki)?;
+        let controllers = options.validate(Some(pki.ca_pem().to_owned()))?;
+        let stop = components.shutdown_token();
+        components.spawn("controller-manager", async move {
+            crate::controller_manager::run_with(&path, controllers, stop).await
+        });
     }
 
     shutdown_signal().await;

@@ -10,12 +10,13 @@
 //! objects that vanished come out as [`Change::Deleted`].
 
 use std::any::{Any, TypeId};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Debug;
 use std::sync::Arc;
 
 use futures::StreamExt;
 use kube::api::{Api, ApiResource, DynamicObject};
+use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
@@ -98,8 +99,73 @@ impl<K> Subscription<K> {
     }
 }
 
+/// A function giving the index values of an object (client-go's `IndexFunc`).
+pub type IndexFn<K> = Arc<dyn Fn(&K) -> Vec<String> + Send + Sync>;
+
+struct Index<K> {
+    values: IndexFn<K>,
+    entries: HashMap<String, BTreeSet<ObjectKey>>,
+}
+
+impl<K> Index<K> {
+    fn insert(&mut self, key: &ObjectKey, obj: &K) {
+        for value in (self.values)(obj) {
+            self.entries.entry(value).or_default().insert(key.clone());
+        }
+    }
+
+    fn remove(&mut self, key: &ObjectKey, obj: &K) {
+        for value in (self.values)(obj) {
+            if let Some(keys) = self.entries.get_mut(&value) {
+                keys.remove(key);
+                if keys.is_empty() {
+                    self.entries.remove(&value);
+                }
+            }
+        }
+    }
+}
+
+/// The cached objects and the indexes over them, changed together under one lock so an
+/// index never names an object the cache does not hold.
+struct Cache<K> {
+    objects: BTreeMap<ObjectKey, Arc<K>>,
+    indexes: HashMap<&'static str, Index<K>>,
+}
+
+impl<K> Cache<K> {
+    fn insert(&mut self, key: ObjectKey, obj: Arc<K>) -> Option<Arc<K>> {
+        let old = self.objects.insert(key.clone(), obj.clone());
+        for index in self.indexes.values_mut() {
+            if let Some(old) = &old {
+                index.remove(&key, old);
+            }
+            index.insert(&key, &obj);
+        }
+        old
+    }
+
+    fn remove(&mut self, key: &ObjectKey) -> Option<Arc<K>> {
+        let old = self.objects.remove(key)?;
+        for index in self.indexes.values_mut() {
+            index.remove(key, &old);
+        }
+        Some(old)
+    }
+
+    fn replace(&mut self, objects: BTreeMap<ObjectKey, Arc<K>>) -> BTreeMap<ObjectKey, Arc<K>> {
+        for index in self.indexes.values_mut() {
+            index.entries.clear();
+            for (key, obj) in &objects {
+                index.insert(key, obj);
+            }
+        }
+        std::mem::replace(&mut self.objects, objects)
+    }
+}
+
 struct Shared<K> {
-    cache: RwLock<BTreeMap<ObjectKey, Arc<K>>>,
+    cache: RwLock<Cache<K>>,
     /// Objects of a list in progress, swapped in when it completes.
     relist: Mutex<Option<BTreeMap<ObjectKey, Arc<K>>>>,
     changes: broadcast::Sender<Change<K>>,
@@ -129,7 +195,10 @@ where
         let (changes, _) = broadcast::channel(CHANGE_BUFFER);
         Informer {
             shared: Arc::new(Shared {
-                cache: RwLock::new(BTreeMap::new()),
+                cache: RwLock::new(Cache {
+                    objects: BTreeMap::new(),
+                    indexes: HashMap::new(),
+                }),
                 relist: Mutex::new(None),
                 changes,
                 synced: watch::Sender::new(false),
@@ -139,6 +208,15 @@ where
 
     /// Start listing and watching `api` until `shutdown`.
     pub fn spawn(api: Api<K>, config: watcher::Config, shutdown: CancellationToken) -> Informer<K> {
+        Self::spawn_stream(watcher::watcher(api, config), shutdown)
+    }
+
+    /// Feed the cache from a watcher stream (for example kube-rs' `metadata_watcher`) until
+    /// `shutdown`; the stream is retried with backoff when it fails.
+    pub fn spawn_stream<S>(stream: S, shutdown: CancellationToken) -> Informer<K>
+    where
+        S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    {
         let informer = Informer::detached();
         let feeder = informer.clone();
         let kind = std::any::type_name::<K>()
@@ -147,7 +225,7 @@ where
             .unwrap_or("object")
             .to_owned();
         tokio::spawn(async move {
-            let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+            let mut stream = stream.default_backoff().boxed();
             loop {
                 let next = tokio::select! {
                     _ = shutdown.cancelled() => break,
@@ -205,7 +283,7 @@ where
     }
 
     fn replace(&self, listed: BTreeMap<ObjectKey, Arc<K>>) {
-        let previous = std::mem::replace(&mut *self.shared.cache.write(), listed.clone());
+        let previous = self.shared.cache.write().replace(listed.clone());
         for (key, new) in &listed {
             let old = previous.get(key).cloned();
             if old
@@ -228,7 +306,7 @@ where
 
     /// The cached object with this key.
     pub fn get(&self, key: &ObjectKey) -> Option<Arc<K>> {
-        self.shared.cache.read().get(key).cloned()
+        self.shared.cache.read().objects.get(key).cloned()
     }
 
     /// The cached object `namespace/name` ("" namespace for cluster-scoped kinds).
@@ -238,7 +316,7 @@ where
 
     /// Every cached object, in key order.
     pub fn list(&self) -> Vec<Arc<K>> {
-        self.shared.cache.read().values().cloned().collect()
+        self.shared.cache.read().objects.values().cloned().collect()
     }
 
     /// The cached objects of one namespace.
@@ -247,6 +325,7 @@ where
         self.shared
             .cache
             .read()
+            .objects
             .range(start..)
             .take_while(|(k, _)| k.namespace == namespace)
             .map(|(_, v)| v.clone())
@@ -255,12 +334,47 @@ where
 
     /// Every cached key.
     pub fn keys(&self) -> Vec<ObjectKey> {
-        self.shared.cache.read().keys().cloned().collect()
+        self.shared.cache.read().objects.keys().cloned().collect()
     }
 
     /// How many objects are cached.
     pub fn len(&self) -> usize {
-        self.shared.cache.read().len()
+        self.shared.cache.read().objects.len()
+    }
+
+    /// Maintain an index named `name` over the cache from now on: `values` gives the index
+    /// values of an object (an owner uid, a node name). Adding an index twice replaces it.
+    pub fn add_index(
+        &self,
+        name: &'static str,
+        values: impl Fn(&K) -> Vec<String> + Send + Sync + 'static,
+    ) {
+        let mut index = Index {
+            values: Arc::new(values),
+            entries: HashMap::new(),
+        };
+        let mut cache = self.shared.cache.write();
+        for (key, obj) in &cache.objects {
+            index.insert(key, obj);
+        }
+        cache.indexes.insert(name, index);
+    }
+
+    /// Whether an index of that name exists.
+    pub fn has_index(&self, name: &str) -> bool {
+        self.shared.cache.read().indexes.contains_key(name)
+    }
+
+    /// The cached objects whose index `name` holds `value` (nothing if there is no such
+    /// index), in key order.
+    pub fn by_index(&self, name: &str, value: &str) -> Vec<Arc<K>> {
+        let cache = self.shared.cache.read();
+        let Some(keys) = cache.indexes.get(name).and_then(|i| i.entries.get(value)) else {
+            return Vec::new();
+        };
+        keys.iter()
+            .filter_map(|k| cache.objects.get(k).cloned())
+            .collect()
     }
 
     /// Whether the cache is empty.
@@ -390,6 +504,26 @@ impl Informers {
         })
     }
 
+    /// The cluster-wide informer of any resource holding only object metadata
+    /// (`PartialObjectMetadata`): what the garbage collector and quota need of every kind,
+    /// at a fraction of the memory of whole objects.
+    pub fn metadata(&self, resource: &ApiResource) -> Informer<PartialObjectMeta<DynamicObject>> {
+        let id = InformerId {
+            type_id: TypeId::of::<PartialObjectMeta<DynamicObject>>(),
+            resource: format!(
+                "{}/{}/{}",
+                resource.group, resource.version, resource.plural
+            ),
+            labels: None,
+            fields: None,
+        };
+        self.shared(id, || {
+            let api =
+                Api::<PartialObjectMeta<DynamicObject>>::all_with(self.client.clone(), resource);
+            Informer::spawn(api, watcher::Config::default(), self.shutdown.clone())
+        })
+    }
+
     fn shared<K: Send + Sync + 'static>(
         &self,
         id: InformerId,
@@ -486,6 +620,39 @@ mod tests {
             .collect();
         assert_eq!(names, ["1", "3"]);
         assert_eq!(inf.list().len(), 4);
+    }
+
+    #[test]
+    fn indexes_follow_applies_deletes_and_relists() {
+        let inf = Informer::<ConfigMap>::detached();
+        let by_color = |c: &ConfigMap| -> Vec<String> {
+            c.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("color").cloned())
+                .into_iter()
+                .collect()
+        };
+        let colored = |name: &str, color: &str, rv: &str| {
+            let mut c = cm("a", name, rv);
+            c.metadata.labels = Some([("color".to_owned(), color.to_owned())].into());
+            c
+        };
+        inf.handle(watcher::Event::Apply(colored("x", "red", "1")));
+        inf.add_index("color", by_color);
+        inf.handle(watcher::Event::Apply(colored("y", "red", "2")));
+        let names = |v: Vec<Arc<ConfigMap>>| v.iter().map(|c| c.name_any()).collect::<Vec<_>>();
+        assert_eq!(names(inf.by_index("color", "red")), ["x", "y"]);
+        inf.handle(watcher::Event::Apply(colored("x", "blue", "3")));
+        assert_eq!(names(inf.by_index("color", "red")), ["y"]);
+        assert_eq!(names(inf.by_index("color", "blue")), ["x"]);
+        inf.handle(watcher::Event::Delete(colored("y", "red", "4")));
+        assert!(inf.by_index("color", "red").is_empty());
+        inf.handle(watcher::Event::Init);
+        inf.handle(watcher::Event::InitApply(colored("z", "blue", "5")));
+        inf.handle(watcher::Event::InitDone);
+        assert_eq!(names(inf.by_index("color", "blue")), ["z"]);
+        assert!(inf.by_index("nope", "blue").is_empty());
     }
 
     #[tokio::test]

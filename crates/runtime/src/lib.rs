@@ -9,18 +9,26 @@
 //! - [`controller`]: the loop that drives a [`controller::Reconciler`] from a queue;
 //! - [`leader`]: leader election through a `coordination.k8s.io` Lease;
 //! - [`events`]: an Event recorder with upstream's de-duplication (count/series);
-//! - [`client`]: building a client from a kubeconfig file.
+//! - [`client`]: building a client from a kubeconfig file;
+//! - [`registry`]: name-keyed descriptors of control loops and `--controllers` selection;
+//! - [`expectations`]: creations and deletions a controller waits to observe;
+//! - [`owner`]: controller references, adoption and release;
+//! - [`discovery`]: every served resource, and kind → resource mapping.
 //!
 //! Nothing here knows about a particular component; components depend on this crate and never
 //! on each other.
 
 pub mod client;
 pub mod controller;
+pub mod discovery;
 pub mod events;
+pub mod expectations;
 pub mod informer;
 pub mod key;
 pub mod leader;
+pub mod owner;
 pub mod queue;
+pub mod registry;
 
 pub use controller::{Action, Reconciler};
 pub use informer::{Change, Informer, Informers};

@@ -326,7 +326,9 @@ async fn finalize(ctx: &mut Ctx, body: Bytes) -> ApiResult<Response> {
     let ns = decode_object(&ctx.headers, &body)?;
     write::check_name_matches(ctx, &ns)?;
     let finalizers = ns.pointer("/spec/finalizers").cloned().unwrap_or(json!([]));
-    let (updated, _) = write::guaranteed_update(ctx, Operation::Update, dry_run, |old| {
+    // Upstream's finalize strategy changes spec.finalizers and nothing else; the namespace
+    // strategy's own update rule (spec is immutable through the main resource) must not run.
+    let (updated, _) = write::server_update(ctx, dry_run, |old| {
         let mut next = old.clone();
         next["spec"]["finalizers"] = finalizers.clone();
         if let Some(rv) = ns.pointer("/metadata/resourceVersion") {
