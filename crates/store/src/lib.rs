@@ -8,9 +8,11 @@
 //! gone (the API server turns that into `410 Gone`).
 //!
 //! The [`Store`] trait is the only interface the API server sees, so the embedded engine
-//! ([`embedded::EmbeddedStore`]) and an etcd backend are interchangeable.
+//! ([`embedded::EmbeddedStore`]) and the etcd backend ([`etcd::EtcdStore`]) are
+//! interchangeable.
 
 pub mod embedded;
+pub mod etcd;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -78,7 +80,9 @@ pub enum Error {
         /// What was wrong.
         detail: String,
     },
-    /// The store has failed permanently (e.g. an fsync error) and refuses further writes.
+    /// The store cannot serve the request: it failed permanently (e.g. an fsync error), is
+    /// shutting down, or its backend (etcd) did not answer. A write that fails this way may
+    /// or may not have happened.
     #[error("store is unavailable: {reason}")]
     Unavailable {
         /// Why the store stopped.

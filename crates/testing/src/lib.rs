@@ -3,7 +3,9 @@
 //! [`TestCluster`] starts the real `skiff` binary as a child process on a free loopback port
 //! with a temporary data directory, waits until `/readyz` answers, and kills it on drop
 //! (upstream's `StartTestServer`). [`TestCluster::kubectl`] runs the stock kubectl binary
-//! against it.
+//! against it. [`etcd::EtcdCluster`] runs real etcd members for the etcd backend's tests.
+
+pub mod etcd;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
