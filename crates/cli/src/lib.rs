@@ -17,7 +17,7 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the control plane (API server on the embedded store).
+    /// Run the control plane (API server on the embedded store or on etcd).
     Server(server::ServerArgs),
 }
 

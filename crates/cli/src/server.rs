@@ -40,6 +40,31 @@ pub struct ServerArgs {
     /// Where to write the admin kubeconfig [default: <data-dir>/kubeconfig.yaml].
     #[arg(long)]
     pub write_kubeconfig: Option<PathBuf>,
+    /// Where cluster state lives: `embedded` (the built-in engine in <data-dir>/db) or an etcd
+    /// cluster, `etcd://host1:2379,host2:2379` (several API servers may share one etcd).
+    #[arg(long, default_value = "embedded", env = "SKIFF_STORE")]
+    pub store: String,
+    /// CA bundle that signed etcd's serving certificate (makes the etcd endpoints https).
+    #[arg(long)]
+    pub store_cafile: Option<PathBuf>,
+    /// Client certificate for etcd.
+    #[arg(long)]
+    pub store_certfile: Option<PathBuf>,
+    /// Private key of the etcd client certificate.
+    #[arg(long)]
+    pub store_keyfile: Option<PathBuf>,
+    /// Prefix of every key in etcd, so several clusters can share one etcd.
+    #[arg(long, default_value = "")]
+    pub store_prefix: String,
+}
+
+/// Which store backs the cluster.
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    /// The embedded engine in `<data-dir>/db`.
+    Embedded,
+    /// An etcd cluster.
+    Etcd(skiff_store::etcd::EtcdOptions),
 }
 
 /// Validated `skiff server` configuration.
@@ -57,6 +82,8 @@ pub struct ServerConfig {
     pub tls_san: Vec<String>,
     /// Kubeconfig path.
     pub kubeconfig: PathBuf,
+    /// The store.
+    pub store: StoreConfig,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -89,6 +116,50 @@ impl ServerArgs {
         if self.https_port == 0 {
             problems.push("--https-port: must be between 1 and 65535".to_owned());
         }
+        let tls = skiff_store::etcd::EtcdTls {
+            ca_file: self.store_cafile.clone(),
+            cert_file: self.store_certfile.clone(),
+            key_file: self.store_keyfile.clone(),
+        };
+        let store = match self.store.as_str() {
+            "embedded" | "" => {
+                if tls.is_set() {
+                    problems.push(
+                        "--store-cafile/--store-certfile/--store-keyfile: only apply to --store etcd://..."
+                            .to_owned(),
+                    );
+                }
+                Some(StoreConfig::Embedded)
+            }
+            url => {
+                if tls.cert_file.is_some() != tls.key_file.is_some() {
+                    problems.push(
+                        "--store-certfile and --store-keyfile must be given together".to_owned(),
+                    );
+                }
+                for (flag, path) in [
+                    ("--store-cafile", &tls.ca_file),
+                    ("--store-certfile", &tls.cert_file),
+                    ("--store-keyfile", &tls.key_file),
+                ] {
+                    if let Some(path) = path
+                        && !path.is_file()
+                    {
+                        problems.push(format!("{flag}: {} is not a readable file", path.display()));
+                    }
+                }
+                match skiff_store::etcd::EtcdOptions::from_url(url, tls) {
+                    Ok(mut options) => {
+                        options.prefix = self.store_prefix.clone();
+                        Some(StoreConfig::Etcd(options))
+                    }
+                    Err(e) => {
+                        problems.push(format!("--store: {e} (or `embedded`)"));
+                        None
+                    }
+                }
+            }
+        };
         let advertise_address = self
             .advertise_address
             .unwrap_or_else(|| match self.bind_address {
@@ -101,7 +172,8 @@ impl ServerArgs {
                     })
                     .unwrap_or(Ipv4Addr::LOCALHOST),
             });
-        let (Some(service_cidr), true) = (service_cidr, problems.is_empty()) else {
+        let (Some(service_cidr), Some(store), true) = (service_cidr, store, problems.is_empty())
+        else {
             return Err(Error::Config(problems));
         };
         let data_dir = self.data_dir.unwrap_or_else(default_data_dir);
@@ -115,8 +187,23 @@ impl ServerArgs {
             service_cidr,
             tls_san: self.tls_san,
             kubeconfig,
+            store,
         })
     }
+}
+
+/// Open the configured store.
+pub async fn open_store(config: &ServerConfig) -> Result<Arc<dyn skiff_store::Store>, Error> {
+    Ok(match &config.store {
+        StoreConfig::Embedded => skiff_store::embedded::EmbeddedStore::open(
+            &config.data_dir.join("db"),
+            skiff_store::embedded::EmbeddedOptions::default(),
+        )
+        .map_err(Error::Store)?,
+        StoreConfig::Etcd(options) => skiff_store::etcd::EtcdStore::connect(options.clone())
+            .await
+            .map_err(Error::Store)?,
+    })
 }
 
 /// Resolve when SIGTERM or SIGINT arrives.
@@ -147,11 +234,7 @@ pub async fn run(args: ServerArgs) -> Result<(), Error> {
     };
     let pki = skiff_pki::Pki::load_or_create(&config.data_dir, &options).map_err(Error::Pki)?;
 
-    let store = skiff_store::embedded::EmbeddedStore::open(
-        &config.data_dir.join("db"),
-        skiff_store::embedded::EmbeddedOptions::default(),
-    )
-    .map_err(Error::Store)?;
+    let store = open_store(&config).await?;
 
     let tls = Arc::new(skiff_pki::server_config(&pki).map_err(Error::Pki)?);
     let admin = Identity::User {

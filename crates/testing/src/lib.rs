@@ -36,34 +36,85 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local address").port()
 }
 
+/// Which store a [`TestCluster`] runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded engine in the data directory.
+    Embedded,
+    /// A single-member etcd that the test cluster starts (and stops) itself.
+    Etcd,
+}
+
+impl Backend {
+    /// The backend tests use unless they ask for one: `$SKIFF_TEST_STORE` (`embedded` or
+    /// `etcd`), default embedded. CI runs the end-to-end suite once with each.
+    pub fn from_env() -> Backend {
+        match std::env::var("SKIFF_TEST_STORE").as_deref() {
+            Ok("etcd") => Backend::Etcd,
+            _ => Backend::Embedded,
+        }
+    }
+}
+
 /// A running `skiff server` process.
 pub struct TestCluster {
     child: Option<Child>,
     data_dir: tempfile::TempDir,
+    /// Flags given at start, reused by restarts.
+    flags: Vec<String>,
+    /// The etcd this cluster started for itself, if it runs on etcd.
+    etcd: Option<etcd::EtcdCluster>,
     /// HTTPS port.
     pub port: u16,
 }
 
 impl TestCluster {
-    /// Start a server and wait until it is ready.
+    /// Start a server on the default backend ([`Backend::from_env`]) and wait until it is
+    /// ready.
     pub fn start() -> Result<TestCluster> {
         Self::start_with(&[])
     }
 
-    /// Start a server with extra flags.
+    /// Start a server on the default backend with extra flags.
     pub fn start_with(extra: &[&str]) -> Result<TestCluster> {
+        Self::start_on(Backend::from_env(), extra)
+    }
+
+    /// Start a server on the given backend with extra flags.
+    pub fn start_on(backend: Backend, extra: &[&str]) -> Result<TestCluster> {
+        let etcd = match backend {
+            Backend::Embedded => None,
+            Backend::Etcd => Some(etcd::EtcdCluster::start()?),
+        };
+        let mut flags: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        if let Some(etcd) = &etcd {
+            flags.extend(["--store".to_owned(), etcd.store_url()]);
+        }
+        Self::start_flags(flags, etcd)
+    }
+
+    /// Start a server with exactly these extra flags (e.g. `--store` for an etcd the caller
+    /// runs), keeping `etcd` alive as long as the cluster.
+    pub fn start_flags(flags: Vec<String>, etcd: Option<etcd::EtcdCluster>) -> Result<TestCluster> {
         let data_dir = tempfile::Builder::new().prefix("skiff-test-").tempdir()?;
         let port = free_port();
         let mut cluster = TestCluster {
             child: None,
             data_dir,
+            flags,
+            etcd,
             port,
         };
-        cluster.spawn(extra)?;
+        cluster.spawn()?;
         Ok(cluster)
     }
 
-    fn spawn(&mut self, extra: &[&str]) -> Result<()> {
+    /// The etcd this cluster runs on, when it started one.
+    pub fn etcd(&self) -> Option<&etcd::EtcdCluster> {
+        self.etcd.as_ref()
+    }
+
+    fn spawn(&mut self) -> Result<()> {
         let bin = skiff_binary();
         if !bin.exists() {
             bail!(
@@ -86,7 +137,7 @@ impl TestCluster {
                 "127.0.0.1",
             ])
             .args(["--https-port", &self.port.to_string()])
-            .args(extra)
+            .args(&self.flags)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
@@ -269,12 +320,25 @@ impl TestCluster {
         }
     }
 
-    /// Start the server again on the same data directory and port.
+    /// Start the server again on the same data directory, store, flags and port.
     pub fn restart(&mut self) -> Result<()> {
         if self.child.is_some() {
             self.terminate()?;
         }
-        self.spawn(&[])
+        self.spawn()
+    }
+
+    /// Start the server again with different extra flags (the store flags stay).
+    pub fn restart_with(&mut self, extra: &[&str]) -> Result<()> {
+        if self.child.is_some() {
+            self.terminate()?;
+        }
+        let store: Vec<String> = match &self.etcd {
+            Some(etcd) => vec!["--store".to_owned(), etcd.store_url()],
+            None => Vec::new(),
+        };
+        self.flags = extra.iter().map(|s| (*s).to_owned()).chain(store).collect();
+        self.spawn()
     }
 }
 
