@@ -56,6 +56,10 @@ pub struct ServerArgs {
     /// Prefix of every key in etcd, so several clusters can share one etcd.
     #[arg(long, default_value = "")]
     pub store_prefix: String,
+    /// Seconds an API server's endpoint lease lasts: a server that dies leaves the
+    /// `kubernetes` endpoints this long after its last renewal.
+    #[arg(long, default_value_t = 15, hide = true)]
+    pub endpoint_lease_seconds: u64,
 }
 
 /// Which store backs the cluster.
@@ -84,6 +88,8 @@ pub struct ServerConfig {
     pub kubeconfig: PathBuf,
     /// The store.
     pub store: StoreConfig,
+    /// Endpoint lease duration.
+    pub endpoint_lease_duration: std::time::Duration,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -188,6 +194,9 @@ impl ServerArgs {
             tls_san: self.tls_san,
             kubeconfig,
             store,
+            endpoint_lease_duration: std::time::Duration::from_secs(
+                self.endpoint_lease_seconds.max(1),
+            ),
         })
     }
 }
@@ -248,6 +257,7 @@ pub async fn run(args: ServerArgs) -> Result<(), Error> {
         tls,
         tokens: vec![(pki.admin_token().to_owned(), admin)],
         service_accounts: Some(pki.service_accounts()),
+        endpoint_lease_duration: config.endpoint_lease_duration,
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = skiff_apiserver::ApiServer::start(api_config, store, async move {

@@ -174,6 +174,39 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
+/// Pause between attempts while etcd fails over.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// gRPC's status code for "try again" (a fixed number of the gRPC protocol).
+const GRPC_UNAVAILABLE: i32 = 14;
+
+/// Whether a request may be sent again after a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Safety {
+    /// Reads: repeating them changes nothing.
+    Read,
+    /// Writes: only retried when the failure shows they were not executed.
+    Write,
+}
+
+fn retryable(e: &etcd_client::Error, safety: Safety) -> bool {
+    match e {
+        etcd_client::Error::TransportError(_) => true,
+        etcd_client::Error::GRpcStatus(status) => {
+            let message = status.message();
+            let unsent = message.contains("connect error") || message.contains("no leader");
+            match i32::from(status.code()) {
+                GRPC_UNAVAILABLE => safety == Safety::Read || unsent,
+                _ => {
+                    safety == Safety::Read
+                        && (message.contains("leader changed") || message.contains("timed out"))
+                }
+            }
+        }
+        _ => false,
+    }
+}
+
 /// What an etcd error says about revisions, if anything.
 enum RevisionError {
     Compacted,
@@ -297,6 +330,37 @@ impl EtcdStore {
             .map_err(|_| unavailable(action, "timed out"))
     }
 
+    /// Run a request, retrying within the request timeout while etcd is failing over: any
+    /// unavailability for reads, and for writes only failures that prove the request was
+    /// never executed (no connection, no leader), so a write is never applied twice.
+    async fn retrying<T, F, Fut>(
+        &self,
+        action: &'static str,
+        safety: Safety,
+        mut attempt: F,
+    ) -> Result<std::result::Result<T, etcd_client::Error>>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.options.request_timeout;
+        loop {
+            let result = tokio::time::timeout_at(deadline, attempt())
+                .await
+                .map_err(|_| unavailable(action, "timed out"))?;
+            match result {
+                Err(e)
+                    if retryable(&e, safety)
+                        && tokio::time::Instant::now() + RETRY_PAUSE < deadline =>
+                {
+                    tracing::debug!(action, error = %e, "etcd request failed; retrying");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                other => return Ok(other),
+            }
+        }
+    }
+
     /// Run a compare-and-swap transaction on one key: `then` when every compare holds, else
     /// read the key. Returns the response and the current revision.
     async fn txn(
@@ -310,10 +374,13 @@ impl EtcdStore {
             .when(compares)
             .and_then(vec![then])
             .or_else(vec![TxnOp::get(key.to_vec(), None)]);
-        let mut kv = self.client.kv_client();
-        self.timed(action, kv.txn(txn))
-            .await?
-            .map_err(|e| unavailable(action, e))
+        self.retrying(action, Safety::Write, || {
+            let mut kv = self.client.kv_client();
+            let txn = txn.clone();
+            async move { kv.txn(txn).await }
+        })
+        .await?
+        .map_err(|e| unavailable(action, e))
     }
 
     /// What a failed precondition found at the key: its mod revision, or `None` if absent.
@@ -344,9 +411,11 @@ impl EtcdStore {
 
     /// The last compaction point recorded in `compact_rev_key` (0 if none).
     async fn recorded_compaction(&self) -> Result<(Revision, i64)> {
-        let mut kv = self.client.kv_client();
         let response = self
-            .timed("reading the compaction key", kv.get(COMPACT_REV_KEY, None))
+            .retrying("reading the compaction key", Safety::Read, || {
+                let mut kv = self.client.kv_client();
+                async move { kv.get(COMPACT_REV_KEY, None).await }
+            })
             .await?
             .map_err(|e| unavailable("reading the compaction key", e))?;
         Ok(response
@@ -470,8 +539,13 @@ impl EtcdStore {
             return Ok((seen, current));
         }
         if target > 0 {
-            let mut kv = self.client.kv_client();
-            match self.timed("compacting", kv.compact(target, None)).await? {
+            let compacted = self
+                .retrying("compacting", Safety::Read, || {
+                    let mut kv = self.client.kv_client();
+                    async move { kv.compact(target, None).await }
+                })
+                .await?;
+            match compacted {
                 Ok(_) => tracing::debug!(revision = target, "etcd history compacted"),
                 Err(e) if matches!(revision_error(&e), Some(RevisionError::Compacted)) => {}
                 Err(e) => return Err(unavailable("compacting", e)),
@@ -507,9 +581,13 @@ async fn compaction_loop(store: std::sync::Weak<EtcdStore>, interval: Duration) 
 #[async_trait]
 impl Store for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
-        let mut kv = self.client.kv_client();
+        let full = self.full_key(key);
         let response = self
-            .timed("get", kv.get(self.full_key(key), None))
+            .retrying("get", Safety::Read, || {
+                let mut kv = self.client.kv_client();
+                let full = full.clone();
+                async move { kv.get(full, None).await }
+            })
             .await?
             .map_err(|e| unavailable("get", e))?;
         Ok(response.kvs().first().and_then(|kv| self.to_kv(kv)))
@@ -534,8 +612,14 @@ impl Store for EtcdStore {
         if request.revision > 0 {
             options = options.with_revision(request.revision);
         }
-        let mut kv = self.client.kv_client();
-        let response = match self.timed("range", kv.get(start, Some(options))).await? {
+        let response = match self
+            .retrying("range", Safety::Read, || {
+                let mut kv = self.client.kv_client();
+                let (start, options) = (start.clone(), options.clone());
+                async move { kv.get(start, Some(options)).await }
+            })
+            .await?
+        {
             Ok(response) => response,
             Err(e) => return Err(self.read_error(e, request.revision).await),
         };
@@ -688,9 +772,12 @@ impl Store for EtcdStore {
             options = options.with_start_revision(after_revision);
         }
         let key = if full.is_empty() { vec![0] } else { full };
-        let mut watch_client = self.client.watch_client();
         let mut stream = self
-            .timed("watch", watch_client.watch(key, Some(options)))
+            .retrying("watch", Safety::Read, || {
+                let mut watch_client = self.client.watch_client();
+                let (key, options) = (key.clone(), options.clone());
+                async move { watch_client.watch(key, Some(options)).await }
+            })
             .await?
             .map_err(|e| unavailable("watch", e))?;
         // Wait for etcd to confirm the watcher, so every later write reaches it.
@@ -721,13 +808,14 @@ impl Store for EtcdStore {
     }
 
     async fn current_revision(&self) -> Result<Revision> {
-        let mut kv = self.client.kv_client();
-        let options = GetOptions::new().with_count_only();
         let response = self
-            .timed(
-                "reading the revision",
-                kv.get(COMPACT_REV_KEY, Some(options)),
-            )
+            .retrying("reading the revision", Safety::Read, || {
+                let mut kv = self.client.kv_client();
+                async move {
+                    kv.get(COMPACT_REV_KEY, Some(GetOptions::new().with_count_only()))
+                        .await
+                }
+            })
             .await?
             .map_err(|e| unavailable("reading the revision", e))?;
         Ok(response.header().map_or(0, |h| h.revision()))
@@ -764,8 +852,13 @@ impl Store for EtcdStore {
             key,
         )
         .await?;
-        let mut kv = self.client.kv_client();
-        match self.timed("compacting", kv.compact(revision, None)).await? {
+        let compacted = self
+            .retrying("compacting", Safety::Read, || {
+                let mut kv = self.client.kv_client();
+                async move { kv.compact(revision, None).await }
+            })
+            .await?;
+        match compacted {
             Ok(_) => Ok(()),
             Err(e) if matches!(revision_error(&e), Some(RevisionError::Compacted)) => Ok(()),
             Err(e) => Err(unavailable("compacting", e)),

@@ -56,10 +56,28 @@ impl Backend {
     }
 }
 
+/// How to start a [`TestCluster`] beyond the defaults.
+#[derive(Default)]
+pub struct ServerOptions {
+    /// Loopback address to bind and advertise (default 127.0.0.1). Several servers of one
+    /// HA cluster use distinct loopback addresses and the same port.
+    pub host: Option<std::net::Ipv4Addr>,
+    /// HTTPS port (default: a free one).
+    pub port: Option<u16>,
+    /// Extra flags.
+    pub flags: Vec<String>,
+    /// An etcd to keep alive as long as the server.
+    pub etcd: Option<etcd::EtcdCluster>,
+    /// Copy this `tls` directory (CA, service-account key, admin credentials) into the new
+    /// data directory first, so the server joins an existing cluster's trust domain.
+    pub copy_tls_from: Option<PathBuf>,
+}
+
 /// A running `skiff server` process.
 pub struct TestCluster {
     child: Option<Child>,
     data_dir: tempfile::TempDir,
+    host: String,
     /// Flags given at start, reused by restarts.
     flags: Vec<String>,
     /// The etcd this cluster started for itself, if it runs on etcd.
@@ -96,14 +114,34 @@ impl TestCluster {
     /// Start a server with exactly these extra flags (e.g. `--store` for an etcd the caller
     /// runs), keeping `etcd` alive as long as the cluster.
     pub fn start_flags(flags: Vec<String>, etcd: Option<etcd::EtcdCluster>) -> Result<TestCluster> {
+        Self::start_server(ServerOptions {
+            flags,
+            etcd,
+            ..ServerOptions::default()
+        })
+    }
+
+    /// Start a server as `options` say.
+    pub fn start_server(options: ServerOptions) -> Result<TestCluster> {
         let data_dir = tempfile::Builder::new().prefix("skiff-test-").tempdir()?;
-        let port = free_port();
+        if let Some(from) = &options.copy_tls_from {
+            let to = data_dir.path().join("tls");
+            std::fs::create_dir_all(&to)?;
+            for entry in std::fs::read_dir(from)? {
+                let entry = entry?;
+                std::fs::copy(entry.path(), to.join(entry.file_name()))?;
+            }
+        }
         let mut cluster = TestCluster {
             child: None,
             data_dir,
-            flags,
-            etcd,
-            port,
+            host: options
+                .host
+                .unwrap_or(std::net::Ipv4Addr::LOCALHOST)
+                .to_string(),
+            flags: options.flags,
+            etcd: options.etcd,
+            port: options.port.unwrap_or_else(free_port),
         };
         cluster.spawn()?;
         Ok(cluster)
@@ -130,12 +168,8 @@ impl TestCluster {
         cmd.arg("server")
             .arg("--data-dir")
             .arg(self.data_dir.path())
-            .args([
-                "--bind-address",
-                "127.0.0.1",
-                "--advertise-address",
-                "127.0.0.1",
-            ])
+            .args(["--bind-address", &self.host])
+            .args(["--advertise-address", &self.host])
             .args(["--https-port", &self.port.to_string()])
             .args(&self.flags)
             .stdin(Stdio::null())
@@ -175,7 +209,7 @@ impl TestCluster {
 
     /// The API server URL.
     pub fn url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.port)
+        format!("https://{}:{}", self.host, self.port)
     }
 
     fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
