@@ -27,8 +27,8 @@ fn server(
             "--endpoint-lease-seconds".into(),
             "3".into(),
         ],
-        etcd: None,
         copy_tls_from: tls_from,
+        ..ServerOptions::default()
     })
 }
 

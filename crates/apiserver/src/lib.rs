@@ -28,6 +28,7 @@ pub mod registry;
 pub mod request;
 pub mod schema;
 pub mod server;
+pub mod snapshot;
 pub mod state;
 pub mod time;
 pub mod tokenrequest;

@@ -2,6 +2,7 @@
 //! its own module and wires library components into one tokio runtime.
 
 pub mod server;
+pub mod snapshot;
 
 use clap::{Parser, Subcommand};
 
@@ -18,7 +19,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the control plane (API server on the embedded store or on etcd).
-    Server(server::ServerArgs),
+    Server(Box<server::ServerArgs>),
+    /// Save a running server's store to a file, or restore one into a data directory.
+    Snapshot(snapshot::SnapshotArgs),
 }
 
 /// Why a command failed.
@@ -45,6 +48,9 @@ pub enum Error {
     /// The API server failed to start.
     #[error("starting the API server failed")]
     ApiServer(#[source] skiff_apiserver::Error),
+    /// Saving or restoring a snapshot failed.
+    #[error("snapshot failed: {0}")]
+    Snapshot(String),
 }
 
 impl Error {
@@ -60,6 +66,25 @@ impl Error {
 /// Run a parsed command to completion.
 pub async fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
-        Command::Server(args) => server::run(args).await,
+        Command::Server(args) => server::run(*args).await,
+        Command::Snapshot(args) => match args.command {
+            snapshot::SnapshotCommand::Save(args) => {
+                let saved = snapshot::save(args).await?;
+                println!("snapshot saved to {saved}");
+                Ok(())
+            }
+            snapshot::SnapshotCommand::Restore(args) => {
+                let dir = args.data_dir.clone();
+                let restored = snapshot::restore(args)?;
+                println!(
+                    "restored {} keys into {} at revision {}; start it with `skiff server --data-dir {}`",
+                    restored.keys,
+                    dir.join("db").display(),
+                    restored.revision,
+                    dir.display()
+                );
+                Ok(())
+            }
+        },
     }
 }

@@ -60,6 +60,16 @@ pub struct ServerArgs {
     /// `kubernetes` endpoints this long after its last renewal.
     #[arg(long, default_value_t = 15, hide = true)]
     pub endpoint_lease_seconds: u64,
+    /// Take store snapshots on this schedule: cron (five fields, UTC, e.g. `0 */6 * * *`) or
+    /// `@hourly`, `@daily`, `@every 30m`.
+    #[arg(long)]
+    pub snapshot_schedule: Option<String>,
+    /// How many scheduled snapshots to keep.
+    #[arg(long, default_value_t = 5)]
+    pub snapshot_retention: usize,
+    /// Where scheduled snapshots go [default: <data-dir>/snapshots].
+    #[arg(long)]
+    pub snapshot_dir: Option<PathBuf>,
 }
 
 /// Which store backs the cluster.
@@ -90,9 +100,12 @@ pub struct ServerConfig {
     pub store: StoreConfig,
     /// Endpoint lease duration.
     pub endpoint_lease_duration: std::time::Duration,
+    /// Scheduled snapshots, if any.
+    pub snapshots: Option<crate::snapshot::Scheduled>,
 }
 
-fn default_data_dir() -> PathBuf {
+/// The default data directory: `/var/lib/skiff` as root, else `~/.local/share/skiff`.
+pub fn default_data_dir() -> PathBuf {
     if is_root() {
         PathBuf::from("/var/lib/skiff")
     } else {
@@ -178,6 +191,19 @@ impl ServerArgs {
                     })
                     .unwrap_or(Ipv4Addr::LOCALHOST),
             });
+        let schedule = match &self.snapshot_schedule {
+            Some(text) => match text.parse::<crate::snapshot::Schedule>() {
+                Ok(schedule) => Some(schedule),
+                Err(e) => {
+                    problems.push(format!("--snapshot-schedule: {e}"));
+                    None
+                }
+            },
+            None => None,
+        };
+        if self.snapshot_retention == 0 {
+            problems.push("--snapshot-retention: must be at least 1".to_owned());
+        }
         let (Some(service_cidr), Some(store), true) = (service_cidr, store, problems.is_empty())
         else {
             return Err(Error::Config(problems));
@@ -186,6 +212,14 @@ impl ServerArgs {
         let kubeconfig = self
             .write_kubeconfig
             .unwrap_or_else(|| data_dir.join("kubeconfig.yaml"));
+        let snapshots = schedule.map(|schedule| crate::snapshot::Scheduled {
+            schedule,
+            retention: self.snapshot_retention,
+            dir: self
+                .snapshot_dir
+                .clone()
+                .unwrap_or_else(|| data_dir.join("snapshots")),
+        });
         Ok(ServerConfig {
             data_dir,
             bind: SocketAddr::new(self.bind_address, self.https_port),
@@ -197,6 +231,7 @@ impl ServerArgs {
             endpoint_lease_duration: std::time::Duration::from_secs(
                 self.endpoint_lease_seconds.max(1),
             ),
+            snapshots,
         })
     }
 }
@@ -244,6 +279,10 @@ pub async fn run(args: ServerArgs) -> Result<(), Error> {
     let pki = skiff_pki::Pki::load_or_create(&config.data_dir, &options).map_err(Error::Pki)?;
 
     let store = open_store(&config).await?;
+    let snapshots = config.snapshots.clone().map(|scheduled| {
+        tracing::info!(dir = %scheduled.dir.display(), retention = scheduled.retention, "scheduled snapshots enabled");
+        tokio::spawn(crate::snapshot::run_schedule(store.clone(), scheduled))
+    });
 
     let tls = Arc::new(skiff_pki::server_config(&pki).map_err(Error::Pki)?);
     let admin = Identity::User {
@@ -276,6 +315,9 @@ pub async fn run(args: ServerArgs) -> Result<(), Error> {
     tracing::info!(path = %config.kubeconfig.display(), "wrote admin kubeconfig");
 
     shutdown_signal().await;
+    if let Some(task) = snapshots {
+        task.abort();
+    }
     let _ = stop_tx.send(());
     server.stopped().await;
     tracing::info!("stopped");

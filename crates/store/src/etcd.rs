@@ -34,7 +34,7 @@ use etcd_client::{
 use tokio::sync::mpsc;
 
 use crate::{Error, Event, EventKind, KeyValue, RangeRequest, RangeResponse, Result, Revision};
-use crate::{Store, Watch};
+use crate::{SnapshotFormat, Store, Watch};
 
 /// The key kube-apiservers coordinate compaction through (upstream's name and layout: at the
 /// root of the keyspace, shared by every cluster on the etcd, as compaction is global).
@@ -475,36 +475,6 @@ impl EtcdStore {
             .map_err(|_| unavailable("probing the compaction point", "timed out"))?
     }
 
-    /// Stream a consistent snapshot of the whole etcd database (etcd's own bbolt format,
-    /// restorable with `etcdutl snapshot restore`) into `out`; returns the bytes written.
-    pub async fn snapshot(&self, out: &mut (impl tokio::io::AsyncWrite + Unpin)) -> Result<u64> {
-        use tokio::io::AsyncWriteExt;
-        let mut maintenance = self.client.maintenance_client();
-        let mut stream = maintenance
-            .snapshot()
-            .await
-            .map_err(|e| unavailable("starting a snapshot", e))?;
-        let mut written = 0u64;
-        while let Some(chunk) = stream
-            .message()
-            .await
-            .map_err(|e| unavailable("streaming a snapshot", e))?
-        {
-            out.write_all(chunk.blob())
-                .await
-                .map_err(|source| Error::Io {
-                    action: "writing the etcd snapshot",
-                    source,
-                })?;
-            written += chunk.blob().len() as u64;
-        }
-        out.flush().await.map_err(|source| Error::Io {
-            action: "writing the etcd snapshot",
-            source,
-        })?;
-        Ok(written)
-    }
-
     /// Stop the background compactor (dropping the store does the same).
     pub fn close(&self) {
         if let Some(task) = self.compactor.lock().take() {
@@ -828,6 +798,38 @@ impl Store for EtcdStore {
             return Ok(recorded);
         }
         self.probe_compaction().await
+    }
+
+    fn snapshot_format(&self) -> SnapshotFormat {
+        SnapshotFormat::Etcd
+    }
+
+    /// etcd's snapshot API: the whole database (every cluster sharing the etcd) as one
+    /// consistent bbolt file, with etcd's SHA-256 appended (restorable with
+    /// `etcdctl snapshot restore`).
+    async fn snapshot(&self, out: mpsc::Sender<Bytes>) -> Result<()> {
+        let mut maintenance = self.client.maintenance_client();
+        let mut stream = maintenance
+            .snapshot()
+            .await
+            .map_err(|e| unavailable("starting a snapshot", e))?;
+        while let Some(chunk) = stream
+            .message()
+            .await
+            .map_err(|e| unavailable("streaming a snapshot", e))?
+        {
+            if out
+                .send(Bytes::copy_from_slice(chunk.blob()))
+                .await
+                .is_err()
+            {
+                return Err(unavailable(
+                    "streaming a snapshot",
+                    "the receiver went away",
+                ));
+            }
+        }
+        Ok(())
     }
 
     async fn compact(&self, revision: Revision) -> Result<()> {

@@ -166,6 +166,27 @@ pub struct Watch {
     pub events: mpsc::Receiver<Event>,
 }
 
+/// How a backend encodes its snapshots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotFormat {
+    /// Skiff's own format (every live key at one revision, CRC-checked frames); restored with
+    /// `skiff snapshot restore`.
+    Skiff,
+    /// etcd's database file as its snapshot API streams it (ending with a SHA-256 of the
+    /// rest); restored with etcd's own tools.
+    Etcd,
+}
+
+impl SnapshotFormat {
+    /// The name used in HTTP headers and file names.
+    pub fn name(self) -> &'static str {
+        match self {
+            SnapshotFormat::Skiff => "skiff",
+            SnapshotFormat::Etcd => "etcd",
+        }
+    }
+}
+
 /// The store interface. Every method is atomic; writes are durable when they return `Ok`.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -207,4 +228,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Discard history at and below `revision` (the latest value of each key is kept).
     async fn compact(&self, revision: Revision) -> Result<()>;
+
+    /// The format [`Store::snapshot`] writes.
+    fn snapshot_format(&self) -> SnapshotFormat;
+
+    /// Stream a consistent snapshot of the whole store, in chunks, into `out` while the
+    /// store keeps serving. An error (or a closed receiver) leaves the stream incomplete,
+    /// which the format's own checks reveal.
+    async fn snapshot(&self, out: mpsc::Sender<Bytes>) -> Result<()>;
 }

@@ -25,6 +25,15 @@ pub fn skiff_binary() -> PathBuf {
     target.join("debug/skiff")
 }
 
+/// Run the `skiff` binary under test with `args` (not a server: e.g. `snapshot save`).
+pub fn skiff(args: &[&str]) -> Result<Output> {
+    Command::new(skiff_binary())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {}", skiff_binary().display()))
+}
+
 /// The kubectl binary: `$KUBECTL`, else `kubectl` on the PATH.
 pub fn kubectl_binary() -> PathBuf {
     std::env::var_os("KUBECTL").map_or_else(|| PathBuf::from("kubectl"), PathBuf::from)
@@ -56,9 +65,14 @@ impl Backend {
     }
 }
 
+/// Prepares a data directory before the server first starts on it.
+pub type Prepare = Box<dyn FnOnce(&Path) -> Result<()>>;
+
 /// How to start a [`TestCluster`] beyond the defaults.
 #[derive(Default)]
 pub struct ServerOptions {
+    /// Runs on the fresh data directory before the server starts (e.g. a snapshot restore).
+    pub before_start: Option<Prepare>,
     /// Loopback address to bind and advertise (default 127.0.0.1). Several servers of one
     /// HA cluster use distinct loopback addresses and the same port.
     pub host: Option<std::net::Ipv4Addr>,
@@ -131,6 +145,9 @@ impl TestCluster {
                 let entry = entry?;
                 std::fs::copy(entry.path(), to.join(entry.file_name()))?;
             }
+        }
+        if let Some(prepare) = options.before_start {
+            prepare(data_dir.path())?;
         }
         let mut cluster = TestCluster {
             child: None,
