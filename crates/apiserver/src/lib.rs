@@ -14,6 +14,7 @@ pub mod apply;
 pub mod bootstrap;
 pub mod crd;
 pub mod discovery;
+pub mod encryption;
 pub mod endpoints;
 pub mod error;
 pub mod fieldvalidation;

@@ -70,6 +70,9 @@ pub struct ServerArgs {
     /// Where scheduled snapshots go [default: <data-dir>/snapshots].
     #[arg(long)]
     pub snapshot_dir: Option<PathBuf>,
+    /// An EncryptionConfiguration file: which resources are encrypted at rest, and how.
+    #[arg(long)]
+    pub encryption_provider_config: Option<PathBuf>,
 }
 
 /// Which store backs the cluster.
@@ -102,6 +105,8 @@ pub struct ServerConfig {
     pub endpoint_lease_duration: std::time::Duration,
     /// Scheduled snapshots, if any.
     pub snapshots: Option<crate::snapshot::Scheduled>,
+    /// Encryption at rest, if configured.
+    pub encryption: Option<skiff_apiserver::encryption::EncryptionConfig>,
 }
 
 /// The default data directory: `/var/lib/skiff` as root, else `~/.local/share/skiff`.
@@ -201,6 +206,19 @@ impl ServerArgs {
             },
             None => None,
         };
+        let encryption = match &self.encryption_provider_config {
+            Some(path) => match skiff_apiserver::encryption::EncryptionConfig::load(path) {
+                Ok(config) => Some(config),
+                Err(e) => {
+                    problems.push(format!(
+                        "--encryption-provider-config {}: {e}",
+                        path.display()
+                    ));
+                    None
+                }
+            },
+            None => None,
+        };
         if self.snapshot_retention == 0 {
             problems.push("--snapshot-retention: must be at least 1".to_owned());
         }
@@ -232,13 +250,14 @@ impl ServerArgs {
                 self.endpoint_lease_seconds.max(1),
             ),
             snapshots,
+            encryption,
         })
     }
 }
 
 /// Open the configured store.
 pub async fn open_store(config: &ServerConfig) -> Result<Arc<dyn skiff_store::Store>, Error> {
-    Ok(match &config.store {
+    let store: Arc<dyn skiff_store::Store> = match &config.store {
         StoreConfig::Embedded => skiff_store::embedded::EmbeddedStore::open(
             &config.data_dir.join("db"),
             skiff_store::embedded::EmbeddedOptions::default(),
@@ -247,6 +266,10 @@ pub async fn open_store(config: &ServerConfig) -> Result<Arc<dyn skiff_store::St
         StoreConfig::Etcd(options) => skiff_store::etcd::EtcdStore::connect(options.clone())
             .await
             .map_err(Error::Store)?,
+    };
+    Ok(match &config.encryption {
+        Some(encryption) => encryption.clone().wrap(store),
+        None => store,
     })
 }
 

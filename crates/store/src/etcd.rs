@@ -317,6 +317,7 @@ impl EtcdStore {
             value: Bytes::copy_from_slice(kv.value()),
             create_revision: kv.create_revision(),
             mod_revision: kv.mod_revision(),
+            stale: false,
         })
     }
 
@@ -931,6 +932,7 @@ impl Forwarder {
             value: Bytes::copy_from_slice(kv.value()),
             create_revision: kv.create_revision(),
             mod_revision: kv.mod_revision(),
+            stale: false,
         })
     }
 

@@ -101,6 +101,10 @@ pub struct KeyValue {
     pub create_revision: Revision,
     /// The revision of the last change to the key.
     pub mod_revision: Revision,
+    /// The value was read through a transformation that would store it differently now (an
+    /// old encryption key or provider): an update that changes nothing should still rewrite
+    /// it. Backends always set `false`.
+    pub stale: bool,
 }
 
 /// A range read: every live key starting with `prefix`, in key order.
