@@ -261,16 +261,31 @@ impl EmbeddedStore {
                 return Err(shutting_down());
             }
             let revision = core.applied + 1;
-            let out = prepare(&mut core.index, revision, &mut queue.pending)?;
-            core.applied = revision;
-            queue.last = revision;
             let (tx, rx) = oneshot::channel();
-            queue.waiters.push(Waiter { revision, done: tx });
-            (rx, out)
+            match prepare(&mut core.index, revision, &mut queue.pending) {
+                Ok(out) => {
+                    core.applied = revision;
+                    queue.last = revision;
+                    queue.waiters.push(Waiter { revision, done: tx });
+                    (rx, Ok(out))
+                }
+                // A failed precondition may have been decided by a write that is applied but
+                // not yet durable. Answering before it is durable would let the caller learn
+                // of a state no read can show yet (and that a failing disk could still take
+                // back), so the answer waits for everything applied so far: linearizable.
+                Err(e) if core.applied > core.durable => {
+                    queue.waiters.push(Waiter {
+                        revision: core.applied,
+                        done: tx,
+                    });
+                    (rx, Err(e))
+                }
+                Err(e) => return Err(e),
+            }
         };
         self.shared.wake.notify_one();
         match rx.await {
-            Ok(Ok(())) => Ok(out),
+            Ok(Ok(())) => out,
             Ok(Err(e)) => Err(e),
             Err(_) => Err(Error::Unavailable {
                 reason: "the commit thread stopped".into(),

@@ -8,13 +8,12 @@
 //! key so a failed precondition reports what it found, without a second round trip and without
 //! consuming a revision (upstream: k8s.io/apiserver/pkg/storage/etcd3/store.go).
 //!
-//! A watch from revision `r` asks etcd for events from `r` itself and drops the event at `r`:
-//! that way etcd refuses the watch exactly when `r` is below the compaction point, which is
-//! the trait's rule (etcd alone would still accept a watch starting at the compaction point
-//! plus one, whose first event has lost its previous value). Before creating the watch, one
-//! range read at `r` answers "compacted" or "future revision" synchronously; a compaction
-//! that races in after it cancels the etcd watch, which closes the channel, and the client's
-//! re-watch then gets the compacted answer.
+//! A watch after revision `r` first reads at `r`: that answers "compacted" (when `r` is below
+//! the compaction point — the trait's rule, stricter than etcd's, which would still accept a
+//! watch from the compaction point plus one whose first event lost its previous value) and
+//! "future revision" synchronously. The etcd watch then starts at `r + 1`. A watcher that
+//! must replay history is cancelled by etcd if a compaction overtakes it; that closes the
+//! channel, and the client's re-watch gets the compacted answer and re-lists.
 //!
 //! History is compacted like kube-apiserver does: every interval each server tries to bump
 //! the version of the shared `compact_rev_key` with a compare-and-swap, and only the winner
@@ -740,7 +739,9 @@ impl Store for EtcdStore {
             .with_range(prefix_end(&full))
             .with_prev_key();
         if after_revision > 0 {
-            options = options.with_start_revision(after_revision);
+            // From the next revision: a watcher starting above the current revision is
+            // "synced" at once in etcd, so compactions that follow never cancel it.
+            options = options.with_start_revision(after_revision + 1);
         }
         let key = if full.is_empty() { vec![0] } else { full };
         let mut stream = self

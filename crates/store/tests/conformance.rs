@@ -77,6 +77,7 @@ conformance!(
     watches_from_now_see_only_later_changes,
     many_watchers_each_get_every_event_in_order,
     compaction_forgets_history,
+    watches_stay_ordered_across_compaction,
 );
 
 #[tokio::test]
