@@ -173,6 +173,9 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
+/// The largest response accepted from etcd.
+const MAX_MESSAGE: usize = 1 << 30;
+
 /// Pause between attempts while etcd fails over.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
@@ -293,6 +296,20 @@ impl EtcdStore {
         Ok(store)
     }
 
+    /// A KV client that accepts responses of any size (a range of 10k objects is tens of
+    /// MiB; gRPC's default limit is 4 MiB).
+    fn kv(&self) -> etcd_client::KvClient {
+        self.client
+            .kv_client()
+            .max_decoding_message_size(MAX_MESSAGE)
+    }
+
+    fn watcher(&self) -> etcd_client::WatchClient {
+        self.client
+            .watch_client()
+            .max_decoding_message_size(MAX_MESSAGE)
+    }
+
     fn full_key(&self, key: &str) -> Vec<u8> {
         let mut full = Vec::with_capacity(self.prefix.len() + key.len());
         full.extend_from_slice(self.prefix.as_bytes());
@@ -375,7 +392,7 @@ impl EtcdStore {
             .and_then(vec![then])
             .or_else(vec![TxnOp::get(key.to_vec(), None)]);
         self.retrying(action, Safety::Write, || {
-            let mut kv = self.client.kv_client();
+            let mut kv = self.kv();
             let txn = txn.clone();
             async move { kv.txn(txn).await }
         })
@@ -413,7 +430,7 @@ impl EtcdStore {
     async fn recorded_compaction(&self) -> Result<(Revision, i64)> {
         let response = self
             .retrying("reading the compaction key", Safety::Read, || {
-                let mut kv = self.client.kv_client();
+                let mut kv = self.kv();
                 async move { kv.get(COMPACT_REV_KEY, None).await }
             })
             .await?
@@ -433,7 +450,7 @@ impl EtcdStore {
 
     /// Whether a read at `revision` is still possible.
     async fn readable_at(&self, revision: Revision) -> Result<bool> {
-        let mut kv = self.client.kv_client();
+        let mut kv = self.kv();
         let options = GetOptions::new().with_revision(revision).with_count_only();
         match self
             .timed("probing a revision", kv.get(COMPACT_REV_KEY, Some(options)))
@@ -449,7 +466,7 @@ impl EtcdStore {
     /// the compacted revision (used only when the compaction key is behind, e.g. after an
     /// `etcdctl compact`).
     async fn probe_compaction(&self) -> Result<Revision> {
-        let mut watch_client = self.client.watch_client();
+        let mut watch_client = self.watcher();
         let options = WatchOptions::new().with_start_revision(1);
         let probe = async {
             let mut stream = watch_client
@@ -511,7 +528,7 @@ impl EtcdStore {
         if target > 0 {
             let compacted = self
                 .retrying("compacting", Safety::Read, || {
-                    let mut kv = self.client.kv_client();
+                    let mut kv = self.kv();
                     async move { kv.compact(target, None).await }
                 })
                 .await?;
@@ -554,7 +571,7 @@ impl Store for EtcdStore {
         let full = self.full_key(key);
         let response = self
             .retrying("get", Safety::Read, || {
-                let mut kv = self.client.kv_client();
+                let mut kv = self.kv();
                 let full = full.clone();
                 async move { kv.get(full, None).await }
             })
@@ -584,7 +601,7 @@ impl Store for EtcdStore {
         }
         let response = match self
             .retrying("range", Safety::Read, || {
-                let mut kv = self.client.kv_client();
+                let mut kv = self.kv();
                 let (start, options) = (start.clone(), options.clone());
                 async move { kv.get(start, Some(options)).await }
             })
@@ -721,7 +738,7 @@ impl Store for EtcdStore {
         let full = self.full_key(prefix);
         if after_revision > 0 {
             // Answer "compacted" and "future" now rather than through a cancelled stream.
-            let mut kv = self.client.kv_client();
+            let mut kv = self.kv();
             let options = GetOptions::new()
                 .with_range(prefix_end(&full))
                 .with_revision(after_revision)
@@ -746,7 +763,7 @@ impl Store for EtcdStore {
         let key = if full.is_empty() { vec![0] } else { full };
         let mut stream = self
             .retrying("watch", Safety::Read, || {
-                let mut watch_client = self.client.watch_client();
+                let mut watch_client = self.watcher();
                 let (key, options) = (key.clone(), options.clone());
                 async move { watch_client.watch(key, Some(options)).await }
             })
@@ -782,7 +799,7 @@ impl Store for EtcdStore {
     async fn current_revision(&self) -> Result<Revision> {
         let response = self
             .retrying("reading the revision", Safety::Read, || {
-                let mut kv = self.client.kv_client();
+                let mut kv = self.kv();
                 async move {
                     kv.get(COMPACT_REV_KEY, Some(GetOptions::new().with_count_only()))
                         .await
@@ -858,7 +875,7 @@ impl Store for EtcdStore {
         .await?;
         let compacted = self
             .retrying("compacting", Safety::Read, || {
-                let mut kv = self.client.kv_client();
+                let mut kv = self.kv();
                 async move { kv.compact(revision, None).await }
             })
             .await?;

@@ -156,3 +156,18 @@ async fn snapshots_stream_the_whole_database() {
     let needle = vec![b'v'; 1024];
     assert!(out.windows(needle.len()).any(|w| w == needle.as_slice()));
 }
+
+#[tokio::test]
+async fn ranges_larger_than_grpcs_default_message_limit() {
+    let cluster = start(1, false).await;
+    let store = EtcdStore::connect(options(&cluster, "/big")).await.unwrap();
+    let value = Bytes::from(vec![b'x'; 1 << 20]);
+    for i in 0..6 {
+        store
+            .create(&format!("/k/{i}"), value.clone())
+            .await
+            .unwrap();
+    }
+    let all = store.range(RangeRequest::default()).await.unwrap();
+    assert_eq!(all.items.len(), 6, "6 MiB in one response");
+}
