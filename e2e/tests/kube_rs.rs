@@ -55,9 +55,14 @@ async fn reflector_stays_in_sync_across_restart() -> Result<()> {
         .await?;
 
     let (reader, writer) = reflector::store();
-    let stream = reflector(writer, watcher(api.clone(), watcher::Config::default()))
-        .applied_objects()
-        .for_each(|_| async {});
+    // With backoff, as controllers run it: without, the watcher retries in a tight loop
+    // while the server restarts and starves this test's two runtime threads.
+    let stream = reflector(
+        writer,
+        watcher(api.clone(), watcher::Config::default()).default_backoff(),
+    )
+    .applied_objects()
+    .for_each(|_| async {});
     let task = tokio::spawn(stream);
     reader
         .wait_until_ready()

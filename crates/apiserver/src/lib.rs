@@ -14,6 +14,8 @@ pub mod apply;
 pub mod bootstrap;
 pub mod crd;
 pub mod discovery;
+pub mod encryption;
+pub mod endpoints;
 pub mod enroll;
 pub mod error;
 pub mod fieldvalidation;
@@ -29,6 +31,7 @@ pub mod request;
 pub mod schema;
 pub mod server;
 pub mod serviceaccount;
+pub mod snapshot;
 pub mod state;
 pub mod time;
 pub mod tokenrequest;
@@ -81,6 +84,8 @@ pub struct Config {
     pub service_accounts: Option<Arc<skiff_pki::TokenSigner>>,
     /// Lets nodes join with the join token (`skiff agent`).
     pub enrollment: Option<enroll::Enrollment>,
+    /// How long this server's endpoint lease lasts without renewal (see [`endpoints`]).
+    pub endpoint_lease_duration: std::time::Duration,
 }
 
 /// A started API server.
@@ -90,6 +95,8 @@ pub struct ApiServer {
     /// The bound address.
     pub local_addr: SocketAddr,
     task: tokio::task::JoinHandle<()>,
+    reconciler: Arc<endpoints::LeaseReconciler>,
+    reconciling: tokio::task::JoinHandle<()>,
 }
 
 impl ApiServer {
@@ -125,17 +132,38 @@ impl ApiServer {
             .await
             .map_err(Error::Bootstrap)?;
         bootstrap::run(&state).await.map_err(Error::Bootstrap)?;
+        let reconciler = Arc::new(endpoints::LeaseReconciler::new(
+            state.clone(),
+            config.endpoint_lease_duration,
+        ));
+        if let Err(e) = reconciler.round().await {
+            tracing::warn!(error = %e.message, "reconciling the kubernetes endpoints failed");
+        }
+        let reconciling = tokio::spawn(reconciler.clone().run());
         front.ready.store(true, Ordering::Release);
         tracing::info!(address = %local_addr, "API server ready");
         Ok(ApiServer {
             state,
             local_addr,
             task,
+            reconciler,
+            reconciling,
         })
     }
 
-    /// Wait until the server has stopped (after shutdown).
+    /// Wait until the server has stopped (after shutdown), then withdraw this server from the
+    /// `kubernetes` endpoints.
     pub async fn stopped(self) {
         let _ = self.task.await;
+        self.reconciling.abort();
+        let leave = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            self.reconciler.remove_self(),
+        );
+        match leave.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e.message, "leaving the kubernetes endpoints"),
+            Err(_) => tracing::warn!("leaving the kubernetes endpoints timed out"),
+        }
     }
 }

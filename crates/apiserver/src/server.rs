@@ -91,6 +91,7 @@ pub fn router(front: Arc<Front>) -> Router {
         .route("/openapi/v2", get(openapi_v2))
         .route("/openapi/v3", get(openapi_v3_index))
         .route("/openapi/v3/{*path}", get(openapi_v3))
+        .route(crate::snapshot::PATH, get(crate::snapshot::handler))
         .fallback(resources)
         .with_state(front)
 }

@@ -6,6 +6,7 @@ pub mod components;
 pub mod controller_manager;
 pub mod hollow;
 pub mod server;
+pub mod snapshot;
 
 use clap::{Parser, Subcommand};
 
@@ -21,8 +22,8 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the control plane (API server on the embedded store).
-    Server(server::ServerArgs),
+    /// Run the control plane (API server on the embedded store or on etcd).
+    Server(Box<server::ServerArgs>),
     /// Join a cluster as a worker node: run a kubelet (and its containerd) here.
     Agent(agent::AgentArgs),
     /// Run the controller manager (the control loops) against an API server.
@@ -30,6 +31,8 @@ pub enum Command {
     /// Simulate nodes: register them, keep their Leases alive and report their pods Running
     /// without running containers (for scale tests and scheduling rehearsals).
     HollowNodes(hollow::HollowArgs),
+    /// Save a running server's store to a file, or restore one into a data directory.
+    Snapshot(snapshot::SnapshotArgs),
 }
 
 /// Why a command failed.
@@ -71,6 +74,9 @@ pub enum Error {
     /// The controller manager failed.
     #[error("the controller manager failed")]
     Controllers(#[source] skiff_controllers::Error),
+    /// Saving or restoring a snapshot failed.
+    #[error("snapshot failed: {0}")]
+    Snapshot(String),
 }
 
 impl Error {
@@ -86,9 +92,28 @@ impl Error {
 /// Run a parsed command to completion.
 pub async fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
-        Command::Server(args) => server::run(args).await,
+        Command::Server(args) => server::run(*args).await,
         Command::ControllerManager(args) => controller_manager::run(args).await,
         Command::HollowNodes(args) => hollow::run(args).await,
         Command::Agent(args) => agent::run(args).await,
+        Command::Snapshot(args) => match args.command {
+            snapshot::SnapshotCommand::Save(args) => {
+                let saved = snapshot::save(args).await?;
+                println!("snapshot saved to {saved}");
+                Ok(())
+            }
+            snapshot::SnapshotCommand::Restore(args) => {
+                let dir = args.data_dir.clone();
+                let restored = snapshot::restore(args)?;
+                println!(
+                    "restored {} keys into {} at revision {}; start it with `skiff server --data-dir {}`",
+                    restored.keys,
+                    dir.join("db").display(),
+                    restored.revision,
+                    dir.display()
+                );
+                Ok(())
+            }
+        },
     }
 }

@@ -56,6 +56,48 @@ pub struct ServerArgs {
     /// The kubelet on this machine.
     #[command(flatten)]
     pub kubelet: crate::agent::KubeletArgs,
+    /// Where cluster state lives: `embedded` (the built-in engine in <data-dir>/db) or an etcd
+    /// cluster, `etcd://host1:2379,host2:2379` (several API servers may share one etcd).
+    #[arg(long, default_value = "embedded", env = "SKIFF_STORE")]
+    pub store: String,
+    /// CA bundle that signed etcd's serving certificate (makes the etcd endpoints https).
+    #[arg(long)]
+    pub store_cafile: Option<PathBuf>,
+    /// Client certificate for etcd.
+    #[arg(long)]
+    pub store_certfile: Option<PathBuf>,
+    /// Private key of the etcd client certificate.
+    #[arg(long)]
+    pub store_keyfile: Option<PathBuf>,
+    /// Prefix of every key in etcd, so several clusters can share one etcd.
+    #[arg(long, default_value = "")]
+    pub store_prefix: String,
+    /// Seconds an API server's endpoint lease lasts: a server that dies leaves the
+    /// `kubernetes` endpoints this long after its last renewal.
+    #[arg(long, default_value_t = 15, hide = true)]
+    pub endpoint_lease_seconds: u64,
+    /// Take store snapshots on this schedule: cron (five fields, UTC, e.g. `0 */6 * * *`) or
+    /// `@hourly`, `@daily`, `@every 30m`.
+    #[arg(long)]
+    pub snapshot_schedule: Option<String>,
+    /// How many scheduled snapshots to keep.
+    #[arg(long, default_value_t = 5)]
+    pub snapshot_retention: usize,
+    /// Where scheduled snapshots go [default: <data-dir>/snapshots].
+    #[arg(long)]
+    pub snapshot_dir: Option<PathBuf>,
+    /// An EncryptionConfiguration file: which resources are encrypted at rest, and how.
+    #[arg(long)]
+    pub encryption_provider_config: Option<PathBuf>,
+}
+
+/// Which store backs the cluster.
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    /// The embedded engine in `<data-dir>/db`.
+    Embedded,
+    /// An etcd cluster.
+    Etcd(skiff_store::etcd::EtcdOptions),
 }
 
 /// Validated `skiff server` configuration.
@@ -77,9 +119,18 @@ pub struct ServerConfig {
     pub controllers: Option<crate::controller_manager::ControllerOptions>,
     /// The kubelet to run here, if any.
     pub kubelet: Option<crate::agent::KubeletArgs>,
+    /// The store.
+    pub store: StoreConfig,
+    /// Endpoint lease duration.
+    pub endpoint_lease_duration: std::time::Duration,
+    /// Scheduled snapshots, if any.
+    pub snapshots: Option<crate::snapshot::Scheduled>,
+    /// Encryption at rest, if configured.
+    pub encryption: Option<skiff_apiserver::encryption::EncryptionConfig>,
 }
 
-pub(crate) fn default_data_dir() -> PathBuf {
+/// The default data directory: `/var/lib/skiff` as root, else `~/.local/share/skiff`.
+pub fn default_data_dir() -> PathBuf {
     if is_root() {
         PathBuf::from("/var/lib/skiff")
     } else {
@@ -131,6 +182,50 @@ impl ServerArgs {
         if self.https_port == 0 {
             problems.push("--https-port: must be between 1 and 65535".to_owned());
         }
+        let tls = skiff_store::etcd::EtcdTls {
+            ca_file: self.store_cafile.clone(),
+            cert_file: self.store_certfile.clone(),
+            key_file: self.store_keyfile.clone(),
+        };
+        let store = match self.store.as_str() {
+            "embedded" | "" => {
+                if tls.is_set() {
+                    problems.push(
+                        "--store-cafile/--store-certfile/--store-keyfile: only apply to --store etcd://..."
+                            .to_owned(),
+                    );
+                }
+                Some(StoreConfig::Embedded)
+            }
+            url => {
+                if tls.cert_file.is_some() != tls.key_file.is_some() {
+                    problems.push(
+                        "--store-certfile and --store-keyfile must be given together".to_owned(),
+                    );
+                }
+                for (flag, path) in [
+                    ("--store-cafile", &tls.ca_file),
+                    ("--store-certfile", &tls.cert_file),
+                    ("--store-keyfile", &tls.key_file),
+                ] {
+                    if let Some(path) = path
+                        && !path.is_file()
+                    {
+                        problems.push(format!("{flag}: {} is not a readable file", path.display()));
+                    }
+                }
+                match skiff_store::etcd::EtcdOptions::from_url(url, tls) {
+                    Ok(mut options) => {
+                        options.prefix = self.store_prefix.clone();
+                        Some(StoreConfig::Etcd(options))
+                    }
+                    Err(e) => {
+                        problems.push(format!("--store: {e} (or `embedded`)"));
+                        None
+                    }
+                }
+            }
+        };
         let advertise_address = self
             .advertise_address
             .unwrap_or_else(|| match self.bind_address {
@@ -143,13 +238,48 @@ impl ServerArgs {
                     })
                     .unwrap_or(Ipv4Addr::LOCALHOST),
             });
-        let (Some(service_cidr), true) = (service_cidr, problems.is_empty()) else {
+        let schedule = match &self.snapshot_schedule {
+            Some(text) => match text.parse::<crate::snapshot::Schedule>() {
+                Ok(schedule) => Some(schedule),
+                Err(e) => {
+                    problems.push(format!("--snapshot-schedule: {e}"));
+                    None
+                }
+            },
+            None => None,
+        };
+        let encryption = match &self.encryption_provider_config {
+            Some(path) => match skiff_apiserver::encryption::EncryptionConfig::load(path) {
+                Ok(config) => Some(config),
+                Err(e) => {
+                    problems.push(format!(
+                        "--encryption-provider-config {}: {e}",
+                        path.display()
+                    ));
+                    None
+                }
+            },
+            None => None,
+        };
+        if self.snapshot_retention == 0 {
+            problems.push("--snapshot-retention: must be at least 1".to_owned());
+        }
+        let (Some(service_cidr), Some(store), true) = (service_cidr, store, problems.is_empty())
+        else {
             return Err(Error::Config(problems));
         };
         let data_dir = self.data_dir.unwrap_or_else(default_data_dir);
         let kubeconfig = self
             .write_kubeconfig
             .unwrap_or_else(|| data_dir.join("kubeconfig.yaml"));
+        let snapshots = schedule.map(|schedule| crate::snapshot::Scheduled {
+            schedule,
+            retention: self.snapshot_retention,
+            dir: self
+                .snapshot_dir
+                .clone()
+                .unwrap_or_else(|| data_dir.join("snapshots")),
+        });
         Ok(ServerConfig {
             data_dir,
             bind: SocketAddr::new(self.bind_address, self.https_port),
@@ -159,8 +289,32 @@ impl ServerArgs {
             kubeconfig,
             controllers,
             kubelet: (!self.disable_agent).then_some(self.kubelet),
+            store,
+            endpoint_lease_duration: std::time::Duration::from_secs(
+                self.endpoint_lease_seconds.max(1),
+            ),
+            snapshots,
+            encryption,
         })
     }
+}
+
+/// Open the configured store.
+pub async fn open_store(config: &ServerConfig) -> Result<Arc<dyn skiff_store::Store>, Error> {
+    let store: Arc<dyn skiff_store::Store> = match &config.store {
+        StoreConfig::Embedded => skiff_store::embedded::EmbeddedStore::open(
+            &config.data_dir.join("db"),
+            skiff_store::embedded::EmbeddedOptions::default(),
+        )
+        .map_err(Error::Store)?,
+        StoreConfig::Etcd(options) => skiff_store::etcd::EtcdStore::connect(options.clone())
+            .await
+            .map_err(Error::Store)?,
+    };
+    Ok(match &config.encryption {
+        Some(encryption) => encryption.clone().wrap(store),
+        None => store,
+    })
 }
 
 /// Resolve when SIGTERM or SIGINT arrives.
@@ -192,11 +346,11 @@ pub async fn run(args: ServerArgs) -> Result<(), Error> {
     let pki =
         Arc::new(skiff_pki::Pki::load_or_create(&config.data_dir, &options).map_err(Error::Pki)?);
 
-    let store = skiff_store::embedded::EmbeddedStore::open(
-        &config.data_dir.join("db"),
-        skiff_store::embedded::EmbeddedOptions::default(),
-    )
-    .map_err(Error::Store)?;
+    let store = open_store(&config).await?;
+    let snapshots = config.snapshots.clone().map(|scheduled| {
+        tracing::info!(dir = %scheduled.dir.display(), retention = scheduled.retention, "scheduled snapshots enabled");
+        tokio::spawn(crate::snapshot::run_schedule(store.clone(), scheduled))
+    });
 
     let tls = Arc::new(skiff_pki::server_config(&pki).map_err(Error::Pki)?);
     let admin = Identity::User {
@@ -214,6 +368,7 @@ pub async fn run(args: ServerArgs) -> Result<(), Error> {
             token: pki.join_token().to_owned(),
             issuer: Arc::new(crate::agent::PkiEnrollment(pki.clone())),
         }),
+        endpoint_lease_duration: config.endpoint_lease_duration,
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = skiff_apiserver::ApiServer::start(api_config, store, async move {
@@ -292,6 +447,9 @@ pub async fn run(args: ServerArgs) -> Result<(), Error> {
 
     shutdown_signal().await;
     components.stop().await;
+    if let Some(task) = snapshots {
+        task.abort();
+    }
     let _ = stop_tx.send(());
     server.stopped().await;
     tracing::info!("stopped");

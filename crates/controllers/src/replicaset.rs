@@ -404,7 +404,14 @@ impl<K: ReplicaKind> Reconciler for ReplicaController<K> {
         };
         let needs_sync = self.expectations.satisfied(key);
         let deleting = owner.meta().deletion_timestamp.is_some();
-        let owned = crate::claim::claim_pods(&self.client, &self.pods, owner.as_ref(), &selector, pods::is_active).await?;
+        let owned = crate::claim::claim_pods(
+            &self.client,
+            &self.pods,
+            owner.as_ref(),
+            &selector,
+            pods::is_active,
+        )
+        .await?;
         let terminating = owned.iter().filter(|p| pods::is_terminating(p)).count() as i32;
         let claimed: Vec<Arc<Pod>> = owned.into_iter().filter(|p| pods::is_active(p)).collect();
         let mut failure = None;

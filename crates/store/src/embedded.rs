@@ -40,7 +40,10 @@ use bytes::Bytes;
 use parking_lot::{Condvar, Mutex, RwLock, RwLockWriteGuard};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{Error, Event, KeyValue, RangeRequest, RangeResponse, Result, Revision, Store, Watch};
+use crate::{
+    Error, Event, KeyValue, RangeRequest, RangeResponse, Result, Revision, SnapshotFormat, Store,
+    Watch,
+};
 use index::Index;
 use wal::{Record, Replayed};
 
@@ -129,6 +132,9 @@ struct Shared {
     dir: PathBuf,
     /// The locked `LOCK` file; released when the committer stops.
     dir_lock: Mutex<Option<File>>,
+    /// Revisions that running snapshots read at (with counts): compaction stays at or below
+    /// the lowest, so a snapshot read in chunks stays consistent however long it takes.
+    pins: Mutex<std::collections::BTreeMap<Revision, usize>>,
 }
 
 /// The embedded, durable MVCC store.
@@ -211,6 +217,7 @@ impl EmbeddedStore {
             options,
             dir: dir.to_owned(),
             dir_lock: Mutex::new(Some(dir_lock)),
+            pins: Mutex::new(std::collections::BTreeMap::new()),
         });
         let for_thread = shared.clone();
         let handle = std::thread::Builder::new()
@@ -254,16 +261,31 @@ impl EmbeddedStore {
                 return Err(shutting_down());
             }
             let revision = core.applied + 1;
-            let out = prepare(&mut core.index, revision, &mut queue.pending)?;
-            core.applied = revision;
-            queue.last = revision;
             let (tx, rx) = oneshot::channel();
-            queue.waiters.push(Waiter { revision, done: tx });
-            (rx, out)
+            match prepare(&mut core.index, revision, &mut queue.pending) {
+                Ok(out) => {
+                    core.applied = revision;
+                    queue.last = revision;
+                    queue.waiters.push(Waiter { revision, done: tx });
+                    (rx, Ok(out))
+                }
+                // A failed precondition may have been decided by a write that is applied but
+                // not yet durable. Answering before it is durable would let the caller learn
+                // of a state no read can show yet (and that a failing disk could still take
+                // back), so the answer waits for everything applied so far: linearizable.
+                Err(e) if core.applied > core.durable => {
+                    queue.waiters.push(Waiter {
+                        revision: core.applied,
+                        done: tx,
+                    });
+                    (rx, Err(e))
+                }
+                Err(e) => return Err(e),
+            }
         };
         self.shared.wake.notify_one();
         match rx.await {
-            Ok(Ok(())) => Ok(out),
+            Ok(Ok(())) => out,
             Ok(Err(e)) => Err(e),
             Err(_) => Err(Error::Unavailable {
                 reason: "the commit thread stopped".into(),
@@ -428,9 +450,14 @@ fn checkpoint(shared: &Shared, log: &mut wal::Writer) -> Result<()> {
     Ok(())
 }
 
-/// Drop history at and below `revision` and log the compaction so a restart keeps it.
-/// Losing that record in a crash is harmless: the store would just keep more history.
-fn compact_locked(core: &mut Core, queue: &mut Queue, revision: Revision) {
+/// Drop history at and below `revision` (held below any snapshot's pinned revision) and log
+/// the compaction so a restart keeps it. Losing that record in a crash is harmless: the store
+/// would just keep more history.
+fn compact_locked(shared: &Shared, core: &mut Core, queue: &mut Queue, revision: Revision) {
+    let revision = match shared.pins.lock().keys().next() {
+        Some(&pinned) => revision.min(pinned),
+        None => revision,
+    };
     if revision <= core.index.compacted() {
         return;
     }
@@ -462,7 +489,7 @@ impl AutoCompaction {
         self.last = Instant::now();
         let mut core = shared.core.write();
         if let Some(revision) = self.target.take() {
-            compact_locked(&mut core, &mut shared.queue.lock(), revision);
+            compact_locked(shared, &mut core, &mut shared.queue.lock(), revision);
             tracing::debug!(revision, "store history compacted");
         }
         self.target = Some(core.durable);
@@ -661,9 +688,151 @@ impl Store for EmbeddedStore {
                     current: core.durable,
                 });
             }
-            compact_locked(&mut core, &mut self.shared.queue.lock(), revision);
+            compact_locked(
+                &self.shared,
+                &mut core,
+                &mut self.shared.queue.lock(),
+                revision,
+            );
         }
         self.shared.wake.notify_one();
         Ok(())
     }
+
+    fn snapshot_format(&self) -> SnapshotFormat {
+        SnapshotFormat::Skiff
+    }
+
+    /// Every live key at the durable revision, read in chunks under short read locks (writes
+    /// go on meanwhile) while the revision is pinned against compaction. The stream is the
+    /// on-disk snapshot format, so a restore installs it as is.
+    async fn snapshot(&self, out: mpsc::Sender<Bytes>) -> Result<()> {
+        let (revision, compacted) = {
+            let core = self.shared.core.read();
+            *self.shared.pins.lock().entry(core.durable).or_insert(0) += 1;
+            (core.durable, core.index.compacted())
+        };
+        let _unpin = Unpin {
+            shared: &self.shared,
+            revision,
+        };
+        let gone = || Error::Unavailable {
+            reason: "the snapshot receiver went away".into(),
+        };
+        let mut buf = Vec::new();
+        wal::encode_snapshot_header(&mut buf, revision, compacted);
+        let mut after: Option<Arc<str>> = None;
+        let mut count = 0i64;
+        loop {
+            let (entries, last) = self.shared.core.read().index.snapshot_chunk(
+                after.as_deref(),
+                revision,
+                SNAPSHOT_CHUNK,
+            );
+            for entry in &entries {
+                wal::encode_snapshot_entry(&mut buf, entry);
+            }
+            count += entries.len() as i64;
+            if buf.len() >= 1 << 20 || last.is_none() {
+                if last.is_none() {
+                    wal::encode_snapshot_trailer(&mut buf, count);
+                }
+                out.send(Bytes::from(std::mem::take(&mut buf)))
+                    .await
+                    .map_err(|_| gone())?;
+            }
+            match last {
+                Some(last) => after = Some(last),
+                None => return Ok(()),
+            }
+        }
+    }
+}
+
+/// Releases a snapshot's pin on drop (also when the snapshot is abandoned midway).
+struct Unpin<'a> {
+    shared: &'a Shared,
+    revision: Revision,
+}
+
+impl Drop for Unpin<'_> {
+    fn drop(&mut self) {
+        let mut pins = self.shared.pins.lock();
+        if let Some(count) = pins.get_mut(&self.revision) {
+            *count -= 1;
+            if *count == 0 {
+                pins.remove(&self.revision);
+            }
+        }
+    }
+}
+
+/// What a snapshot file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotSummary {
+    /// The revision it was taken at.
+    pub revision: Revision,
+    /// Live keys in it.
+    pub keys: u64,
+}
+
+/// Whether `head` (the first bytes of a file) looks like a Skiff snapshot.
+pub fn is_snapshot(head: &[u8]) -> bool {
+    wal::is_snapshot(head)
+}
+
+/// Read a snapshot file end to end, checking every frame and the trailer.
+pub fn verify_snapshot(path: &Path) -> Result<SnapshotSummary> {
+    let mut keys = 0u64;
+    let (revision, _) = wal::read_snapshot_file(path, &mut |_| keys += 1)?;
+    Ok(SnapshotSummary { revision, keys })
+}
+
+/// Install a snapshot file as the store of `dir` (which must hold no store yet), with the
+/// revision raised by `bump` and everything below marked compacted: writes that happened
+/// after the snapshot was taken may have handed out revisions up to `bump` higher, and
+/// clients holding those must re-list (410 Gone) rather than silently miss events
+/// (upstream: `etcdutl snapshot restore --bump-revision --mark-compacted`).
+pub fn restore(snapshot: &Path, dir: &Path, bump: Revision) -> Result<SnapshotSummary> {
+    let summary = verify_snapshot(snapshot)?;
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        action: "creating the data directory",
+        source,
+    })?;
+    let _lock = lock_dir(dir)?;
+    let existing = std::fs::read_dir(dir)
+        .map_err(|source| Error::Io {
+            action: "reading the data directory",
+            source,
+        })?
+        .filter_map(|e| e.ok())
+        .any(|e| e.file_name() != "LOCK");
+    if existing {
+        return Err(Error::Unavailable {
+            reason: format!(
+                "{} already holds a store; restore into an empty directory",
+                dir.display()
+            ),
+        });
+    }
+    let revision = summary.revision + bump.max(0);
+    let mut writer = wal::SnapshotWriter::create(dir, revision, revision)?;
+    let mut batch = Vec::with_capacity(SNAPSHOT_CHUNK);
+    let mut failed = None;
+    wal::read_snapshot_file(snapshot, &mut |entry| {
+        batch.push(entry);
+        if batch.len() == SNAPSHOT_CHUNK && failed.is_none() {
+            failed = writer.write(&batch).err();
+            batch.clear();
+        }
+    })?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    writer.write(&batch)?;
+    writer.finish()?;
+    Ok(SnapshotSummary {
+        revision,
+        keys: summary.keys,
+    })
 }

@@ -8,9 +8,11 @@
 //! gone (the API server turns that into `410 Gone`).
 //!
 //! The [`Store`] trait is the only interface the API server sees, so the embedded engine
-//! ([`embedded::EmbeddedStore`]) and an etcd backend are interchangeable.
+//! ([`embedded::EmbeddedStore`]) and the etcd backend ([`etcd::EtcdStore`]) are
+//! interchangeable.
 
 pub mod embedded;
+pub mod etcd;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -78,7 +80,9 @@ pub enum Error {
         /// What was wrong.
         detail: String,
     },
-    /// The store has failed permanently (e.g. an fsync error) and refuses further writes.
+    /// The store cannot serve the request: it failed permanently (e.g. an fsync error), is
+    /// shutting down, or its backend (etcd) did not answer. A write that fails this way may
+    /// or may not have happened.
     #[error("store is unavailable: {reason}")]
     Unavailable {
         /// Why the store stopped.
@@ -97,6 +101,10 @@ pub struct KeyValue {
     pub create_revision: Revision,
     /// The revision of the last change to the key.
     pub mod_revision: Revision,
+    /// The value was read through a transformation that would store it differently now (an
+    /// old encryption key or provider): an update that changes nothing should still rewrite
+    /// it. Backends always set `false`.
+    pub stale: bool,
 }
 
 /// A range read: every live key starting with `prefix`, in key order.
@@ -162,6 +170,27 @@ pub struct Watch {
     pub events: mpsc::Receiver<Event>,
 }
 
+/// How a backend encodes its snapshots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotFormat {
+    /// Skiff's own format (every live key at one revision, CRC-checked frames); restored with
+    /// `skiff snapshot restore`.
+    Skiff,
+    /// etcd's database file as its snapshot API streams it (ending with a SHA-256 of the
+    /// rest); restored with etcd's own tools.
+    Etcd,
+}
+
+impl SnapshotFormat {
+    /// The name used in HTTP headers and file names.
+    pub fn name(self) -> &'static str {
+        match self {
+            SnapshotFormat::Skiff => "skiff",
+            SnapshotFormat::Etcd => "etcd",
+        }
+    }
+}
+
 /// The store interface. Every method is atomic; writes are durable when they return `Ok`.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -203,4 +232,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Discard history at and below `revision` (the latest value of each key is kept).
     async fn compact(&self, revision: Revision) -> Result<()>;
+
+    /// The format [`Store::snapshot`] writes.
+    fn snapshot_format(&self) -> SnapshotFormat;
+
+    /// Stream a consistent snapshot of the whole store, in chunks, into `out` while the
+    /// store keeps serving. An error (or a closed receiver) leaves the stream incomplete,
+    /// which the format's own checks reveal.
+    async fn snapshot(&self, out: mpsc::Sender<Bytes>) -> Result<()>;
 }

@@ -1,5 +1,7 @@
-//! The `Store` contract (see `suite`) run against the embedded engine, plus the engine's own
-//! watcher back-pressure behaviour.
+//! The `Store` contract (see `suite`) run against both backends: the embedded engine, and a
+//! real etcd started for each test (Debian's `etcd-server`) through the etcd backend, under a
+//! key prefix so the prefix handling is exercised too. Plus the embedded engine's own watcher
+//! back-pressure and shutdown behaviour.
 
 mod suite;
 
@@ -7,24 +9,60 @@ use std::sync::Arc;
 
 use skiff_store::Store;
 use skiff_store::embedded::{EmbeddedOptions, EmbeddedStore};
-use tempfile::TempDir;
+use skiff_store::etcd::{EtcdOptions, EtcdStore};
+use skiff_testing::etcd::EtcdCluster;
 
-/// A fresh embedded store; keep the directory alive as long as the store.
-fn fresh() -> (TempDir, Arc<dyn Store>) {
+/// Whatever must outlive the store under test (a data directory, an etcd process).
+enum Keep {
+    Dir(#[allow(dead_code)] tempfile::TempDir),
+    Etcd(#[allow(dead_code)] EtcdCluster),
+}
+
+/// A fresh, empty embedded store.
+async fn embedded() -> (Keep, Arc<dyn Store>) {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap();
-    (dir, store)
+    (Keep::Dir(dir), store)
+}
+
+/// A fresh etcd and a store on it.
+async fn etcd() -> (Keep, Arc<dyn Store>) {
+    let cluster = tokio::task::spawn_blocking(EtcdCluster::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let options = EtcdOptions {
+        endpoints: cluster.endpoints(),
+        prefix: "/conformance".into(),
+        compaction_interval: std::time::Duration::ZERO,
+        ..EtcdOptions::default()
+    };
+    let store = EtcdStore::connect(options).await.unwrap();
+    (Keep::Etcd(cluster), store)
 }
 
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let (_dir, store) = fresh();
-                suite::$name(store).await;
-            }
-        )*
+        mod embedded_store {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let (_keep, store) = embedded().await;
+                    suite::$name(store).await;
+                }
+            )*
+        }
+        mod etcd_store {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let (_keep, store) = etcd().await;
+                    suite::$name(store).await;
+                }
+            )*
+        }
     };
 }
 
@@ -39,6 +77,7 @@ conformance!(
     watches_from_now_see_only_later_changes,
     many_watchers_each_get_every_event_in_order,
     compaction_forgets_history,
+    watches_stay_ordered_across_compaction,
 );
 
 #[tokio::test]

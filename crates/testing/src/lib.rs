@@ -3,7 +3,9 @@
 //! [`TestCluster`] starts the real `skiff` binary as a child process on a free loopback port
 //! with a temporary data directory, waits until `/readyz` answers, and kills it on drop
 //! (upstream's `StartTestServer`). [`TestCluster::kubectl`] runs the stock kubectl binary
-//! against it.
+//! against it. [`etcd::EtcdCluster`] runs real etcd members for the etcd backend's tests.
+
+pub mod etcd;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -21,6 +23,15 @@ pub fn skiff_binary() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| workspace.join("target"), PathBuf::from);
     target.join("debug/skiff")
+}
+
+/// Run the `skiff` binary under test with `args` (not a server: e.g. `snapshot save`).
+pub fn skiff(args: &[&str]) -> Result<Output> {
+    Command::new(skiff_binary())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {}", skiff_binary().display()))
 }
 
 /// The kubectl binary: `$KUBECTL`, else `kubectl` on the PATH.
@@ -102,12 +113,57 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local address").port()
 }
 
+/// Which store a [`TestCluster`] runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded engine in the data directory.
+    Embedded,
+    /// A single-member etcd that the test cluster starts (and stops) itself.
+    Etcd,
+}
+
+impl Backend {
+    /// The backend tests use unless they ask for one: `$SKIFF_TEST_STORE` (`embedded` or
+    /// `etcd`), default embedded. CI runs the end-to-end suite once with each.
+    pub fn from_env() -> Backend {
+        match std::env::var("SKIFF_TEST_STORE").as_deref() {
+            Ok("etcd") => Backend::Etcd,
+            _ => Backend::Embedded,
+        }
+    }
+}
+
+/// Prepares a data directory before the server first starts on it.
+pub type Prepare = Box<dyn FnOnce(&Path) -> Result<()>>;
+
+/// How to start a [`TestCluster`] beyond the defaults.
+#[derive(Default)]
+pub struct ServerOptions {
+    /// Runs on the fresh data directory before the server starts (e.g. a snapshot restore).
+    pub before_start: Option<Prepare>,
+    /// Loopback address to bind and advertise (default 127.0.0.1). Several servers of one
+    /// HA cluster use distinct loopback addresses and the same port.
+    pub host: Option<std::net::Ipv4Addr>,
+    /// HTTPS port (default: a free one).
+    pub port: Option<u16>,
+    /// Extra flags.
+    pub flags: Vec<String>,
+    /// An etcd to keep alive as long as the server.
+    pub etcd: Option<etcd::EtcdCluster>,
+    /// Copy this `tls` directory (CA, service-account key, admin credentials) into the new
+    /// data directory first, so the server joins an existing cluster's trust domain.
+    pub copy_tls_from: Option<PathBuf>,
+}
+
 /// A running `skiff server` process.
 pub struct TestCluster {
     child: Option<Child>,
     data_dir: tempfile::TempDir,
-    /// Flags beyond the defaults, reused on restart.
-    extra: Vec<String>,
+    host: String,
+    /// Flags given at start, reused by restarts.
+    flags: Vec<String>,
+    /// The etcd this cluster started for itself, if it runs on etcd.
+    etcd: Option<etcd::EtcdCluster>,
     /// The network namespace the server (and its node) runs in, if any.
     netns: Option<NetNs>,
     /// HTTPS port.
@@ -115,21 +171,65 @@ pub struct TestCluster {
 }
 
 impl TestCluster {
-    /// Start a control plane (no kubelet on this machine) and wait until it is ready.
+    /// Start a control plane (no kubelet on this machine) on the default backend
+    /// ([`Backend::from_env`]) and wait until it is ready.
     pub fn start() -> Result<TestCluster> {
         Self::start_with(&["--disable-agent"])
     }
 
-    /// Start a server with extra flags.
+    /// Start a server on the default backend with extra flags.
     pub fn start_with(extra: &[&str]) -> Result<TestCluster> {
+        Self::start_on(Backend::from_env(), extra)
+    }
+
+    /// Start a server on the given backend with extra flags.
+    pub fn start_on(backend: Backend, extra: &[&str]) -> Result<TestCluster> {
+        let etcd = match backend {
+            Backend::Embedded => None,
+            Backend::Etcd => Some(etcd::EtcdCluster::start()?),
+        };
+        let mut flags: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        if let Some(etcd) = &etcd {
+            flags.extend(["--store".to_owned(), etcd.store_url()]);
+        }
+        Self::start_flags(flags, etcd)
+    }
+
+    /// Start a server with exactly these extra flags (e.g. `--store` for an etcd the caller
+    /// runs), keeping `etcd` alive as long as the cluster.
+    pub fn start_flags(flags: Vec<String>, etcd: Option<etcd::EtcdCluster>) -> Result<TestCluster> {
+        Self::start_server(ServerOptions {
+            flags,
+            etcd,
+            ..ServerOptions::default()
+        })
+    }
+
+    /// Start a server as `options` say.
+    pub fn start_server(options: ServerOptions) -> Result<TestCluster> {
         let data_dir = tempfile::Builder::new().prefix("skiff-test-").tempdir()?;
-        let port = free_port();
+        if let Some(from) = &options.copy_tls_from {
+            let to = data_dir.path().join("tls");
+            std::fs::create_dir_all(&to)?;
+            for entry in std::fs::read_dir(from)? {
+                let entry = entry?;
+                std::fs::copy(entry.path(), to.join(entry.file_name()))?;
+            }
+        }
+        if let Some(prepare) = options.before_start {
+            prepare(data_dir.path())?;
+        }
         let mut cluster = TestCluster {
             child: None,
             data_dir,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
+            host: options
+                .host
+                .unwrap_or(std::net::Ipv4Addr::LOCALHOST)
+                .to_string(),
+            flags: options.flags,
+            etcd: options.etcd,
             netns: None,
-            port,
+            port: options.port.unwrap_or_else(free_port),
         };
         cluster.spawn()?;
         Ok(cluster)
@@ -166,7 +266,9 @@ impl TestCluster {
         let mut cluster = TestCluster {
             child: None,
             data_dir,
-            extra: args,
+            host: "0.0.0.0".into(),
+            flags: args,
+            etcd: None,
             netns: Some(netns),
             port: free_port(),
         };
@@ -203,6 +305,11 @@ impl TestCluster {
         }
     }
 
+    /// The etcd this cluster runs on, when it started one.
+    pub fn etcd(&self) -> Option<&etcd::EtcdCluster> {
+        self.etcd.as_ref()
+    }
+
     fn spawn(&mut self) -> Result<()> {
         let bin = skiff_binary();
         if !bin.exists() {
@@ -219,23 +326,17 @@ impl TestCluster {
         cmd.arg("server")
             .arg("--data-dir")
             .arg(self.data_dir.path())
-            // Inside its own network namespace the server can listen on every address: agents
-            // in neighbouring namespaces join it, and nothing outside can reach it.
-            .args([
-                "--bind-address",
-                if self.netns.is_some() {
-                    "0.0.0.0"
-                } else {
-                    "127.0.0.1"
-                },
-            ])
+            // Inside its own network namespace the server listens on every address (agents in
+            // neighbouring namespaces join it; nothing outside can reach it) and advertises
+            // the node address its flags name.
+            .args(["--bind-address", &self.host])
             .args(if self.netns.is_none() {
-                &["--advertise-address", "127.0.0.1"][..]
+                vec!["--advertise-address", self.host.as_str()]
             } else {
-                &[][..]
+                Vec::new()
             })
             .args(["--https-port", &self.port.to_string()])
-            .args(&self.extra)
+            .args(&self.flags)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
@@ -286,7 +387,7 @@ impl TestCluster {
 
     /// The API server URL.
     pub fn url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.port)
+        format!("https://{}:{}", self.host, self.port)
     }
 
     fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
@@ -431,11 +532,24 @@ impl TestCluster {
         }
     }
 
-    /// Start the server again on the same data directory and port.
+    /// Start the server again on the same data directory, store, flags and port.
     pub fn restart(&mut self) -> Result<()> {
         if self.child.is_some() {
             self.terminate()?;
         }
+        self.spawn()
+    }
+
+    /// Start the server again with different extra flags (the store flags stay).
+    pub fn restart_with(&mut self, extra: &[&str]) -> Result<()> {
+        if self.child.is_some() {
+            self.terminate()?;
+        }
+        let store: Vec<String> = match &self.etcd {
+            Some(etcd) => vec!["--store".to_owned(), etcd.store_url()],
+            None => Vec::new(),
+        };
+        self.flags = extra.iter().map(|s| (*s).to_owned()).chain(store).collect();
         self.spawn()
     }
 }

@@ -353,7 +353,9 @@ async fn update_loop(
             ));
         }
         let admitted = admit(ctx, &old, new)?;
-        if same_object(&admitted, &old) {
+        // A stale value (an old encryption key) is rewritten even when nothing changed: that
+        // is how `kubectl replace` of every object rotates keys (upstream does the same).
+        if same_object(&admitted, &old) && !kv.stale {
             return Ok((old, false));
         }
         if dry_run {

@@ -113,6 +113,7 @@ fn to_kv(key: &str, version: &Version) -> Option<KeyValue> {
         value: value.clone(),
         create_revision: version.create_revision,
         mod_revision: version.mod_revision,
+        stale: false,
     })
 }
 

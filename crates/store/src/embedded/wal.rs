@@ -321,6 +321,24 @@ fn read_snapshot(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),
         Err(e) => return Err(io("opening the snapshot")(e)),
     };
+    read_snapshot_from(&path, file, on_entry)
+}
+
+/// Read a snapshot file anywhere (e.g. one saved by `skiff snapshot save`), checking every
+/// frame; returns its revision and compaction point.
+pub(crate) fn read_snapshot_file(
+    path: &Path,
+    on_entry: &mut impl FnMut(SnapshotEntry),
+) -> Result<(Revision, Revision)> {
+    let file = File::open(path).map_err(io("opening the snapshot"))?;
+    read_snapshot_from(path, file, on_entry)
+}
+
+fn read_snapshot_from(
+    path: &Path,
+    file: File,
+    on_entry: &mut impl FnMut(SnapshotEntry),
+) -> Result<(Revision, Revision)> {
     let bad = || corrupt(format!("{}: damaged snapshot", path.display()));
     let mut input = BufReader::with_capacity(1 << 20, file);
     let mut payload = Vec::new();
@@ -384,6 +402,46 @@ pub(crate) struct SnapshotWriter {
     count: i64,
 }
 
+/// Append a snapshot's header frame to `out`.
+pub(crate) fn encode_snapshot_header(out: &mut Vec<u8>, revision: Revision, compacted: Revision) {
+    let start = out.len();
+    out.extend_from_slice(&[0; 8]);
+    out.push(SNAP_HEADER);
+    put_bytes(out, SNAPSHOT_MAGIC);
+    out.extend_from_slice(&revision.to_le_bytes());
+    out.extend_from_slice(&compacted.to_le_bytes());
+    seal(out, start);
+}
+
+/// Append one snapshot entry frame to `out`.
+pub(crate) fn encode_snapshot_entry(out: &mut Vec<u8>, entry: &SnapshotEntry) {
+    let start = out.len();
+    out.extend_from_slice(&[0; 8]);
+    out.push(SNAP_ENTRY);
+    put_bytes(out, entry.key.as_bytes());
+    put_bytes(out, &entry.value);
+    out.extend_from_slice(&entry.create_revision.to_le_bytes());
+    out.extend_from_slice(&entry.mod_revision.to_le_bytes());
+    seal(out, start);
+}
+
+/// Append the trailer frame (the entry count) that completes a snapshot.
+pub(crate) fn encode_snapshot_trailer(out: &mut Vec<u8>, count: i64) {
+    let start = out.len();
+    out.extend_from_slice(&[0; 8]);
+    out.push(SNAP_TRAILER);
+    out.extend_from_slice(&count.to_le_bytes());
+    seal(out, start);
+}
+
+/// Whether `data` starts like a Skiff snapshot.
+pub(crate) fn is_snapshot(data: &[u8]) -> bool {
+    frame_at(data).is_some_and(|payload| {
+        let mut r = Reader(payload);
+        r.u8() == Some(SNAP_HEADER) && r.bytes() == Some(SNAPSHOT_MAGIC)
+    })
+}
+
 impl SnapshotWriter {
     /// Start a snapshot of the state at `revision`.
     pub fn create(dir: &Path, revision: Revision, compacted: Revision) -> Result<SnapshotWriter> {
@@ -394,17 +452,12 @@ impl SnapshotWriter {
             buf: Vec::new(),
             count: 0,
         };
-        writer.buf.extend_from_slice(&[0; 8]);
-        writer.buf.push(SNAP_HEADER);
-        put_bytes(&mut writer.buf, SNAPSHOT_MAGIC);
-        writer.buf.extend_from_slice(&revision.to_le_bytes());
-        writer.buf.extend_from_slice(&compacted.to_le_bytes());
+        encode_snapshot_header(&mut writer.buf, revision, compacted);
         writer.flush_frame()?;
         Ok(writer)
     }
 
     fn flush_frame(&mut self) -> Result<()> {
-        seal(&mut self.buf, 0);
         self.out
             .write_all(&self.buf)
             .map_err(io("writing a snapshot"))?;
@@ -415,25 +468,15 @@ impl SnapshotWriter {
     /// Add live keys.
     pub fn write(&mut self, entries: &[SnapshotEntry]) -> Result<()> {
         for entry in entries {
-            self.buf.extend_from_slice(&[0; 8]);
-            self.buf.push(SNAP_ENTRY);
-            put_bytes(&mut self.buf, entry.key.as_bytes());
-            put_bytes(&mut self.buf, &entry.value);
-            self.buf
-                .extend_from_slice(&entry.create_revision.to_le_bytes());
-            self.buf
-                .extend_from_slice(&entry.mod_revision.to_le_bytes());
-            self.flush_frame()?;
+            encode_snapshot_entry(&mut self.buf, entry);
             self.count += 1;
         }
-        Ok(())
+        self.flush_frame()
     }
 
     /// Seal the snapshot and install it in place of the previous one.
     pub fn finish(mut self) -> Result<()> {
-        self.buf.extend_from_slice(&[0; 8]);
-        self.buf.push(SNAP_TRAILER);
-        self.buf.extend_from_slice(&self.count.to_le_bytes());
+        encode_snapshot_trailer(&mut self.buf, self.count);
         self.flush_frame()?;
         let file = self
             .out

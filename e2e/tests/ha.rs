@@ -1,0 +1,189 @@
+//! A highly available control plane on loopback: a three-member etcd cluster and two
+//! `skiff server`s (127.0.0.2 and 127.0.0.3, same port, one trust domain). Both serve the
+//! same cluster with consistent reads and watches; the `kubernetes` endpoints list each live
+//! server; killing one etcd member and one server keeps writes working; restoring them, both
+//! rejoin (the restored etcd member is needed for quorum again afterwards).
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use serde_json::Value;
+use skiff_testing::etcd::EtcdCluster;
+use skiff_testing::{ServerOptions, TestCluster, free_port};
+
+fn server(
+    host: Ipv4Addr,
+    port: u16,
+    store: &str,
+    tls_from: Option<std::path::PathBuf>,
+) -> Result<TestCluster> {
+    TestCluster::start_server(ServerOptions {
+        host: Some(host),
+        port: Some(port),
+        flags: vec![
+            "--store".into(),
+            store.into(),
+            "--endpoint-lease-seconds".into(),
+            "3".into(),
+        ],
+        copy_tls_from: tls_from,
+        ..ServerOptions::default()
+    })
+}
+
+/// The addresses in the `kubernetes` Endpoints, as one server sees them.
+fn endpoint_ips(c: &TestCluster) -> Result<Vec<String>> {
+    let endpoints = c.k_json(&["get", "endpoints", "kubernetes"])?;
+    let mut ips: Vec<String> = endpoints["subsets"][0]["addresses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a["ip"].as_str().map(str::to_owned))
+        .collect();
+    ips.sort();
+    Ok(ips)
+}
+
+fn eventually(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Result<bool>,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let mut last = None;
+    while Instant::now() < deadline {
+        match check() {
+            Ok(true) => return Ok(()),
+            Ok(false) => last = None,
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    bail!("{what} not within {timeout:?} (last error: {last:?})")
+}
+
+/// Create a ConfigMap, retrying while the store fails over; returns once it succeeded.
+fn create_retrying(c: &TestCluster, name: &str) -> Result<()> {
+    eventually(&format!("creating {name}"), Duration::from_secs(20), || {
+        let out = c.kubectl(&["create", "configmap", name])?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        Ok(out.status.success() || stderr.contains("AlreadyExists"))
+    })
+}
+
+#[test]
+fn two_servers_on_a_three_member_etcd_survive_losing_one_of_each() -> Result<()> {
+    let mut etcd = EtcdCluster::start_members(3, false)?;
+    let store = etcd.store_url();
+    let port = free_port();
+    let (ip_a, ip_b) = (Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 3));
+    let mut a = server(ip_a, port, &store, None)?;
+    let b = server(ip_b, port, &store, Some(a.data_dir().join("tls")))?;
+
+    // One cluster: the same namespaces, consistent reads across servers.
+    a.k(&["create", "configmap", "from-a", "--from-literal=k=v"])?;
+    assert_eq!(
+        b.k(&["get", "cm", "from-a", "-o", "jsonpath={.data.k}"])?,
+        "v"
+    );
+    let rv: i64 = b
+        .k(&[
+            "get",
+            "cm",
+            "from-a",
+            "-o",
+            "jsonpath={.metadata.resourceVersion}",
+        ])?
+        .parse()?;
+    // A watch on B replays a write made through A.
+    a.k(&["label", "cm", "from-a", "seen=yes"])?;
+    let events = b.k(&[
+        "get",
+        "--raw",
+        &format!(
+            "/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={rv}&timeoutSeconds=1"
+        ),
+    ])?;
+    let first: Value = serde_json::from_str(events.lines().next().unwrap_or("{}"))?;
+    assert_eq!(first["type"], "MODIFIED", "{events}");
+    assert_eq!(first["object"]["metadata"]["labels"]["seen"], "yes");
+
+    let both = vec![ip_a.to_string(), ip_b.to_string()];
+    eventually(
+        "both servers in the endpoints",
+        Duration::from_secs(15),
+        || Ok(endpoint_ips(&a)? == both && endpoint_ips(&b)? == both),
+    )?;
+    let slice = b.k_json(&["get", "endpointslice", "kubernetes"])?;
+    assert_eq!(slice["endpoints"].as_array().map(Vec::len), Some(2));
+    let leases = b.k(&[
+        "get",
+        "leases",
+        "-n",
+        "kube-system",
+        "-l",
+        "apiserver.kubernetes.io/identity=kube-apiserver",
+        "-o",
+        "name",
+    ])?;
+    assert_eq!(leases.lines().count(), 2, "{leases}");
+
+    // Lose one etcd member and one server: B keeps accepting writes.
+    etcd.kill(0)?;
+    a.kill()?;
+    create_retrying(&b, "during-outage-0")?;
+    for i in 1..10 {
+        b.k(&["create", "configmap", &format!("during-outage-{i}")])?;
+    }
+    eventually(
+        "the dead server leaves the endpoints",
+        Duration::from_secs(20),
+        || Ok(endpoint_ips(&b)? == [ip_b.to_string()]),
+    )?;
+
+    // Restore both: A sees what happened meanwhile and serves writes; both are listed.
+    etcd.restart(0)?;
+    a.restart()?;
+    assert_eq!(
+        a.k(&["get", "cm", "during-outage-9", "-o", "name"])?.trim(),
+        "configmap/during-outage-9"
+    );
+    create_retrying(&a, "after-restore")?;
+    eventually(
+        "both servers back in the endpoints",
+        Duration::from_secs(15),
+        || Ok(endpoint_ips(&b)? == both),
+    )?;
+
+    // The restored member really rejoined: with another member gone, quorum needs it.
+    etcd.kill(1)?;
+    create_retrying(&a, "needs-member-0")?;
+    create_retrying(&b, "needs-member-0-too")?;
+    assert_eq!(
+        b.k(&["get", "cm", "needs-member-0", "-o", "name"])?.trim(),
+        "configmap/needs-member-0"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_server_that_stops_cleanly_leaves_the_endpoints_at_once() -> Result<()> {
+    let etcd = EtcdCluster::start()?;
+    let store = etcd.store_url();
+    let port = free_port();
+    let (ip_a, ip_b) = (Ipv4Addr::new(127, 0, 0, 4), Ipv4Addr::new(127, 0, 0, 5));
+    let mut a = server(ip_a, port, &store, None)?;
+    let b = server(ip_b, port, &store, Some(a.data_dir().join("tls")))?;
+    eventually(
+        "both servers in the endpoints",
+        Duration::from_secs(15),
+        || Ok(endpoint_ips(&b)?.len() == 2),
+    )?;
+    let status = a.terminate()?;
+    assert!(status.success());
+    // No waiting for a lease to expire: the stopping server removed itself.
+    assert_eq!(endpoint_ips(&b)?, [ip_b.to_string()]);
+    drop(etcd);
+    Ok(())
+}
