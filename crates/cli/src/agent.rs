@@ -49,6 +49,9 @@ pub struct KubeletArgs {
     /// Directory of the CNI plugin binaries.
     #[arg(long, default_value = "/usr/lib/cni")]
     pub cni_bin_dir: PathBuf,
+    /// Seconds between reads of the static pod manifests directory.
+    #[arg(long, default_value_t = 20)]
+    pub file_check_frequency: u64,
 }
 
 /// The host's name.
@@ -128,6 +131,7 @@ impl KubeletArgs {
             lease_interval: Duration::from_secs(10),
             status_report_interval: Duration::from_secs(60),
             version: skiff_apiserver::GIT_VERSION.to_owned(),
+            manifest_check_interval: Duration::from_secs(self.file_check_frequency.max(1)),
         }
     }
 }

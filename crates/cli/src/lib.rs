@@ -5,6 +5,7 @@ pub mod agent;
 pub mod components;
 pub mod controller_manager;
 pub mod hollow;
+pub mod images;
 pub mod server;
 pub mod snapshot;
 
@@ -31,6 +32,8 @@ pub enum Command {
     /// Simulate nodes: register them, keep their Leases alive and report their pods Running
     /// without running containers (for scale tests and scheduling rehearsals).
     HollowNodes(hollow::HollowArgs),
+    /// Manage images on this node without a registry.
+    Images(images::ImagesArgs),
     /// Save a running server's store to a file, or restore one into a data directory.
     Snapshot(snapshot::SnapshotArgs),
 }
@@ -62,6 +65,9 @@ pub enum Error {
     /// Building an API client failed.
     #[error("connecting to the API server failed")]
     Client(#[source] skiff_runtime::Error),
+    /// An image operation failed.
+    #[error("{0}")]
+    Images(String),
     /// Joining the cluster failed.
     #[error("joining the cluster failed: {0}")]
     Join(String),
@@ -96,6 +102,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         Command::ControllerManager(args) => controller_manager::run(args).await,
         Command::HollowNodes(args) => hollow::run(args).await,
         Command::Agent(args) => agent::run(args).await,
+        Command::Images(args) => images::run(args).await,
         Command::Snapshot(args) => match args.command {
             snapshot::SnapshotCommand::Save(args) => {
                 let saved = snapshot::save(args).await?;

@@ -53,6 +53,8 @@ pub struct KubeletConfig {
     pub status_report_interval: Duration,
     /// The version reported in `nodeInfo.kubeletVersion`.
     pub version: String,
+    /// How often static pod manifests are read (upstream's `--file-check-frequency`).
+    pub manifest_check_interval: Duration,
 }
 
 impl KubeletConfig {

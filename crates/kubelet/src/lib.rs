@@ -191,7 +191,9 @@ pub async fn run(
         });
     }
     tracing::info!(node = %config.node_name, "kubelet running");
-    manager.run(pods, config.manifests_dir()).await;
+    manager
+        .run(pods, config.manifests_dir(), config.manifest_check_interval)
+        .await;
     Ok(())
 }
 
@@ -328,6 +330,7 @@ pub(crate) mod tests {
             lease_interval: std::time::Duration::from_secs(10),
             status_report_interval: std::time::Duration::from_secs(60),
             version: "v1.35.0-skiff".into(),
+            manifest_check_interval: std::time::Duration::from_secs(20),
         }
     }
 }

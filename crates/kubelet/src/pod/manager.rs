@@ -25,8 +25,6 @@ use super::observed::labels;
 use super::statics;
 use super::worker::{Desired, Env, Worker};
 
-/// How often static pod manifests are read (upstream's fileCheckFrequency).
-const MANIFEST_CHECK: Duration = Duration::from_secs(20);
 /// How often the runtime is relisted (upstream's PLEG relist period).
 const RELIST: Duration = Duration::from_secs(1);
 
@@ -165,13 +163,18 @@ impl PodManager {
 
     /// Run until shutdown: follow `pods` (this node's API pods) and the manifests in
     /// `manifests`, and relist the runtime.
-    pub async fn run(self: Arc<Self>, pods: Informer<Pod>, manifests: PathBuf) {
+    pub async fn run(
+        self: Arc<Self>,
+        pods: Informer<Pod>,
+        manifests: PathBuf,
+        manifest_check: Duration,
+    ) {
         let mut subscription = pods.subscribe();
         pods.wait_synced().await;
         for pod in pods.list() {
             self.api_pod(pod).await;
         }
-        tokio::spawn(self.clone().watch_manifests(manifests));
+        tokio::spawn(self.clone().watch_manifests(manifests, manifest_check));
         tokio::spawn(self.clone().relist(pods.clone()));
         loop {
             let next = tokio::select! {
@@ -216,7 +219,7 @@ impl PodManager {
         }
     }
 
-    async fn watch_manifests(self: Arc<Self>, dir: PathBuf) {
+    async fn watch_manifests(self: Arc<Self>, dir: PathBuf, period: Duration) {
         let mut running: BTreeMap<String, String> = BTreeMap::new();
         loop {
             let pods = statics::read_manifests(&dir, &self.env.node.node_name);
@@ -245,7 +248,7 @@ impl PodManager {
             running = seen;
             tokio::select! {
                 _ = self.shutdown.cancelled() => return,
-                _ = tokio::time::sleep(MANIFEST_CHECK) => {}
+                _ = tokio::time::sleep(period) => {}
             }
         }
     }

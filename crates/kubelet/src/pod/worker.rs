@@ -1140,6 +1140,7 @@ impl Worker {
                 }
             }
         }
+        tracing::debug!(container = %c.id, elapsed = ?started.elapsed(), "pre-stop done; stopping");
         let remaining = grace
             .saturating_sub(started.elapsed())
             .max(if grace.is_zero() {
@@ -1159,6 +1160,7 @@ impl Worker {
         {
             tracing::warn!(container = %c.id, error = %e, "stopping a container failed");
         }
+        tracing::debug!(container = %c.id, elapsed = ?started.elapsed(), "container stopped");
     }
 
     async fn pod_ip_of(&self, pod: &Pod) -> String {
@@ -1286,6 +1288,7 @@ impl Worker {
 
     /// The kubelet's final delete once everything is stopped (grace period 0, guarded by uid).
     async fn final_delete(&self, pod: &Pod) {
+        tracing::debug!(pod = %pod.name_any(), "final delete");
         let api: Api<Pod> = Api::namespaced(
             self.env.client.clone(),
             &pod.namespace().unwrap_or_default(),
