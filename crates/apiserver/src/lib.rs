@@ -19,6 +19,7 @@ pub mod fieldvalidation;
 pub mod handlers;
 pub mod jsonpath;
 pub mod managed;
+pub mod nodeproxy;
 pub mod objects;
 pub mod openapi;
 pub mod output;
@@ -77,6 +78,9 @@ pub struct Config {
     pub tokens: Vec<(String, Identity)>,
     /// Signs and verifies service-account tokens.
     pub service_accounts: Option<Arc<skiff_pki::TokenSigner>>,
+    /// TLS to kubelets (the kubelet-client certificate and the cluster CA) for the
+    /// node-proxied subresources; `None` answers them 503.
+    pub kubelet_client: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// A started API server.
@@ -111,6 +115,7 @@ impl ApiServer {
             advertise_address: config.advertise_address,
             port: local_addr.port(),
             service_accounts: config.service_accounts.clone(),
+            kubelet_client: config.kubelet_client.clone(),
         };
         let state = Arc::new(State::new(registry, Objects { store }, allocator, settings));
         let front = Arc::new(Front::new(

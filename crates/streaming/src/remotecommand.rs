@@ -84,6 +84,7 @@ pub async fn bridge<S>(
                 return;
             }
         }
+        let _ = ws_tx.send(crate::upgrade::normal_close()).await;
         let _ = ws_tx.close().await;
     });
 
@@ -206,7 +207,12 @@ mod tests {
         };
         assert_eq!(
             want.channels(),
-            [Channel::Error, Channel::Stdin, Channel::Stdout, Channel::Resize]
+            [
+                Channel::Error,
+                Channel::Stdin,
+                Channel::Stdout,
+                Channel::Resize
+            ]
         );
         let streams = open(&spdy, want).await.unwrap();
 
@@ -215,8 +221,7 @@ mod tests {
             let ws = WebSocketStream::from_raw_socket(ws_server_io, WsRole::Server, None).await;
             bridge(ws, channel::V5, spdy, streams).await;
         });
-        let mut client =
-            WebSocketStream::from_raw_socket(ws_client_io, WsRole::Client, None).await;
+        let mut client = WebSocketStream::from_raw_socket(ws_client_io, WsRole::Client, None).await;
         let send = |ch: Channel, data: &[u8]| Message::Binary(channel::encode(ch, data).into());
         client
             .send(send(Channel::Resize, br#"{"Width":80,"Height":24}"#))
@@ -242,7 +247,11 @@ mod tests {
             String::from_utf8(stdout).unwrap(),
             r#"{"Width":80,"Height":24}ABC"#
         );
-        assert!(String::from_utf8(error).unwrap().contains(r#""message":"3""#));
+        assert!(
+            String::from_utf8(error)
+                .unwrap()
+                .contains(r#""message":"3""#)
+        );
         runtime.await.unwrap();
         bridge_task.await.unwrap();
     }

@@ -45,6 +45,7 @@ where
                 }
             }
         }
+        let _ = ws_tx.send(crate::upgrade::normal_close()).await;
         let _ = ws_tx.close().await;
     };
     // Either side ending ends the tunnel: neither SPDY end half-closes a live session.

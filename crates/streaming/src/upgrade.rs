@@ -67,7 +67,10 @@ pub fn requested(headers: &HeaderMap) -> Option<String> {
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")));
+        .any(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        });
     if !connection {
         return None;
     }
@@ -120,6 +123,17 @@ pub fn websocket_accept(headers: &HeaderMap, protocol: &str) -> Result<Response<
         .header(header::SEC_WEBSOCKET_PROTOCOL, protocol)
         .body(())
         .map_err(|e| Error::BadUpgrade(e.to_string()))
+}
+
+/// A close message with the normal-closure code: clients such as kubectl treat a close
+/// without a code as an error.
+pub fn normal_close() -> tokio_tungstenite::tungstenite::Message {
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    tokio_tungstenite::tungstenite::Message::Close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    }))
 }
 
 /// The server end of a WebSocket over an upgraded connection.

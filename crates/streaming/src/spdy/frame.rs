@@ -476,7 +476,9 @@ impl Decoder {
         }
         let version = u16::from_be_bytes([head[0] & 0x7f, head[1]]);
         if version != VERSION {
-            return Err(Error::Protocol(format!("unsupported SPDY version {version}")));
+            return Err(Error::Protocol(format!(
+                "unsupported SPDY version {version}"
+            )));
         }
         let kind = u16::from_be_bytes([head[2], head[3]]);
         let need = |payload: &Bytes, n: usize| {

@@ -88,7 +88,13 @@ impl Session {
             closed: closed_rx,
         });
         tokio::spawn(write_loop(write, out_rx));
-        tokio::spawn(read_loop(read, shared.clone(), incoming_tx, role, closed_tx));
+        tokio::spawn(read_loop(
+            read,
+            shared.clone(),
+            incoming_tx,
+            role,
+            closed_tx,
+        ));
         Session {
             shared,
             incoming: Arc::new(tokio::sync::Mutex::new(incoming_rx)),
@@ -449,7 +455,9 @@ async fn dispatch(
                 let _ = shared.send(Frame::Ping { id }).await;
             }
         }
-        Frame::Headers { stream_id, flags, .. } => {
+        Frame::Headers {
+            stream_id, flags, ..
+        } => {
             if flags & FLAG_FIN != 0
                 && let Some(slot) = shared.streams.lock().get_mut(&stream_id)
             {
