@@ -465,3 +465,40 @@ fn kubectl_port_forward_and_node_proxy() -> Result<()> {
     assert_eq!(httpd["spec"]["containers"][0]["name"], "main");
     Ok(())
 }
+
+#[test]
+fn an_unreachable_kubelet_is_a_clear_error() -> Result<()> {
+    // A control plane alone, with a node whose kubelet address answers nothing.
+    let cluster = TestCluster::start()?;
+    let port = skiff_testing::free_port();
+    cluster.k_stdin(
+        &["apply", "-f", "-"],
+        r#"{"apiVersion":"v1","kind":"Node","metadata":{"name":"gone"}}"#,
+    )?;
+    cluster.k(&[
+        "patch",
+        "node",
+        "gone",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &format!(
+            r#"{{"status":{{"addresses":[{{"type":"InternalIP","address":"127.0.0.1"}}],"daemonEndpoints":{{"kubeletEndpoint":{{"Port":{port}}}}}}}}}"#
+        ),
+    ])?;
+    cluster.k_stdin(
+        &["apply", "-f", "-"],
+        r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{"nodeName":"gone","containers":[{"name":"c","image":"x"}]}}"#,
+    )?;
+    let err = cluster.k_fail(&["logs", "p"])?;
+    assert!(
+        err.contains(&format!("error dialing backend: dial tcp 127.0.0.1:{port}")),
+        "{err}"
+    );
+    let bad = cluster.k_fail(&["logs", "p", "-c", "other"])?;
+    assert!(
+        bad.contains("container other is not valid for pod p"),
+        "{bad}"
+    );
+    Ok(())
+}

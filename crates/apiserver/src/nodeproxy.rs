@@ -179,7 +179,7 @@ fn rebuild(query: &[(String, String)]) -> String {
     if query.is_empty() {
         return String::new();
     }
-    let mut s = form_urlencoded::Serializer::new(String::from("?"));
+    let mut s = form_urlencoded::Serializer::for_suffix(String::from("?"), 1);
     for (k, v) in query {
         s.append_pair(k, v);
     }

@@ -83,18 +83,7 @@ pub async fn serve(state: Arc<State>, request: Request<Body>) -> Response {
         .uri
         .path()
         .contains(&format!("/{}/watch/", path.version));
-    match route(
-        state,
-        parts.method,
-        parts.headers,
-        path,
-        query,
-        body,
-        watch_path,
-        forward,
-    )
-    .await
-    {
+    match route(state, parts.headers, path, query, body, watch_path, forward).await {
         Ok(response) => response,
         Err(err) => err.into_response(),
     }
@@ -102,7 +91,6 @@ pub async fn serve(state: Arc<State>, request: Request<Body>) -> Response {
 
 async fn route(
     state: Arc<State>,
-    method: Method,
     headers: HeaderMap,
     path: ResourcePath,
     query: Query,
@@ -110,6 +98,7 @@ async fn route(
     watch_path: bool,
     forward: crate::nodeproxy::Forward,
 ) -> ApiResult<Response> {
+    let method = forward.method.clone();
     let registry = state.registry.snapshot();
     let info = registry
         .get(&path.group, &path.version, &path.resource)

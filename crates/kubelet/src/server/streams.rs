@@ -243,7 +243,7 @@ async fn forward(
     if upgrade::is_websocket(request.headers()) {
         let tunnel = format!("{SPDY_TUNNEL_PREFIX}{PORT_FORWARD}");
         let offered = upgrade::websocket_protocols(request.headers());
-        if offered.iter().any(|p| *p == tunnel) {
+        if offered.contains(&tunnel) {
             return tunnel_websocket(request, &url, tunnel).await;
         }
     }
