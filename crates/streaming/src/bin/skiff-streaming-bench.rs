@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use skiff_streaming::channel::{self, Channel, STREAM_TYPE};
 use skiff_streaming::remotecommand::{self, Streams};
 use skiff_streaming::spdy::{Role, Session};
