@@ -57,6 +57,14 @@ pub async fn run(
             source,
         })?;
     }
+    // The API's port is taken first: a node whose kubelet cannot serve logs and exec must
+    // not come up half-way.
+    let api = server::bind(config.listen)
+        .await
+        .map_err(|source| Error::Bind {
+            address: config.listen,
+            source,
+        })?;
     let (endpoint, socket) = match &config.runtime {
         RuntimeEndpoint::Managed => {
             let layout = containerd::Layout {
@@ -140,12 +148,6 @@ pub async fn run(
     let pods = informers.get_filtered::<Pod>(
         watcher::Config::default().fields(&format!("spec.nodeName={}", config.node_name)),
     );
-    let api = server::bind(config.listen)
-        .await
-        .map_err(|source| Error::Bind {
-            address: config.listen,
-            source,
-        })?;
     tokio::spawn(server::serve(
         server::Context {
             cri: cri.clone(),
