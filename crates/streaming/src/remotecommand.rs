@@ -164,7 +164,7 @@ mod tests {
     /// A SPDY remotecommand v4 server standing in for containerd: it echoes stdin to stdout
     /// (upper-cased) until stdin ends, records resize messages on stderr-less output, then
     /// writes an exit Status on the error stream.
-    async fn fake_runtime(session: Session) {
+    async fn fake_runtime(session: Session, v5: bool) {
         let mut by_type = std::collections::HashMap::new();
         while by_type.len() < 4 {
             let stream = session.accept().await.unwrap();
@@ -177,11 +177,23 @@ mod tests {
         let mut resize = by_type.remove("resize").unwrap();
         let size = resize.recv().await.unwrap();
         stdout.send(size).await.unwrap();
-        while let Some(b) = stdin.recv().await {
+        if v5 {
+            while let Some(b) = stdin.recv().await {
+                stdout
+                    .send(Bytes::from(String::from_utf8_lossy(&b).to_uppercase()))
+                    .await
+                    .unwrap();
+            }
+        } else {
+            // v4 has no close signal: stdin stays open after the client's close message.
+            let b = stdin.recv().await.unwrap();
             stdout
                 .send(Bytes::from(String::from_utf8_lossy(&b).to_uppercase()))
                 .await
                 .unwrap();
+            let more = tokio::time::timeout(Duration::from_millis(300), stdin.recv()).await;
+            assert!(more.is_err(), "stdin ended under v4: {more:?}");
+            stdout.send(Bytes::from_static(b"|open")).await.unwrap();
         }
         stdout.finish().await.unwrap();
         error
@@ -196,8 +208,27 @@ mod tests {
 
     #[tokio::test]
     async fn a_v5_client_reaches_a_spdy_runtime() {
+        assert_eq!(
+            session_output(channel::V5).await,
+            r#"{"Width":80,"Height":24}ABC"#
+        );
+    }
+
+    #[tokio::test]
+    async fn a_v4_client_cannot_close_stdin() {
+        assert_eq!(
+            session_output(channel::V4).await,
+            r#"{"Width":80,"Height":24}ABC|open"#
+        );
+    }
+
+    /// Run a session with a client of `protocol`; returns what it got on stdout.
+    async fn session_output(protocol: &'static str) -> String {
         let (spdy_client_io, spdy_server_io) = tokio::io::duplex(8192);
-        let runtime = tokio::spawn(fake_runtime(Session::new(spdy_server_io, Role::Server)));
+        let runtime = tokio::spawn(fake_runtime(
+            Session::new(spdy_server_io, Role::Server),
+            protocol == channel::V5,
+        ));
         let spdy = Session::new(spdy_client_io, Role::Client);
         let want = Streams {
             stdin: true,
@@ -219,7 +250,7 @@ mod tests {
         let (ws_client_io, ws_server_io) = tokio::io::duplex(8192);
         let bridge_task = tokio::spawn(async move {
             let ws = WebSocketStream::from_raw_socket(ws_server_io, WsRole::Server, None).await;
-            bridge(ws, channel::V5, spdy, streams).await;
+            bridge(ws, protocol, spdy, streams).await;
         });
         let mut client = WebSocketStream::from_raw_socket(ws_client_io, WsRole::Client, None).await;
         let send = |ch: Channel, data: &[u8]| Message::Binary(channel::encode(ch, data).into());
@@ -243,10 +274,6 @@ mod tests {
                 _ => {}
             }
         }
-        assert_eq!(
-            String::from_utf8(stdout).unwrap(),
-            r#"{"Width":80,"Height":24}ABC"#
-        );
         assert!(
             String::from_utf8(error)
                 .unwrap()
@@ -254,5 +281,6 @@ mod tests {
         );
         runtime.await.unwrap();
         bridge_task.await.unwrap();
+        String::from_utf8(stdout).unwrap()
     }
 }
