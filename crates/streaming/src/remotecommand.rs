@@ -116,6 +116,8 @@ pub async fn bridge<S>(
         while let Some(msg) = ws_rx.next().await {
             let data = match msg {
                 Ok(Message::Binary(data)) => data,
+                // The Python client sends str payloads as text frames, channel byte first.
+                Ok(Message::Text(text)) => bytes::Bytes::copy_from_slice(text.as_bytes()),
                 Ok(Message::Close(_)) | Err(_) => break,
                 Ok(_) => continue,
             };
@@ -258,7 +260,12 @@ mod tests {
             .send(send(Channel::Resize, br#"{"Width":80,"Height":24}"#))
             .await
             .unwrap();
-        client.send(send(Channel::Stdin, b"abc")).await.unwrap();
+        if protocol == channel::V4 {
+            // As the Python client sends str payloads: a text frame, channel byte first.
+            client.send(Message::text("\u{0}abc")).await.unwrap();
+        } else {
+            client.send(send(Channel::Stdin, b"abc")).await.unwrap();
+        }
         client.send(send(Channel::Close, &[0])).await.unwrap();
 
         let mut stdout = Vec::new();
