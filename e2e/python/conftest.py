@@ -40,7 +40,9 @@ class Server:
         log = open(os.path.join(self.dir.name, "server.log"), "ab")
         self.proc = subprocess.Popen(
             [skiff_binary(), "server", "--data-dir", self.dir.name, "--bind-address", "127.0.0.1",
-             "--advertise-address", "127.0.0.1", "--https-port", str(self.port)],
+             "--advertise-address", "127.0.0.1", "--https-port", str(self.port),
+             # API-only tests: no kubelet (and no containerd outliving the killed server).
+             "--disable-agent"],
             stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         deadline = time.time() + 30
         while time.time() < deadline:

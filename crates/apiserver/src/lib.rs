@@ -22,6 +22,7 @@ pub mod fieldvalidation;
 pub mod handlers;
 pub mod jsonpath;
 pub mod managed;
+pub mod nodeproxy;
 pub mod objects;
 pub mod openapi;
 pub mod output;
@@ -86,6 +87,9 @@ pub struct Config {
     pub enrollment: Option<enroll::Enrollment>,
     /// How long this server's endpoint lease lasts without renewal (see [`endpoints`]).
     pub endpoint_lease_duration: std::time::Duration,
+    /// TLS to kubelets (the kubelet-client certificate and the cluster CA) for the
+    /// node-proxied subresources; `None` answers them 503.
+    pub kubelet_client: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// A started API server.
@@ -122,6 +126,7 @@ impl ApiServer {
             advertise_address: config.advertise_address,
             port: local_addr.port(),
             service_accounts: config.service_accounts.clone(),
+            kubelet_client: config.kubelet_client.clone(),
         };
         let state = Arc::new(State::new(registry, Objects { store }, allocator, settings));
         let mut front = Front::new(state.clone(), config.tokens, GIT_VERSION.to_owned());

@@ -29,6 +29,8 @@ pub struct Settings {
     pub port: u16,
     /// Signs service-account tokens (`serviceaccounts/token`); `None` disables issuing.
     pub service_accounts: Option<Arc<skiff_pki::TokenSigner>>,
+    /// TLS to kubelets for logs, exec, attach, port-forward and nodes/proxy.
+    pub kubelet_client: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// Everything shared across requests.

@@ -369,6 +369,10 @@ pub async fn run(args: ServerArgs) -> Result<(), Error> {
             issuer: Arc::new(crate::agent::PkiEnrollment(pki.clone())),
         }),
         endpoint_lease_duration: config.endpoint_lease_duration,
+        kubelet_client: Some(Arc::new(
+            skiff_pki::client_config(pki.ca_pem(), &pki.kubelet_client().map_err(Error::Pki)?)
+                .map_err(Error::Pki)?,
+        )),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = skiff_apiserver::ApiServer::start(api_config, store, async move {

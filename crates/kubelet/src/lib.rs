@@ -15,6 +15,7 @@ pub mod images;
 pub mod logs;
 pub mod node;
 pub mod pod;
+pub mod server;
 pub mod sysinfo;
 
 use std::collections::BTreeMap;
@@ -56,6 +57,14 @@ pub async fn run(
             source,
         })?;
     }
+    // The API's port is taken first: a node whose kubelet cannot serve logs and exec must
+    // not come up half-way.
+    let api = server::bind(config.listen)
+        .await
+        .map_err(|source| Error::Bind {
+            address: config.listen,
+            source,
+        })?;
     let (endpoint, socket) = match &config.runtime {
         RuntimeEndpoint::Managed => {
             let layout = containerd::Layout {
@@ -139,6 +148,16 @@ pub async fn run(
     let pods = informers.get_filtered::<Pod>(
         watcher::Config::default().fields(&format!("spec.nodeName={}", config.node_name)),
     );
+    tokio::spawn(server::serve(
+        server::Context {
+            cri: cri.clone(),
+            pods: pods.clone(),
+            logs_dir: config.logs_dir(),
+        },
+        api,
+        config.tls.clone(),
+        shutdown.clone(),
+    ));
     let (probe_tx, mut probe_rx) = tokio::sync::mpsc::unbounded_channel();
     let recorder =
         skiff_runtime::events::Recorder::new(client.clone(), "kubelet", Some(&config.node_name));
@@ -255,6 +274,15 @@ pub enum Error {
         action: &'static str,
         /// The path involved.
         path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The kubelet API's address could not be bound.
+    #[error("binding the kubelet API on {address} failed")]
+    Bind {
+        /// The address.
+        address: std::net::SocketAddr,
         /// The cause.
         #[source]
         source: std::io::Error,

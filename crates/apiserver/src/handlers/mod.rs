@@ -68,8 +68,14 @@ impl Ctx {
 
 /// Serve any request below `/api/<v>/` or `/apis/<g>/<v>/`.
 pub async fn serve(state: Arc<State>, request: Request<Body>) -> Response {
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let query = Query(parse_query(parts.uri.query()));
+    let forward = crate::nodeproxy::Forward {
+        method: parts.method.clone(),
+        query: parts.uri.query().map(str::to_owned),
+        body: Body::empty(),
+        upgrade: parts.extensions.remove::<hyper::upgrade::OnUpgrade>(),
+    };
     let Some(path) = parse_resource_path(parts.uri.path()) else {
         return ApiError::path_not_found().into_response();
     };
@@ -77,17 +83,7 @@ pub async fn serve(state: Arc<State>, request: Request<Body>) -> Response {
         .uri
         .path()
         .contains(&format!("/{}/watch/", path.version));
-    match route(
-        state,
-        parts.method,
-        parts.headers,
-        path,
-        query,
-        body,
-        watch_path,
-    )
-    .await
-    {
+    match route(state, parts.headers, path, query, body, watch_path, forward).await {
         Ok(response) => response,
         Err(err) => err.into_response(),
     }
@@ -95,13 +91,14 @@ pub async fn serve(state: Arc<State>, request: Request<Body>) -> Response {
 
 async fn route(
     state: Arc<State>,
-    method: Method,
     headers: HeaderMap,
     path: ResourcePath,
     query: Query,
     body: Body,
     watch_path: bool,
+    forward: crate::nodeproxy::Forward,
 ) -> ApiResult<Response> {
+    let method = forward.method.clone();
     let registry = state.registry.snapshot();
     let info = registry
         .get(&path.group, &path.version, &path.resource)
@@ -127,6 +124,10 @@ async fn route(
     };
 
     if let Some(sub) = ctx.path.subresource.clone() {
+        if crate::nodeproxy::handles(&ctx.info, &sub) {
+            let forward = crate::nodeproxy::Forward { body, ..forward };
+            return crate::nodeproxy::serve(&ctx, &sub, forward).await;
+        }
         let body = read_body(&ctx.headers, body).await?;
         let response = subresource::serve(&mut ctx, &method, &sub, body).await?;
         return Ok(with_warnings(response, &ctx.warnings));

@@ -1,5 +1,5 @@
-//! Subresources: status, scale, binding, eviction, namespace finalize, and the streaming
-//! node-proxied ones (log, exec, attach, portforward) that need a kubelet.
+//! Subresources: status, scale, binding, eviction, namespace finalize. The node-proxied ones
+//! (pods' log, exec, attach, portforward; nodes/proxy) are served by [`crate::nodeproxy`].
 
 use axum::response::Response;
 use bytes::Bytes;
@@ -37,13 +37,12 @@ pub async fn serve(ctx: &mut Ctx, method: &Method, sub: &str, body: Bytes) -> Ap
         ("token", &Method::POST) => crate::tokenrequest::create(ctx, body).await,
         ("eviction", &Method::POST) => eviction(ctx, body).await,
         ("finalize", &Method::PUT) => finalize(ctx, body).await,
-        ("log" | "exec" | "attach" | "portforward" | "proxy", _) => {
-            Err(ApiError::unavailable(format!(
-                "the {sub} subresource is served by the node's kubelet, and no kubelet on this cluster is reachable for {} \"{}\"",
-                ctx.info.plural,
-                ctx.name()
-            )))
-        }
+        // pods/log, exec, attach, portforward and nodes/proxy go to kubelets before this
+        // (crate::nodeproxy); proxying to pods and services is not served yet.
+        ("proxy", _) => Err(ApiError::unavailable(format!(
+            "the proxy subresource of {} is not served by this API server yet",
+            ctx.info.plural
+        ))),
         _ => Err(ApiError::method_not_supported(&ctx.gr(), method.as_str())),
     }
 }
