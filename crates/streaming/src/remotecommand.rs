@@ -64,14 +64,78 @@ pub async fn open(session: &Session, streams: Streams) -> Result<Vec<(Channel, S
     Ok(out)
 }
 
+/// How long a terminal session waits for the client's first size before the process starts.
+const FIRST_SIZE_WAIT: Duration = Duration::from_secs(1);
+
+/// Open the runtime's streams only once the WebSocket client is connected, then [`bridge`].
+/// For a terminal the client's first size message is awaited (briefly) and written on the
+/// resize stream as soon as it opens: the runtime starts the process when its streams are
+/// all there, and a size arriving later would leave the first output on a 0×0 terminal.
+pub async fn open_and_bridge<S>(
+    mut ws: WebSocketStream<S>,
+    protocol: &str,
+    session: Session,
+    streams: Streams,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut pending = Vec::new();
+    let mut first_size = None;
+    if streams.tty {
+        let deadline = tokio::time::Instant::now() + FIRST_SIZE_WAIT;
+        while first_size.is_none() {
+            let Ok(Some(Ok(msg))) = tokio::time::timeout_at(deadline, ws.next()).await else {
+                break;
+            };
+            let data = match &msg {
+                Message::Binary(d) => d.clone(),
+                Message::Text(t) => Bytes::copy_from_slice(t.as_bytes()),
+                _ => {
+                    pending.push(msg);
+                    continue;
+                }
+            };
+            match channel::decode(&data) {
+                Some((Channel::Resize, payload)) if !payload.is_empty() => {
+                    first_size = Some(Bytes::copy_from_slice(payload));
+                }
+                _ => pending.push(msg),
+            }
+        }
+    }
+    let opened = match open(&session, streams).await {
+        Ok(o) => o,
+        Err(e) => {
+            let status = serde_json::json!({
+                "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": format!("opening the runtime's streams failed: {e}"),
+                "reason": "InternalError", "code": 500,
+            });
+            let frame = channel::encode(Channel::Error, status.to_string().as_bytes());
+            let _ = ws.send(Message::Binary(frame.into())).await;
+            let _ = ws.close(None).await;
+            session.close().await;
+            return;
+        }
+    };
+    if let Some(size) = first_size
+        && let Some((_, stream)) = opened.iter().find(|(c, _)| *c == Channel::Resize)
+    {
+        let _ = stream.writer().send(size).await;
+    }
+    bridge(ws, protocol, session, opened, pending).await;
+}
+
 /// Bridge a WebSocket exec/attach client (`protocol` v5 or v4) onto the SPDY streams
 /// [`open`] returned, until the process's output ended (then the WebSocket is closed) or the
-/// client went away (then the SPDY session is closed).
+/// client went away (then the SPDY session is closed). `pending` are client messages already
+/// read off the WebSocket, handled first.
 pub async fn bridge<S>(
     ws: WebSocketStream<S>,
     protocol: &str,
     session: Session,
     streams: Vec<(Channel, Stream)>,
+    pending: Vec<Message>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -113,7 +177,15 @@ pub async fn bridge<S>(
     drop(out_tx);
 
     let reader = tokio::spawn(async move {
-        while let Some(msg) = ws_rx.next().await {
+        let mut pending = pending.into_iter();
+        loop {
+            let msg = match pending.next() {
+                Some(m) => Ok(m),
+                None => match ws_rx.next().await {
+                    Some(m) => m,
+                    None => break,
+                },
+            };
             let data = match msg {
                 Ok(Message::Binary(data)) => data,
                 // The Python client sends str payloads as text frames, channel byte first.
@@ -252,7 +324,7 @@ mod tests {
         let (ws_client_io, ws_server_io) = tokio::io::duplex(8192);
         let bridge_task = tokio::spawn(async move {
             let ws = WebSocketStream::from_raw_socket(ws_server_io, WsRole::Server, None).await;
-            bridge(ws, protocol, spdy, streams).await;
+            bridge(ws, protocol, spdy, streams, Vec::new()).await;
         });
         let mut client = WebSocketStream::from_raw_socket(ws_client_io, WsRole::Client, None).await;
         let send = |ch: Channel, data: &[u8]| Message::Binary(channel::encode(ch, data).into());

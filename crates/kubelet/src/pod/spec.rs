@@ -355,7 +355,11 @@ pub fn sandbox_config(pod: &Pod, attempt: u32, node: &NodeContext) -> api::PodSa
                 namespace_options: Some(namespace_options(pod)),
                 privileged,
                 run_as_user: psc.run_as_user.map(|v| api::Int64Value { value: v }),
-                run_as_group: psc.run_as_group.map(|v| api::Int64Value { value: v }),
+                // A group alone is refused by the runtime; it only goes with a user.
+                run_as_group: psc
+                    .run_as_group
+                    .filter(|_| psc.run_as_user.is_some())
+                    .map(|v| api::Int64Value { value: v }),
                 supplemental_groups: supplemental_groups(pod),
                 readonly_rootfs: false,
                 seccomp: Some(api::SecurityProfile {

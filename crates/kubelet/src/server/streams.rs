@@ -372,13 +372,6 @@ async fn bridge_websocket(
         Err(r) => return r,
     };
     let session = Session::new(io, Role::Client);
-    let opened = match remotecommand::open(&session, streams).await {
-        Ok(o) => o,
-        Err(e) => {
-            session.close().await;
-            return internal(format!("opening the runtime's streams failed: {e}"));
-        }
-    };
     let client = hyper::upgrade::on(&mut request);
     let protocol = protocol.to_owned();
     tokio::spawn(async move {
@@ -387,7 +380,7 @@ async fn bridge_websocket(
             return;
         };
         let ws = upgrade::websocket_server(hyper_util::rt::TokioIo::new(client)).await;
-        remotecommand::bridge(ws, &protocol, session, opened).await;
+        remotecommand::open_and_bridge(ws, &protocol, session, streams).await;
     });
     let (parts, ()) = accept.into_parts();
     Response::from_parts(parts, Body::empty())

@@ -145,7 +145,7 @@ async fn bridge_throughput(total: usize) -> f64 {
     let (ws_client, ws_server) = pair().await;
     tokio::spawn(async move {
         let ws = WebSocketStream::from_raw_socket(ws_server, WsRole::Server, None).await;
-        remotecommand::bridge(ws, channel::V5, client, streams).await;
+        remotecommand::bridge(ws, channel::V5, client, streams, Vec::new()).await;
     });
     let mut ws = WebSocketStream::from_raw_socket(ws_client, WsRole::Client, None).await;
     let start = Instant::now();
