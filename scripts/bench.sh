@@ -14,3 +14,7 @@ echo
 echo "## Store"
 # The embedded store and Debian's etcd 3.4 (started by the bench itself) on the same disk.
 "$target/skiff-store-bench" ${STORE_BENCH_ARGS:-}
+echo
+echo "## Kubelet"
+# Pod startup latency and kubelet memory on a real node (network namespaces; needs root).
+SKIFF_BIN="$target/skiff" "$target/skiff-kubelet-bench" ${KUBELET_BENCH_ARGS:-}

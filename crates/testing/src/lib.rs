@@ -734,6 +734,11 @@ impl TestAgent {
     pub fn data_dir(&self) -> &Path {
         self.data_dir.path()
     }
+
+    /// The agent process's id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(ChildGuard::pid)
+    }
 }
 
 impl Drop for TestAgent {
