@@ -281,3 +281,62 @@ fn hooks_and_graceful_termination() -> Result<()> {
     assert_eq!(log, "poststart\nprestop\nterm\n");
     Ok(())
 }
+
+#[test]
+fn a_claim_on_the_default_class_gets_a_local_volume() -> Result<()> {
+    let cluster = TestCluster::with_node()?;
+    let claim = serde_json::json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": { "name": "data" },
+        "spec": { "accessModes": ["ReadWriteOnce"], "resources": { "requests": { "storage": "1Gi" } } },
+    });
+    cluster.k_stdin(&["apply", "-f", "-"], &claim.to_string())?;
+    let pvc = cluster.k_json(&["get", "pvc", "data"])?;
+    assert_eq!(
+        pvc["spec"]["storageClassName"], "local-path",
+        "DefaultStorageClass admission"
+    );
+    let classes = cluster.k(&["get", "storageclass"])?;
+    assert!(
+        classes.contains("local-path (default)") && classes.contains("WaitForFirstConsumer"),
+        "{classes}"
+    );
+    // The claim waits for its first consumer; the scheduler picks the node, the node
+    // provisions, the binder binds, and the pod starts.
+    let pod = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": { "name": "writer" },
+        "spec": { "restartPolicy": "Never",
+            "volumes": [{ "name": "data", "persistentVolumeClaim": { "claimName": "data" } }],
+            "containers": [{ "name": "main", "image": BUSYBOX_IMAGE, "command": ["sh", "-c", "echo kept > /data/file"],
+                "volumeMounts": [{ "name": "data", "mountPath": "/data" }] }] },
+    });
+    cluster.k_stdin(&["apply", "-f", "-"], &pod.to_string())?;
+    let p = wait_pod(&cluster, "writer", "Succeeded", |p| {
+        p["status"]["phase"] == "Succeeded"
+    })?;
+    assert_eq!(p["spec"]["nodeName"], NODE_NAME);
+    let pvc = cluster.k_json(&["get", "pvc", "data"])?;
+    assert_eq!(pvc["status"]["phase"], "Bound");
+    let volume = pvc["spec"]["volumeName"].as_str().unwrap().to_owned();
+    let pv = cluster.k_json(&["get", "pv", &volume])?;
+    let path = std::path::PathBuf::from(pv["spec"]["hostPath"]["path"].as_str().unwrap());
+    assert!(
+        path.starts_with(cluster.data_dir().join("agent/storage")),
+        "{}",
+        path.display()
+    );
+    assert_eq!(std::fs::read_to_string(path.join("file"))?, "kept\n");
+    // Deleting the claim releases the volume; the Delete policy removes it and its data.
+    cluster.k(&["delete", "pod", "writer"])?;
+    cluster.k(&["delete", "pvc", "data"])?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while cluster.kubectl(&["get", "pv", &volume])?.status.success() || path.exists() {
+        if Instant::now() > deadline {
+            bail!(
+                "the released volume was not deleted (exists: {})",
+                path.exists()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    Ok(())
+}

@@ -89,6 +89,19 @@ pub async fn run(state: &Arc<State>) -> ApiResult<()> {
         "spec": { "cidrs": [state.allocator.service_cidr.to_string()] },
     });
     ensure(state, "networking.k8s.io", "v1", "servicecidrs", cidr).await?;
+    // The default StorageClass, served by every node's built-in local-path provisioner, so a
+    // PersistentVolumeClaim works out of the box (as on k3s).
+    let local_path = json!({
+        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {
+            "name": "local-path",
+            "annotations": { "storageclass.kubernetes.io/is-default-class": "true" },
+        },
+        "provisioner": "skiff.io/local-path",
+        "reclaimPolicy": "Delete",
+        "volumeBindingMode": "WaitForFirstConsumer",
+    });
+    ensure(state, "storage.k8s.io", "v1", "storageclasses", local_path).await?;
     Ok(())
 }
 

@@ -160,6 +160,9 @@ impl State {
         if is(info, "", "services") {
             return self.allocate_service(obj, None, dry_run).await;
         }
+        if is(info, "", "persistentvolumeclaims") {
+            self.default_storage_class(obj).await?;
+        }
         if is(info, "", "pods") {
             let namespace = meta_str(obj, "namespace").to_owned();
             let sa = obj
@@ -190,6 +193,52 @@ impl State {
                 ));
             }
             crd::prepare(obj);
+        }
+        Ok(())
+    }
+
+    /// Upstream's DefaultStorageClass admission: a claim that names no class gets the one
+    /// annotated `storageclass.kubernetes.io/is-default-class: "true"` (the newest if several).
+    /// An explicit `""` means "no class" and is kept.
+    async fn default_storage_class(&self, claim: &mut Value) -> ApiResult<()> {
+        if claim
+            .pointer("/spec/storageClassName")
+            .is_some_and(|v| !v.is_null())
+        {
+            return Ok(());
+        }
+        let info = self.resource("storage.k8s.io", "v1", "storageclasses")?;
+        let prefix = crate::objects::prefix(&info, None);
+        let page = self
+            .objects
+            .store
+            .range(skiff_store::RangeRequest {
+                prefix,
+                ..Default::default()
+            })
+            .await?;
+        let mut default: Option<(String, String)> = None;
+        for kv in page.items {
+            let Ok(class) = crate::objects::decode(&kv, &info.api_version()) else {
+                continue;
+            };
+            let annotated = class
+                .pointer("/metadata/annotations/storageclass.kubernetes.io~1is-default-class")
+                .and_then(Value::as_str)
+                == Some("true");
+            if annotated {
+                let created = meta_str(&class, "creationTimestamp").to_owned();
+                let name = meta_str(&class, "name").to_owned();
+                if default.as_ref().is_none_or(|(c, _)| created > *c) {
+                    default = Some((created, name));
+                }
+            }
+        }
+        if let (Some((_, name)), Some(spec)) = (
+            default,
+            claim.get_mut("spec").and_then(Value::as_object_mut),
+        ) {
+            spec.insert("storageClassName".into(), Value::String(name));
         }
         Ok(())
     }

@@ -369,7 +369,7 @@ impl Reconciler for EndpointsController {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{
         Container, ContainerPort, PodCondition, PodSpec, PodStatus, ServiceSpec,

@@ -15,6 +15,7 @@ pub mod images;
 pub mod logs;
 pub mod node;
 pub mod pod;
+pub mod provisioner;
 pub mod server;
 pub mod sysinfo;
 
@@ -209,6 +210,12 @@ pub async fn run(
             }
         });
     }
+    tokio::spawn(provisioner::run(
+        client.clone(),
+        config.node_name.clone(),
+        config.local_storage_dir(),
+        shutdown.clone(),
+    ));
     tracing::info!(node = %config.node_name, "kubelet running");
     manager
         .run(pods, config.manifests_dir(), config.manifest_check_interval)
