@@ -29,7 +29,11 @@ pub async fn claim_pods<K>(
     adoptable: impl Fn(&Pod) -> bool,
 ) -> Result<Vec<Arc<Pod>>>
 where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Serialize + Debug,
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + Debug,
 {
     let ns = owner.meta().namespace.clone().unwrap_or_default();
     let uid = owner.meta().uid.clone().unwrap_or_default();
@@ -48,8 +52,13 @@ where
                         let fresh = Api::<K>::namespaced(client.clone(), &ns)
                             .get_opt(&owner.name_any())
                             .await
-                            .during(|| format!("re-reading {} {ns}/{}", K::kind(&()), owner.name_any()))?;
-                        let ok = fresh.is_some_and(|f| f.meta().uid == owner.meta().uid && f.meta().deletion_timestamp.is_none());
+                            .during(|| {
+                                format!("re-reading {} {ns}/{}", K::kind(&()), owner.name_any())
+                            })?;
+                        let ok = fresh.is_some_and(|f| {
+                            f.meta().uid == owner.meta().uid
+                                && f.meta().deletion_timestamp.is_none()
+                        });
                         rechecked = Some(ok);
                         ok
                     }
@@ -57,16 +66,33 @@ where
                 if !fresh_ok {
                     continue;
                 }
-                match owner::adopt(&api, &pod.name_any(), pod.metadata.uid.as_deref().unwrap_or(""), &owner::controller_reference(owner)).await {
+                match owner::adopt(
+                    &api,
+                    &pod.name_any(),
+                    pod.metadata.uid.as_deref().unwrap_or(""),
+                    &owner::controller_reference(owner),
+                )
+                .await
+                {
                     Ok(p) => claimed.push(Arc::new(p)),
                     Err(e) if crate::is_not_found(&e) || crate::is_conflict(&e) => {}
-                    Err(e) => return Err(Error::Api { action: format!("adopting pod {ns}/{}", pod.name_any()), source: e }),
+                    Err(e) => {
+                        return Err(Error::Api {
+                            action: format!("adopting pod {ns}/{}", pod.name_any()),
+                            source: e,
+                        });
+                    }
                 }
             }
             Claim::Release => {
-                owner::release(&api, &pod.name_any(), pod.metadata.uid.as_deref().unwrap_or(""), &uid)
-                    .await
-                    .during(|| format!("releasing pod {ns}/{}", pod.name_any()))?;
+                owner::release(
+                    &api,
+                    &pod.name_any(),
+                    pod.metadata.uid.as_deref().unwrap_or(""),
+                    &uid,
+                )
+                .await
+                .during(|| format!("releasing pod {ns}/{}", pod.name_any()))?;
             }
             _ => {}
         }

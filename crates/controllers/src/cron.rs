@@ -32,24 +32,35 @@ pub struct Fields {
     weekdays_star: bool,
 }
 
-const MONTHS: [&str; 12] = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
+const MONTHS: [&str; 12] = [
+    "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+];
 const WEEKDAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
 
 fn parse_value(s: &str, names: &[&str], offset: u32) -> Result<u32, String> {
     if let Some(i) = names.iter().position(|n| n.eq_ignore_ascii_case(s)) {
         return Ok(i as u32 + offset);
     }
-    s.parse::<u32>().map_err(|_| format!("failed to parse int from {s}"))
+    s.parse::<u32>()
+        .map_err(|_| format!("failed to parse int from {s}"))
 }
 
 /// Parse one field into a bit set over `min..=max`; returns (bits, starred).
-fn parse_field(field: &str, min: u32, max: u32, names: &[&str], offset: u32) -> Result<(u64, bool), String> {
+fn parse_field(
+    field: &str,
+    min: u32,
+    max: u32,
+    names: &[&str],
+    offset: u32,
+) -> Result<(u64, bool), String> {
     let mut bits = 0u64;
     let mut star = false;
     for part in field.split(',') {
         let (range, step) = match part.split_once('/') {
             Some((r, s)) => {
-                let step: u32 = s.parse().map_err(|_| format!("failed to parse int from {s}"))?;
+                let step: u32 = s
+                    .parse()
+                    .map_err(|_| format!("failed to parse int from {s}"))?;
                 if step == 0 {
                     return Err(format!("step of range should be a positive number: {part}"));
                 }
@@ -63,20 +74,27 @@ fn parse_field(field: &str, min: u32, max: u32, names: &[&str], offset: u32) -> 
             }
             (min, max)
         } else if let Some((a, b)) = range.split_once('-') {
-            (parse_value(a, names, offset)?, parse_value(b, names, offset)?)
+            (
+                parse_value(a, names, offset)?,
+                parse_value(b, names, offset)?,
+            )
         } else {
             let v = parse_value(range, names, offset)?;
             // `n/step` means n through the maximum.
             (v, if step.is_some() { max } else { v })
         };
         if lo < min {
-            return Err(format!("beginning of range ({lo}) below minimum ({min}): {part}"));
+            return Err(format!(
+                "beginning of range ({lo}) below minimum ({min}): {part}"
+            ));
         }
         if hi > max {
             return Err(format!("end of range ({hi}) above maximum ({max}): {part}"));
         }
         if lo > hi {
-            return Err(format!("beginning of range ({lo}) beyond end of range ({hi}): {part}"));
+            return Err(format!(
+                "beginning of range ({lo}) beyond end of range ({hi}): {part}"
+            ));
         }
         let step = step.unwrap_or(1);
         let mut v = lo;
@@ -112,12 +130,17 @@ impl std::str::FromStr for Schedule {
                 }
                 return Ok(Schedule::Every(d));
             }
-            other if other.starts_with('@') => return Err(format!("unrecognized descriptor: {other}")),
+            other if other.starts_with('@') => {
+                return Err(format!("unrecognized descriptor: {other}"));
+            }
             other => other,
         };
         let fields: Vec<&str> = expanded.split_whitespace().collect();
         if fields.len() != 5 {
-            return Err(format!("expected exactly 5 fields, found {}: {spec}", fields.len()));
+            return Err(format!(
+                "expected exactly 5 fields, found {}: {spec}",
+                fields.len()
+            ));
         }
         let (minutes, _) = parse_field(fields[0], 0, 59, &[], 0)?;
         let (hours, _) = parse_field(fields[1], 0, 23, &[], 0)?;
@@ -145,10 +168,14 @@ fn parse_go_duration(s: &str) -> Result<Duration, String> {
         return Err(bad());
     }
     while !rest.is_empty() {
-        let n = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
+        let n = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
         let value: f64 = rest[..n].parse().map_err(|_| bad())?;
         rest = &rest[n..];
-        let u = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let u = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         total += value
             * match &rest[..u] {
                 "ms" => 1e-3,
@@ -199,11 +226,24 @@ impl Schedule {
                 continue;
             }
             if !f.day_matches(dt) {
-                dt = dt.with().hour(0).minute(0).build().ok()?.checked_add(1.day()).ok()?;
+                dt = dt
+                    .with()
+                    .hour(0)
+                    .minute(0)
+                    .build()
+                    .ok()?
+                    .checked_add(1.day())
+                    .ok()?;
                 continue;
             }
             if f.hours & (1 << dt.hour()) == 0 {
-                dt = dt.with().minute(0).build().ok()?.checked_add(1.hour()).ok()?;
+                dt = dt
+                    .with()
+                    .minute(0)
+                    .build()
+                    .ok()?
+                    .checked_add(1.hour())
+                    .ok()?;
                 continue;
             }
             if f.minutes & (1 << dt.minute()) == 0 {
@@ -236,29 +276,68 @@ mod tests {
 
     #[test]
     fn fields_ranges_steps_and_names() {
-        assert_eq!(next("*/15 * * * *", "2024-01-01T00:07:00Z"), "2024-01-01T00:15:00Z");
-        assert_eq!(next("0 9-17/4 * * MON-FRI", "2024-01-06T10:00:00Z"), "2024-01-08T09:00:00Z");
-        assert_eq!(next("30 2 * feb *", "2024-03-01T00:00:00Z"), "2025-02-01T02:30:00Z");
-        assert_eq!(next("* * * * *", "2024-01-01T00:00:30Z"), "2024-01-01T00:01:00Z");
-        assert_eq!(next("5 * * * *", "2024-01-01T00:05:00Z"), "2024-01-01T01:05:00Z");
+        assert_eq!(
+            next("*/15 * * * *", "2024-01-01T00:07:00Z"),
+            "2024-01-01T00:15:00Z"
+        );
+        assert_eq!(
+            next("0 9-17/4 * * MON-FRI", "2024-01-06T10:00:00Z"),
+            "2024-01-08T09:00:00Z"
+        );
+        assert_eq!(
+            next("30 2 * feb *", "2024-03-01T00:00:00Z"),
+            "2025-02-01T02:30:00Z"
+        );
+        assert_eq!(
+            next("* * * * *", "2024-01-01T00:00:30Z"),
+            "2024-01-01T00:01:00Z"
+        );
+        assert_eq!(
+            next("5 * * * *", "2024-01-01T00:05:00Z"),
+            "2024-01-01T01:05:00Z"
+        );
     }
 
     #[test]
     fn macros_and_every() {
-        assert_eq!(next("@hourly", "2024-01-01T00:00:00Z"), "2024-01-01T01:00:00Z");
-        assert_eq!(next("@daily", "2024-01-01T12:00:00Z"), "2024-01-02T00:00:00Z");
-        assert_eq!(next("@weekly", "2024-01-01T12:00:00Z"), "2024-01-07T00:00:00Z");
-        assert_eq!(next("@yearly", "2024-06-01T00:00:00Z"), "2025-01-01T00:00:00Z");
-        assert_eq!(next("@every 90s", "2024-01-01T00:00:00Z"), "2024-01-01T00:01:30Z");
+        assert_eq!(
+            next("@hourly", "2024-01-01T00:00:00Z"),
+            "2024-01-01T01:00:00Z"
+        );
+        assert_eq!(
+            next("@daily", "2024-01-01T12:00:00Z"),
+            "2024-01-02T00:00:00Z"
+        );
+        assert_eq!(
+            next("@weekly", "2024-01-01T12:00:00Z"),
+            "2024-01-07T00:00:00Z"
+        );
+        assert_eq!(
+            next("@yearly", "2024-06-01T00:00:00Z"),
+            "2025-01-01T00:00:00Z"
+        );
+        assert_eq!(
+            next("@every 90s", "2024-01-01T00:00:00Z"),
+            "2024-01-01T00:01:30Z"
+        );
     }
 
     #[test]
     fn restricted_day_fields_match_either() {
         // The 13th, or any Friday.
-        assert_eq!(next("0 0 13 * 5", "2024-01-01T00:00:00Z"), "2024-01-05T00:00:00Z");
-        assert_eq!(next("0 0 13 * 5", "2024-01-12T00:00:00Z"), "2024-01-13T00:00:00Z");
+        assert_eq!(
+            next("0 0 13 * 5", "2024-01-01T00:00:00Z"),
+            "2024-01-05T00:00:00Z"
+        );
+        assert_eq!(
+            next("0 0 13 * 5", "2024-01-12T00:00:00Z"),
+            "2024-01-13T00:00:00Z"
+        );
         // A starred weekday field means "every day the day-of-month allows".
-        assert_eq!(next("0 0 31 * *", "2024-04-01T00:00:00Z"), "2024-05-31T00:00:00Z");
+        assert_eq!(
+            next("0 0 31 * *", "2024-04-01T00:00:00Z"),
+            "2024-05-31T00:00:00Z"
+        );
     }
 
     #[test]
@@ -269,12 +348,26 @@ mod tests {
         let got = s.next_after(ts("2024-03-30T12:00:00Z"), &berlin).unwrap();
         assert_eq!(got.to_string(), "2024-04-01T00:30:00Z");
         let s: Schedule = "0 9 * * *".parse().unwrap();
-        assert_eq!(s.next_after(ts("2024-01-01T00:00:00Z"), &berlin).unwrap().to_string(), "2024-01-01T08:00:00Z");
+        assert_eq!(
+            s.next_after(ts("2024-01-01T00:00:00Z"), &berlin)
+                .unwrap()
+                .to_string(),
+            "2024-01-01T08:00:00Z"
+        );
     }
 
     #[test]
     fn bad_schedules_are_explained() {
-        for bad in ["", "* * * *", "61 * * * *", "* * * * 7", "*/0 * * * *", "@fortnightly", "TZ=UTC * * * * *", "5-1 * * * *"] {
+        for bad in [
+            "",
+            "* * * *",
+            "61 * * * *",
+            "* * * * 7",
+            "*/0 * * * *",
+            "@fortnightly",
+            "TZ=UTC * * * * *",
+            "5-1 * * * *",
+        ] {
             assert!(bad.parse::<Schedule>().is_err(), "{bad:?} parsed");
         }
     }

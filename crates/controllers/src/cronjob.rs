@@ -41,15 +41,25 @@ pub async fn start(ctx: Context) {
         jobs.add_index(JOB_OWNER_INDEX, owner::controller_uid_index);
     }
     let queue: WorkQueue<ObjectKey> = WorkQueue::default();
-    controller::feed(&cronjobs, &queue, &ctx.stop, |c| vec![ObjectKey::of(c.object().as_ref())]);
+    controller::feed(&cronjobs, &queue, &ctx.stop, |c| {
+        vec![ObjectKey::of(c.object().as_ref())]
+    });
     controller::feed(&jobs, &queue, &ctx.stop, |c| {
         let job = c.object();
         owner::controller_of(&job.metadata)
             .filter(|r| r.kind == "CronJob")
-            .map(|r| vec![ObjectKey::new(job.namespace().unwrap_or_default(), r.name.clone())])
+            .map(|r| {
+                vec![ObjectKey::new(
+                    job.namespace().unwrap_or_default(),
+                    r.name.clone(),
+                )]
+            })
             .unwrap_or_default()
     });
-    if !ctx.wait_synced(vec![synced(&cronjobs), synced(&jobs)]).await {
+    if !ctx
+        .wait_synced(vec![synced(&cronjobs), synced(&jobs)])
+        .await
+    {
         return;
     }
     let reconciler = Arc::new(CronJobController {
@@ -102,7 +112,12 @@ pub fn time_zone(cj: &CronJob) -> Option<TimeZone> {
 
 /// Upstream `mostRecentScheduleTime`: the latest start time in `(earliest, now]`, and
 /// whether more than [`MAX_MISSED`] were missed.
-pub fn most_recent(schedule: &Schedule, tz: &TimeZone, earliest: Timestamp, now: Timestamp) -> (Option<Timestamp>, bool) {
+pub fn most_recent(
+    schedule: &Schedule,
+    tz: &TimeZone,
+    earliest: Timestamp,
+    now: Timestamp,
+) -> (Option<Timestamp>, bool) {
     let mut latest = None;
     let mut missed = 0usize;
     let mut t = earliest;
@@ -114,7 +129,9 @@ pub fn most_recent(schedule: &Schedule, tz: &TimeZone, earliest: Timestamp, now:
         missed += 1;
         if missed > MAX_MISSED {
             // Jump close to now: only the most recent time matters.
-            let near = now.checked_sub(Duration::from_secs(3600 * 24 * 366)).unwrap_or(now);
+            let near = now
+                .checked_sub(Duration::from_secs(3600 * 24 * 366))
+                .unwrap_or(now);
             if t < near {
                 t = near;
                 continue;
@@ -170,19 +187,38 @@ impl Reconciler for CronJobController {
                         active = status.active.clone().unwrap_or_default();
                     }
                     if !listed_fresh {
-                        self.recorder.publish(&target, EventType::Warning, "UnexpectedJob", &format!("Saw a job that the controller did not create or forgot: {}", job.name_any()));
+                        self.recorder.publish(
+                            &target,
+                            EventType::Warning,
+                            "UnexpectedJob",
+                            &format!(
+                                "Saw a job that the controller did not create or forgot: {}",
+                                job.name_any()
+                            ),
+                        );
                         active.push(job_reference(job));
                     }
                 }
                 (Some(condition), true) => {
                     active.retain(|r| r.uid != job.metadata.uid);
-                    self.recorder.publish(&target, EventType::Normal, "SawCompletedJob", &format!("Saw completed job: {}, condition: {condition}", job.name_any()));
+                    self.recorder.publish(
+                        &target,
+                        EventType::Normal,
+                        "SawCompletedJob",
+                        &format!(
+                            "Saw completed job: {}, condition: {condition}",
+                            job.name_any()
+                        ),
+                    );
                 }
                 _ => {}
             }
             if job_finished(job) == Some("Complete")
                 && let Some(done) = job.status.as_ref().and_then(|s| s.completion_time.clone())
-                && status.last_successful_time.as_ref().is_none_or(|t| t.0 < done.0)
+                && status
+                    .last_successful_time
+                    .as_ref()
+                    .is_none_or(|t| t.0 < done.0)
             {
                 status.last_successful_time = Some(done);
             }
@@ -201,7 +237,15 @@ impl Reconciler for CronJobController {
             if live.is_some_and(|j| j.metadata.uid == r.uid) {
                 still.push(r);
             } else {
-                self.recorder.publish(&target, EventType::Normal, "MissingJob", &format!("Active job went missing: {}", r.name.as_deref().unwrap_or("")));
+                self.recorder.publish(
+                    &target,
+                    EventType::Normal,
+                    "MissingJob",
+                    &format!(
+                        "Active job went missing: {}",
+                        r.name.as_deref().unwrap_or("")
+                    ),
+                );
             }
         }
         status.active = Some(still.clone()).filter(|a| !a.is_empty());
@@ -234,18 +278,32 @@ impl CronJobController {
         let schedule: Schedule = match spec.schedule.parse() {
             Ok(s) => s,
             Err(e) => {
-                self.recorder.publish(&target, EventType::Warning, "UnparseableSchedule", &format!("unparseable schedule: {:?} : {e}", spec.schedule));
+                self.recorder.publish(
+                    &target,
+                    EventType::Warning,
+                    "UnparseableSchedule",
+                    &format!("unparseable schedule: {:?} : {e}", spec.schedule),
+                );
                 return Ok(Action::Done);
             }
         };
         let Some(tz) = time_zone(cj) else {
-            self.recorder.publish(&target, EventType::Warning, "UnknownTimeZone", &format!("invalid timeZone: {:?}", spec.time_zone.as_deref().unwrap_or("")));
+            self.recorder.publish(
+                &target,
+                EventType::Warning,
+                "UnknownTimeZone",
+                &format!(
+                    "invalid timeZone: {:?}",
+                    spec.time_zone.as_deref().unwrap_or("")
+                ),
+            );
             return Ok(Action::Done);
         };
         let next_in = |after: Timestamp| -> Action {
             match schedule.next_after(after, &tz) {
                 Some(next) => {
-                    let wait = Duration::try_from(next.duration_since(Timestamp::now())).unwrap_or_default();
+                    let wait = Duration::try_from(next.duration_since(Timestamp::now()))
+                        .unwrap_or_default();
                     Action::RequeueAfter(wait + Duration::from_millis(100))
                 }
                 None => Action::Done,
@@ -259,7 +317,9 @@ impl CronJobController {
             .or_else(|| cj.metadata.creation_timestamp.as_ref().map(|t| t.0))
             .unwrap_or(now);
         if let Some(deadline) = spec.starting_deadline_seconds {
-            let horizon = now.checked_sub(Duration::from_secs(deadline.max(0) as u64)).unwrap_or(now);
+            let horizon = now
+                .checked_sub(Duration::from_secs(deadline.max(0) as u64))
+                .unwrap_or(now);
             earliest = earliest.max(horizon);
         }
         let (scheduled, too_many) = most_recent(&schedule, &tz, earliest, now);
@@ -272,7 +332,15 @@ impl CronJobController {
         if let Some(deadline) = spec.starting_deadline_seconds
             && scheduled + Duration::from_secs(deadline.max(0) as u64) < now
         {
-            self.recorder.publish(&target, EventType::Warning, "MissSchedule", &format!("Missed scheduled time to start a job: {}", scheduled.to_zoned(tz.clone())));
+            self.recorder.publish(
+                &target,
+                EventType::Warning,
+                "MissSchedule",
+                &format!(
+                    "Missed scheduled time to start a job: {}",
+                    scheduled.to_zoned(tz.clone())
+                ),
+            );
             return Ok(next_in(now));
         }
         let name = format!("{}-{}", cj.name_any(), scheduled.as_second() / 60);
@@ -290,11 +358,24 @@ impl CronJobController {
             "Replace" => {
                 for r in &active {
                     let name = r.name.clone().unwrap_or_default();
-                    let params = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..Default::default() };
+                    let params = DeleteParams {
+                        propagation_policy: Some(PropagationPolicy::Background),
+                        ..Default::default()
+                    };
                     match jobs.delete(&name, &params).await {
-                        Ok(_) => self.recorder.publish(&target, EventType::Normal, "SuccessfulDelete", &format!("Deleted job {name}")),
+                        Ok(_) => self.recorder.publish(
+                            &target,
+                            EventType::Normal,
+                            "SuccessfulDelete",
+                            &format!("Deleted job {name}"),
+                        ),
                         Err(e) if crate::is_not_found(&e) => {}
-                        Err(e) => return Err(Error::Api { action: format!("deleting job {ns}/{name}"), source: e }),
+                        Err(e) => {
+                            return Err(Error::Api {
+                                action: format!("deleting job {ns}/{name}"),
+                                source: e,
+                            });
+                        }
                     }
                 }
                 status.active = None;
@@ -305,7 +386,13 @@ impl CronJobController {
         let template = spec.job_template.clone();
         let tmeta = template.metadata.unwrap_or_default();
         let mut annotations = tmeta.annotations.unwrap_or_default();
-        annotations.insert(SCHEDULED_TIMESTAMP.into(), scheduled.to_zoned(tz.clone()).strftime("%Y-%m-%dT%H:%M:%S%:z").to_string());
+        annotations.insert(
+            SCHEDULED_TIMESTAMP.into(),
+            scheduled
+                .to_zoned(tz.clone())
+                .strftime("%Y-%m-%dT%H:%M:%S%:z")
+                .to_string(),
+        );
         let job = Job {
             metadata: ObjectMeta {
                 name: Some(name.clone()),
@@ -325,37 +412,84 @@ impl CronJobController {
                 return Ok(next_in(now));
             }
             Err(e) => {
-                self.recorder.publish(&target, EventType::Warning, "FailedCreate", &format!("Error creating job: {}", api_message(&e)));
-                return Err(Error::Api { action: format!("creating job {ns}/{name}"), source: e });
+                self.recorder.publish(
+                    &target,
+                    EventType::Warning,
+                    "FailedCreate",
+                    &format!("Error creating job: {}", api_message(&e)),
+                );
+                return Err(Error::Api {
+                    action: format!("creating job {ns}/{name}"),
+                    source: e,
+                });
             }
         };
-        self.recorder.publish(&target, EventType::Normal, "SuccessfulCreate", &format!("Created job {name}"));
-        status.active.get_or_insert_with(Vec::new).push(job_reference(&created));
+        self.recorder.publish(
+            &target,
+            EventType::Normal,
+            "SuccessfulCreate",
+            &format!("Created job {name}"),
+        );
+        status
+            .active
+            .get_or_insert_with(Vec::new)
+            .push(job_reference(&created));
         status.last_schedule_time = Some(Time(scheduled));
         cj.status = Some(status);
         Ok(next_in(now))
     }
 
     /// Delete the oldest finished Jobs beyond the history limits.
-    async fn cleanup_history(&self, cj: &CronJob, spec: &k8s_openapi::api::batch::v1::CronJobSpec, owned: &[Arc<Job>]) -> Result<()> {
+    async fn cleanup_history(
+        &self,
+        cj: &CronJob,
+        spec: &k8s_openapi::api::batch::v1::CronJobSpec,
+        owned: &[Arc<Job>],
+    ) -> Result<()> {
         let ns = cj.namespace().unwrap_or_default();
         let jobs: Api<Job> = Api::namespaced(self.client.clone(), &ns);
-        for (condition, limit) in [("Complete", spec.successful_jobs_history_limit.unwrap_or(3)), ("Failed", spec.failed_jobs_history_limit.unwrap_or(1))] {
+        for (condition, limit) in [
+            ("Complete", spec.successful_jobs_history_limit.unwrap_or(3)),
+            ("Failed", spec.failed_jobs_history_limit.unwrap_or(1)),
+        ] {
             let mut finished: Vec<&Arc<Job>> = owned
                 .iter()
-                .filter(|j| job_finished(j) == Some(condition) && j.metadata.deletion_timestamp.is_none())
+                .filter(|j| {
+                    job_finished(j) == Some(condition) && j.metadata.deletion_timestamp.is_none()
+                })
                 .collect();
             let excess = finished.len() as i64 - i64::from(limit.max(0));
             if excess <= 0 {
                 continue;
             }
-            finished.sort_by_key(|j| (j.status.as_ref().and_then(|s| s.start_time.as_ref()).map(|t| t.0), j.metadata.creation_timestamp.as_ref().map(|t| t.0)));
+            finished.sort_by_key(|j| {
+                (
+                    j.status
+                        .as_ref()
+                        .and_then(|s| s.start_time.as_ref())
+                        .map(|t| t.0),
+                    j.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                )
+            });
             for job in finished.iter().take(excess as usize) {
-                let params = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..Default::default() };
+                let params = DeleteParams {
+                    propagation_policy: Some(PropagationPolicy::Background),
+                    ..Default::default()
+                };
                 match jobs.delete(&job.name_any(), &params).await {
-                    Ok(_) => self.recorder.publish(&reference(cj), EventType::Normal, "SuccessfulDelete", &format!("Deleted job {}", job.name_any())),
+                    Ok(_) => self.recorder.publish(
+                        &reference(cj),
+                        EventType::Normal,
+                        "SuccessfulDelete",
+                        &format!("Deleted job {}", job.name_any()),
+                    ),
                     Err(e) if crate::is_not_found(&e) => {}
-                    Err(e) => return Err(Error::Api { action: format!("deleting job {ns}/{}", job.name_any()), source: e }),
+                    Err(e) => {
+                        return Err(Error::Api {
+                            action: format!("deleting job {ns}/{}", job.name_any()),
+                            source: e,
+                        });
+                    }
                 }
             }
         }

@@ -13,7 +13,10 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetStatus};
-use k8s_openapi::api::core::v1::{Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod, PodSpec, Taint, Toleration};
+use k8s_openapi::api::core::v1::{
+    Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
+    PodSpec, Taint, Toleration,
+};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 use kube::{Client, ResourceExt};
@@ -41,19 +44,27 @@ pub async fn start(ctx: Context) {
     let revisions = history::informer(&ctx);
     let queue: WorkQueue<ObjectKey> = WorkQueue::default();
     let expectations: Arc<Expectations<ObjectKey>> = Arc::new(Expectations::default());
-    controller::feed(&sets, &queue, &ctx.stop, |c| vec![ObjectKey::of(c.object().as_ref())]);
+    controller::feed(&sets, &queue, &ctx.stop, |c| {
+        vec![ObjectKey::of(c.object().as_ref())]
+    });
     {
         let expectations = expectations.clone();
         controller::feed(&pods, &queue, &ctx.stop, move |c| {
             let pod = c.object();
-            let Some(r) = owner::controller_of(&pod.metadata).filter(|r| r.kind == "DaemonSet") else {
+            let Some(r) = owner::controller_of(&pod.metadata).filter(|r| r.kind == "DaemonSet")
+            else {
                 return Vec::new();
             };
             let key = ObjectKey::new(pod.namespace().unwrap_or_default(), r.name.clone());
             let uid = pod.metadata.uid.clone().unwrap_or_default();
             match c {
                 Change::Applied { old: None, .. } => expectations.creation_observed(&key),
-                Change::Applied { old: Some(old), new } if new.metadata.deletion_timestamp.is_some() && old.metadata.deletion_timestamp.is_none() => {
+                Change::Applied {
+                    old: Some(old),
+                    new,
+                } if new.metadata.deletion_timestamp.is_some()
+                    && old.metadata.deletion_timestamp.is_none() =>
+                {
                     expectations.deletion_observed(&key, &uid)
                 }
                 Change::Deleted(_) => expectations.deletion_observed(&key, &uid),
@@ -66,15 +77,35 @@ pub async fn start(ctx: Context) {
         let sets = sets.clone();
         controller::feed(&nodes, &queue, &ctx.stop, move |c| {
             let relevant = match c {
-                Change::Applied { old: Some(old), new } => {
-                    old.metadata.labels != new.metadata.labels || old.spec != new.spec || ready(old) != ready(new)
+                Change::Applied {
+                    old: Some(old),
+                    new,
+                } => {
+                    old.metadata.labels != new.metadata.labels
+                        || old.spec != new.spec
+                        || ready(old) != ready(new)
                 }
                 _ => true,
             };
-            if relevant { sets.list().iter().map(|d| ObjectKey::of(d.as_ref())).collect() } else { Vec::new() }
+            if relevant {
+                sets.list()
+                    .iter()
+                    .map(|d| ObjectKey::of(d.as_ref()))
+                    .collect()
+            } else {
+                Vec::new()
+            }
         });
     }
-    if !ctx.wait_synced(vec![synced(&sets), synced(&pods), synced(&nodes), synced(&revisions)]).await {
+    if !ctx
+        .wait_synced(vec![
+            synced(&sets),
+            synced(&pods),
+            synced(&nodes),
+            synced(&revisions),
+        ])
+        .await
+    {
         return;
     }
     let reconciler = Arc::new(DaemonController {
@@ -107,7 +138,13 @@ struct DaemonController {
 }
 
 fn toleration(key: &str, effect: &str) -> Toleration {
-    Toleration { key: Some(key.into()), operator: Some("Exists".into()), effect: Some(effect.into()), value: None, toleration_seconds: None }
+    Toleration {
+        key: Some(key.into()),
+        operator: Some("Exists".into()),
+        effect: Some(effect.into()),
+        value: None,
+        toleration_seconds: None,
+    }
 }
 
 /// Upstream `AddOrUpdateDaemonPodTolerations`: daemon pods survive node trouble.
@@ -121,7 +158,10 @@ pub fn add_daemon_tolerations(spec: &mut PodSpec) {
         toleration("node.kubernetes.io/unschedulable", "NoSchedule"),
     ];
     if spec.host_network == Some(true) {
-        wanted.push(toleration("node.kubernetes.io/network-unavailable", "NoSchedule"));
+        wanted.push(toleration(
+            "node.kubernetes.io/network-unavailable",
+            "NoSchedule",
+        ));
     }
     let tolerations = spec.tolerations.get_or_insert_with(Vec::new);
     for w in wanted {
@@ -147,12 +187,21 @@ pub fn should_run(template: &PodSpec, node: &Node) -> (bool, bool) {
     }
     let tolerations = spec.tolerations.clone().unwrap_or_default();
     let untolerated = |effect: &str| -> bool {
-        let extra: Vec<Taint> = if effect == "NoSchedule" && node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true) {
-            vec![Taint { key: "node.kubernetes.io/unschedulable".into(), effect: "NoSchedule".into(), value: None, time_added: None }]
+        let extra: Vec<Taint> = if effect == "NoSchedule"
+            && node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true)
+        {
+            vec![Taint {
+                key: "node.kubernetes.io/unschedulable".into(),
+                effect: "NoSchedule".into(),
+                value: None,
+                time_added: None,
+            }]
         } else {
             Vec::new()
         };
-        scheduling::taints(node, effect).chain(extra.iter()).any(|t| !scheduling::tolerated(&tolerations, t))
+        scheduling::taints(node, effect)
+            .chain(extra.iter())
+            .any(|t| !scheduling::tolerated(&tolerations, t))
     };
     if untolerated("NoExecute") {
         return (false, false);
@@ -164,20 +213,38 @@ pub fn should_run(template: &PodSpec, node: &Node) -> (bool, bool) {
 /// `ReplaceDaemonSetPodNodeNameNodeAffinity`).
 pub fn pin_to_node(spec: &mut PodSpec, node: &str) {
     let term = NodeSelectorTerm {
-        match_fields: Some(vec![NodeSelectorRequirement { key: "metadata.name".into(), operator: "In".into(), values: Some(vec![node.to_owned()]) }]),
+        match_fields: Some(vec![NodeSelectorRequirement {
+            key: "metadata.name".into(),
+            operator: "In".into(),
+            values: Some(vec![node.to_owned()]),
+        }]),
         match_expressions: None,
     };
     let affinity = spec.affinity.get_or_insert_with(Affinity::default);
-    let node_affinity = affinity.node_affinity.get_or_insert_with(NodeAffinity::default);
-    node_affinity.required_during_scheduling_ignored_during_execution = Some(NodeSelector { node_selector_terms: vec![term] });
+    let node_affinity = affinity
+        .node_affinity
+        .get_or_insert_with(NodeAffinity::default);
+    node_affinity.required_during_scheduling_ignored_during_execution = Some(NodeSelector {
+        node_selector_terms: vec![term],
+    });
 }
 
+type NodePods = (Vec<Arc<Pod>>, Vec<Arc<Pod>>);
+
 fn hash_of(rev: &ControllerRevision) -> String {
-    rev.metadata.labels.as_ref().and_then(|l| l.get(REVISION_LABEL).cloned()).unwrap_or_default()
+    rev.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(REVISION_LABEL).cloned())
+        .unwrap_or_default()
 }
 
 fn pod_hash(pod: &Pod) -> Option<&str> {
-    pod.metadata.labels.as_ref()?.get(REVISION_LABEL).map(String::as_str)
+    pod.metadata
+        .labels
+        .as_ref()?
+        .get(REVISION_LABEL)
+        .map(String::as_str)
 }
 
 fn scaled(v: Option<&IntOrString>, total: i32, round_up: bool, default: i32) -> i32 {
@@ -208,14 +275,22 @@ impl Reconciler for DaemonController {
         let mut ds = (*cached).clone();
         let spec = ds.spec.clone().unwrap_or_default();
         let selector = pods::selector(Some(&spec.selector), &key.to_string())?;
-        let owned = crate::claim::claim_pods(&self.client, &self.pods, &ds, &selector, |_| true).await?;
+        let owned =
+            crate::claim::claim_pods(&self.client, &self.pods, &ds, &selector, |_| true).await?;
         if ds.metadata.deletion_timestamp.is_some() {
             return Ok(Action::Done);
         }
         let uid = ds.metadata.uid.clone().unwrap_or_default();
         let existing = history::owned(&self.revisions, &uid);
         let collisions = ds.status.as_ref().and_then(|s| s.collision_count);
-        let revs = history::ensure_update_revision(&self.client, &ds, &spec.template, &existing, collisions).await?;
+        let revs = history::ensure_update_revision(
+            &self.client,
+            &ds,
+            &spec.template,
+            &existing,
+            collisions,
+        )
+        .await?;
         let hash = hash_of(&revs.update);
         let collision_count = revs.collision_count.or(collisions);
         let template_spec = spec.template.spec.clone().unwrap_or_default();
@@ -231,14 +306,22 @@ impl Reconciler for DaemonController {
         }
         let mut to_create: Vec<String> = Vec::new();
         let mut to_delete: Vec<Arc<Pod>> = Vec::new();
-        let mut status = DaemonSetStatus { collision_count, observed_generation: ds.metadata.generation, ..Default::default() };
+        let mut status = DaemonSetStatus {
+            collision_count,
+            observed_generation: ds.metadata.generation,
+            ..Default::default()
+        };
         let mut desired_nodes = Vec::new();
         let mut requeue = Action::Done;
         for node in &nodes {
             let name = node.name_any();
             let (run, keep) = should_run(&template_spec, node);
             let node_pods: Vec<Arc<Pod>> = by_node.remove(&name).unwrap_or_default();
-            let live: Vec<Arc<Pod>> = node_pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).cloned().collect();
+            let live: Vec<Arc<Pod>> = node_pods
+                .iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .cloned()
+                .collect();
             if run {
                 status.desired_number_scheduled += 1;
                 desired_nodes.push(name.clone());
@@ -251,13 +334,19 @@ impl Reconciler for DaemonController {
                 }
             }
             if run {
-                let (failed, running): (Vec<Arc<Pod>>, Vec<Arc<Pod>>) = live.iter().cloned().partition(|p| pods::phase(p) == "Failed");
+                let (failed, running): (Vec<Arc<Pod>>, Vec<Arc<Pod>>) = live
+                    .iter()
+                    .cloned()
+                    .partition(|p| pods::phase(p) == "Failed");
                 to_delete.extend(failed.iter().cloned());
                 if running.is_empty() {
                     if !failed.is_empty() {
                         // Replace failed pods after a short backoff (upstream: 1 s doubling).
                         requeue = requeue.min(Action::RequeueAfter(Duration::from_secs(1)));
-                    } else if node_pods.iter().all(|p| p.metadata.deletion_timestamp.is_none()) {
+                    } else if node_pods
+                        .iter()
+                        .all(|p| p.metadata.deletion_timestamp.is_none())
+                    {
                         to_create.push(name.clone());
                     }
                 } else if running.len() > 1 && !self.surging(&ds) {
@@ -266,7 +355,10 @@ impl Reconciler for DaemonController {
                     sorted.sort_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
                     to_delete.extend(sorted.into_iter().skip(1));
                 }
-                let newest = running.iter().find(|p| pod_hash(p) == Some(hash.as_str())).or(running.first());
+                let newest = running
+                    .iter()
+                    .find(|p| pod_hash(p) == Some(hash.as_str()))
+                    .or(running.first());
                 if let Some(p) = newest {
                     if pods::is_ready(p) {
                         status.number_ready += 1;
@@ -274,11 +366,13 @@ impl Reconciler for DaemonController {
                     if pods::is_available(p, min_ready, now) {
                         status.number_available = Some(status.number_available.unwrap_or(0) + 1);
                     } else if let Some(left) = pods::available_in(p, min_ready, now) {
-                        requeue = requeue.min(Action::RequeueAfter(left + Duration::from_millis(100)));
+                        requeue =
+                            requeue.min(Action::RequeueAfter(left + Duration::from_millis(100)));
                     }
                 }
                 if running.iter().any(|p| pod_hash(p) == Some(hash.as_str())) {
-                    status.updated_number_scheduled = Some(status.updated_number_scheduled.unwrap_or(0) + 1);
+                    status.updated_number_scheduled =
+                        Some(status.updated_number_scheduled.unwrap_or(0) + 1);
                 }
             } else if !keep {
                 to_delete.extend(live.iter().cloned());
@@ -286,14 +380,24 @@ impl Reconciler for DaemonController {
         }
         // Pods pinned to nodes that are gone.
         for pods_left in by_node.into_values() {
-            to_delete.extend(pods_left.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none()));
+            to_delete.extend(
+                pods_left
+                    .into_iter()
+                    .filter(|p| p.metadata.deletion_timestamp.is_none()),
+            );
         }
         let desired = status.desired_number_scheduled;
-        status.number_unavailable = Some((desired - status.number_available.unwrap_or(0)).max(0)).filter(|n| *n > 0);
+        status.number_unavailable =
+            Some((desired - status.number_available.unwrap_or(0)).max(0)).filter(|n| *n > 0);
         if self.expectations.satisfied(key) {
-            let rolling = spec.update_strategy.as_ref().and_then(|s| s.type_.as_deref()).is_none_or(|t| t == "RollingUpdate");
+            let rolling = spec
+                .update_strategy
+                .as_ref()
+                .and_then(|s| s.type_.as_deref())
+                .is_none_or(|t| t == "RollingUpdate");
             if rolling {
-                let (create, delete) = self.rolling_update(&ds, &owned, &desired_nodes, &hash, min_ready, now);
+                let (create, delete) =
+                    self.rolling_update(&ds, &owned, &desired_nodes, &hash, min_ready, now);
                 to_create.extend(create);
                 to_delete.extend(delete);
             }
@@ -313,7 +417,14 @@ impl Reconciler for DaemonController {
             .filter_map(|p| pod_hash(p).map(|h| format!("{}-{h}", key.name)))
             .chain([revs.update.name_any()])
             .collect();
-        history::truncate(&self.client, &key.namespace, &revs.all, &live, spec.revision_history_limit.unwrap_or(10)).await?;
+        history::truncate(
+            &self.client,
+            &key.namespace,
+            &revs.all,
+            &live,
+            spec.revision_history_limit.unwrap_or(10),
+        )
+        .await?;
         Ok(requeue)
     }
 }
@@ -321,24 +432,46 @@ impl Reconciler for DaemonController {
 impl DaemonController {
     fn surging(&self, ds: &DaemonSet) -> bool {
         let spec = ds.spec.clone().unwrap_or_default();
-        let rolling = spec.update_strategy.and_then(|s| s.rolling_update).unwrap_or_default();
+        let rolling = spec
+            .update_strategy
+            .and_then(|s| s.rolling_update)
+            .unwrap_or_default();
         scaled(rolling.max_surge.as_ref(), 1, true, 0) > 0
     }
 
     /// Upstream `rollingUpdate`: which nodes get a new pod and which old pods go.
-    fn rolling_update(&self, ds: &DaemonSet, owned: &[Arc<Pod>], nodes: &[String], hash: &str, min_ready: i32, now: Timestamp) -> (Vec<String>, Vec<Arc<Pod>>) {
+    fn rolling_update(
+        &self,
+        ds: &DaemonSet,
+        owned: &[Arc<Pod>],
+        nodes: &[String],
+        hash: &str,
+        min_ready: i32,
+        now: Timestamp,
+    ) -> (Vec<String>, Vec<Arc<Pod>>) {
         let spec = ds.spec.clone().unwrap_or_default();
-        let rolling = spec.update_strategy.and_then(|s| s.rolling_update).unwrap_or_default();
+        let rolling = spec
+            .update_strategy
+            .and_then(|s| s.rolling_update)
+            .unwrap_or_default();
         let desired = nodes.len() as i32;
         let max_surge = scaled(rolling.max_surge.as_ref(), desired, true, 0);
         let mut max_unavailable = scaled(rolling.max_unavailable.as_ref(), desired, true, 1);
         if max_surge == 0 && max_unavailable == 0 {
             max_unavailable = 1;
         }
-        let mut per_node: BTreeMap<&str, (Vec<Arc<Pod>>, Vec<Arc<Pod>>)> = BTreeMap::new();
-        for pod in owned.iter().filter(|p| p.metadata.deletion_timestamp.is_none() && pods::phase(p) != "Failed") {
-            let Some(node) = pod.spec.as_ref().and_then(scheduling::target_node) else { continue };
-            let Some(n) = nodes.iter().find(|n| **n == node) else { continue };
+        // Per node: (pods of the current revision, older ones).
+        let mut per_node: BTreeMap<&str, NodePods> = BTreeMap::new();
+        for pod in owned
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none() && pods::phase(p) != "Failed")
+        {
+            let Some(node) = pod.spec.as_ref().and_then(scheduling::target_node) else {
+                continue;
+            };
+            let Some(n) = nodes.iter().find(|n| **n == node) else {
+                continue;
+            };
             let entry = per_node.entry(n.as_str()).or_default();
             if pod_hash(pod) == Some(hash) {
                 entry.0.push(pod.clone());
@@ -352,7 +485,11 @@ impl DaemonController {
             let mut unavailable = nodes
                 .iter()
                 .filter(|n| {
-                    per_node.get(n.as_str()).is_none_or(|(new, old)| !new.iter().chain(old).any(|p| pods::is_available(p, min_ready, now)))
+                    per_node.get(n.as_str()).is_none_or(|(new, old)| {
+                        !new.iter()
+                            .chain(old)
+                            .any(|p| pods::is_available(p, min_ready, now))
+                    })
                 })
                 .count() as i32;
             for (_, (new, old)) in per_node.iter() {
@@ -369,7 +506,10 @@ impl DaemonController {
                 }
             }
         } else {
-            let mut surged = per_node.values().filter(|(new, old)| !new.is_empty() && !old.is_empty()).count() as i32;
+            let mut surged = per_node
+                .values()
+                .filter(|(new, old)| !new.is_empty() && !old.is_empty())
+                .count() as i32;
             for (node, (new, old)) in per_node.iter() {
                 if old.is_empty() {
                     continue;
@@ -387,7 +527,14 @@ impl DaemonController {
         (create, delete)
     }
 
-    async fn apply(&self, ds: &DaemonSet, key: &ObjectKey, create: &[String], delete: &[Arc<Pod>], hash: &str) -> Result<()> {
+    async fn apply(
+        &self,
+        ds: &DaemonSet,
+        key: &ObjectKey,
+        create: &[String],
+        delete: &[Arc<Pod>],
+        hash: &str,
+    ) -> Result<()> {
         let target = reference(ds);
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &key.namespace);
         if !create.is_empty() {
@@ -395,10 +542,19 @@ impl DaemonController {
             let template = ds.spec.clone().unwrap_or_default().template;
             let (done, err) = pods::slow_start_batch(create.len(), 1, |i| {
                 let node = create[i].clone();
-                let mut pod = pods::from_template(&template, &key.namespace, owner::controller_reference(ds), None, Some(pods::generate_name_prefix(&key.name)));
+                let mut pod = pods::from_template(
+                    &template,
+                    &key.namespace,
+                    owner::controller_reference(ds),
+                    None,
+                    Some(pods::generate_name_prefix(&key.name)),
+                );
                 let labels = pod.metadata.labels.get_or_insert_with(BTreeMap::new);
                 labels.insert(REVISION_LABEL.into(), hash.to_owned());
-                labels.insert(TEMPLATE_GENERATION.into(), ds.metadata.generation.unwrap_or(0).to_string());
+                labels.insert(
+                    TEMPLATE_GENERATION.into(),
+                    ds.metadata.generation.unwrap_or(0).to_string(),
+                );
                 if let Some(spec) = pod.spec.as_mut() {
                     add_daemon_tolerations(spec);
                     pin_to_node(spec, &node);
@@ -407,7 +563,12 @@ impl DaemonController {
                 async move {
                     match api.create(&PostParams::default(), &pod).await {
                         Ok(created) => {
-                            self.recorder.publish(&target, EventType::Normal, "SuccessfulCreate", &format!("Created pod: {}", created.name_any()));
+                            self.recorder.publish(
+                                &target,
+                                EventType::Normal,
+                                "SuccessfulCreate",
+                                &format!("Created pod: {}", created.name_any()),
+                            );
                             Ok(())
                         }
                         Err(e) => {
@@ -415,8 +576,16 @@ impl DaemonController {
                             if pods::is_namespace_terminating(&e) {
                                 return Ok(());
                             }
-                            self.recorder.publish(&target, EventType::Warning, "FailedCreate", &format!("Error creating: {}", api_message(&e)));
-                            Err(Error::Api { action: format!("creating a daemon pod for node {node}"), source: e })
+                            self.recorder.publish(
+                                &target,
+                                EventType::Warning,
+                                "FailedCreate",
+                                &format!("Error creating: {}", api_message(&e)),
+                            );
+                            Err(Error::Api {
+                                action: format!("creating a daemon pod for node {node}"),
+                                source: e,
+                            })
                         }
                     }
                 }
@@ -431,17 +600,37 @@ impl DaemonController {
             }
         }
         let mut seen = std::collections::HashSet::new();
-        let victims: Vec<&Arc<Pod>> = delete.iter().filter(|p| seen.insert(p.metadata.uid.clone())).collect();
-        self.expectations.expect_deletions(key, victims.iter().filter_map(|p| p.metadata.uid.clone()));
+        let victims: Vec<&Arc<Pod>> = delete
+            .iter()
+            .filter(|p| seen.insert(p.metadata.uid.clone()))
+            .collect();
+        self.expectations
+            .expect_deletions(key, victims.iter().filter_map(|p| p.metadata.uid.clone()));
         for pod in victims {
             let uid = pod.metadata.uid.clone().unwrap_or_default();
-            let params = DeleteParams { preconditions: Some(Preconditions { uid: Some(uid.clone()), resource_version: None }), ..Default::default() };
+            let params = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: Some(uid.clone()),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
             match api.delete(&pod.name_any(), &params).await {
-                Ok(_) => self.recorder.publish(&target, EventType::Normal, "SuccessfulDelete", &format!("Deleted pod: {}", pod.name_any())),
-                Err(e) if crate::is_not_found(&e) || crate::is_conflict(&e) => self.expectations.deletion_observed(key, &uid),
+                Ok(_) => self.recorder.publish(
+                    &target,
+                    EventType::Normal,
+                    "SuccessfulDelete",
+                    &format!("Deleted pod: {}", pod.name_any()),
+                ),
+                Err(e) if crate::is_not_found(&e) || crate::is_conflict(&e) => {
+                    self.expectations.deletion_observed(key, &uid)
+                }
                 Err(e) => {
                     self.expectations.deletion_observed(key, &uid);
-                    return Err(Error::Api { action: format!("deleting pod {}/{}", key.namespace, pod.name_any()), source: e });
+                    return Err(Error::Api {
+                        action: format!("deleting pod {}/{}", key.namespace, pod.name_any()),
+                        source: e,
+                    });
                 }
             }
         }
@@ -457,8 +646,16 @@ mod tests {
 
     fn node(name: &str, taints: Vec<Taint>, unschedulable: bool) -> Node {
         Node {
-            metadata: ObjectMeta { name: Some(name.into()), labels: Some([("role".to_owned(), "worker".to_owned())].into()), ..Default::default() },
-            spec: Some(NodeSpec { taints: Some(taints), unschedulable: Some(unschedulable), ..Default::default() }),
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                labels: Some([("role".to_owned(), "worker".to_owned())].into()),
+                ..Default::default()
+            },
+            spec: Some(NodeSpec {
+                taints: Some(taints),
+                unschedulable: Some(unschedulable),
+                ..Default::default()
+            }),
             status: None,
         }
     }
@@ -467,16 +664,48 @@ mod tests {
     fn daemon_pods_tolerate_node_trouble_but_not_foreign_taints() {
         let spec = PodSpec::default();
         assert_eq!(should_run(&spec, &node("a", vec![], false)), (true, true));
-        assert_eq!(should_run(&spec, &node("a", vec![], true)), (true, true), "unschedulable nodes still run daemons");
-        let unreachable = Taint { key: "node.kubernetes.io/unreachable".into(), effect: "NoExecute".into(), value: None, time_added: None };
-        assert_eq!(should_run(&spec, &node("a", vec![unreachable], false)), (true, true));
-        let gpu = Taint { key: "gpu".into(), effect: "NoSchedule".into(), value: Some("yes".into()), time_added: None };
-        assert_eq!(should_run(&spec, &node("a", vec![gpu.clone()], false)), (false, true), "existing pods may stay on a NoSchedule taint");
-        let evict = Taint { effect: "NoExecute".into(), ..gpu };
-        assert_eq!(should_run(&spec, &node("a", vec![evict], false)), (false, false));
-        let mut picky = PodSpec::default();
-        picky.node_selector = Some([("role".to_owned(), "db".to_owned())].into());
-        assert_eq!(should_run(&picky, &node("a", vec![], false)), (false, false));
+        assert_eq!(
+            should_run(&spec, &node("a", vec![], true)),
+            (true, true),
+            "unschedulable nodes still run daemons"
+        );
+        let unreachable = Taint {
+            key: "node.kubernetes.io/unreachable".into(),
+            effect: "NoExecute".into(),
+            value: None,
+            time_added: None,
+        };
+        assert_eq!(
+            should_run(&spec, &node("a", vec![unreachable], false)),
+            (true, true)
+        );
+        let gpu = Taint {
+            key: "gpu".into(),
+            effect: "NoSchedule".into(),
+            value: Some("yes".into()),
+            time_added: None,
+        };
+        assert_eq!(
+            should_run(&spec, &node("a", vec![gpu.clone()], false)),
+            (false, true),
+            "existing pods may stay on a NoSchedule taint"
+        );
+        let evict = Taint {
+            effect: "NoExecute".into(),
+            ..gpu
+        };
+        assert_eq!(
+            should_run(&spec, &node("a", vec![evict], false)),
+            (false, false)
+        );
+        let picky = PodSpec {
+            node_selector: Some([("role".to_owned(), "db".to_owned())].into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            should_run(&picky, &node("a", vec![], false)),
+            (false, false)
+        );
     }
 
     #[test]

@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{
-    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Pod, Service, ServicePort,
+    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Pod, Service,
+    ServicePort,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
@@ -73,10 +74,16 @@ pub fn find_port(pod: &Pod, port: &ServicePort) -> Option<i32> {
             if let Ok(n) = name.parse::<i32>() {
                 return Some(n);
             }
-            pod.spec.as_ref()?.containers.iter().flat_map(|c| c.ports.iter().flatten()).find_map(|cp| {
-                (cp.name.as_deref() == Some(name) && cp.protocol.as_deref().unwrap_or("TCP") == protocol)
-                    .then_some(cp.container_port)
-            })
+            pod.spec
+                .as_ref()?
+                .containers
+                .iter()
+                .flat_map(|c| c.ports.iter().flatten())
+                .find_map(|cp| {
+                    (cp.name.as_deref() == Some(name)
+                        && cp.protocol.as_deref().unwrap_or("TCP") == protocol)
+                        .then_some(cp.container_port)
+                })
         }
     }
 }
@@ -129,23 +136,39 @@ pub async fn start(ctx: Context) {
     let pods = ctx.informer::<Pod>();
     let endpoints = ctx.informer::<Endpoints>();
     let queue: WorkQueue<ObjectKey> = WorkQueue::default();
-    controller::feed(&services, &queue, &ctx.stop, |c| vec![ObjectKey::of(c.object().as_ref())]);
+    controller::feed(&services, &queue, &ctx.stop, |c| {
+        vec![ObjectKey::of(c.object().as_ref())]
+    });
     {
         let services = services.clone();
-        controller::feed(&pods, &queue, &ctx.stop, move |c| services_for_pod(&services, c));
+        controller::feed(&pods, &queue, &ctx.stop, move |c| {
+            services_for_pod(&services, c)
+        });
     }
     {
         let services = services.clone();
         controller::feed(&endpoints, &queue, &ctx.stop, move |c| {
             // Our objects changed behind our back: look again (if a Service owns the name).
             let key = ObjectKey::of(c.object().as_ref());
-            if services.get(&key).is_some() { vec![key] } else { Vec::new() }
+            if services.get(&key).is_some() {
+                vec![key]
+            } else {
+                Vec::new()
+            }
         });
     }
-    if !ctx.wait_synced(vec![synced(&services), synced(&pods), synced(&endpoints)]).await {
+    if !ctx
+        .wait_synced(vec![synced(&services), synced(&pods), synced(&endpoints)])
+        .await
+    {
         return;
     }
-    let reconciler = Arc::new(EndpointsController { client: ctx.client.clone(), services, pods, endpoints });
+    let reconciler = Arc::new(EndpointsController {
+        client: ctx.client.clone(),
+        services,
+        pods,
+        endpoints,
+    });
     controller::run(reconciler, queue, ctx.config.workers(5), ctx.stop.clone()).await;
 }
 
@@ -156,13 +179,17 @@ struct EndpointsController {
     endpoints: Informer<Endpoints>,
 }
 
+/// Resolved ports: (name, number, protocol, appProtocol).
+type PortSet = Vec<(String, i32, String, Option<String>)>;
+
 /// The subsets for a Service (upstream `syncService` + `RepackSubsets`).
 pub fn desired_subsets(svc: &Service, selected: &[Arc<Pod>]) -> (Vec<EndpointSubset>, bool) {
     let spec = svc.spec.clone().unwrap_or_default();
     let publish_not_ready = spec.publish_not_ready_addresses.unwrap_or(false);
     let ports = spec.ports.clone().unwrap_or_default();
     // (ready?, address, ports) triples grouped by the port set.
-    let mut groups: BTreeMap<Vec<(String, i32, String, Option<String>)>, (Vec<EndpointAddress>, Vec<EndpointAddress>)> = BTreeMap::new();
+    let mut groups: BTreeMap<PortSet, (Vec<EndpointAddress>, Vec<EndpointAddress>)> =
+        BTreeMap::new();
     let mut total = 0;
     for pod in selected {
         if pods::is_terminal(pod) || pod.metadata.deletion_timestamp.is_some() {
@@ -180,7 +207,12 @@ pub fn desired_subsets(svc: &Service, selected: &[Arc<Pod>]) -> (Vec<EndpointSub
         let mut resolved = Vec::new();
         for p in &ports {
             if let Some(num) = find_port(pod, p) {
-                resolved.push((p.name.clone().unwrap_or_default(), num, p.protocol.clone().unwrap_or_else(|| "TCP".into()), p.app_protocol.clone()));
+                resolved.push((
+                    p.name.clone().unwrap_or_default(),
+                    num,
+                    p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                    p.app_protocol.clone(),
+                ));
             }
         }
         if !ports.is_empty() && resolved.is_empty() {
@@ -241,12 +273,22 @@ impl Reconciler for EndpointsController {
         let Some(svc) = self.services.get(key) else {
             // The Service is gone: so are its endpoints (if we made them).
             if let Some(ep) = self.endpoints.get(key)
-                && ep.metadata.labels.as_ref().and_then(|l| l.get("endpointslice.kubernetes.io/skip-mirror")).is_none()
+                && ep
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get("endpointslice.kubernetes.io/skip-mirror"))
+                    .is_none()
             {
                 match api.delete(&key.name, &DeleteParams::default()).await {
                     Ok(_) => {}
                     Err(e) if crate::is_not_found(&e) => {}
-                    Err(e) => return Err(Error::Api { action: format!("deleting endpoints {key}"), source: e }),
+                    Err(e) => {
+                        return Err(Error::Api {
+                            action: format!("deleting endpoints {key}"),
+                            source: e,
+                        });
+                    }
                 }
             }
             return Ok(Action::Done);
@@ -263,54 +305,100 @@ impl Reconciler for EndpointsController {
             labels.remove(HEADLESS);
         }
         let current = self.endpoints.get(key);
-        let current_subsets = current.as_ref().and_then(|e| e.subsets.clone()).unwrap_or_default();
-        let current_labels = current.as_ref().and_then(|e| e.metadata.labels.clone()).unwrap_or_default();
+        let current_subsets = current
+            .as_ref()
+            .and_then(|e| e.subsets.clone())
+            .unwrap_or_default();
+        let current_labels = current
+            .as_ref()
+            .and_then(|e| e.metadata.labels.clone())
+            .unwrap_or_default();
         let current_over = current
             .as_ref()
             .and_then(|e| e.metadata.annotations.as_ref())
             .is_some_and(|a| a.contains_key(OVER_CAPACITY));
-        if current.is_some() && current_subsets == subsets && current_labels == labels && current_over == over {
+        if current.is_some()
+            && current_subsets == subsets
+            && current_labels == labels
+            && current_over == over
+        {
             return Ok(Action::Done);
         }
-        let mut annotations = current.as_ref().and_then(|e| e.metadata.annotations.clone()).unwrap_or_default();
-        annotations.insert(TRIGGER_TIME.into(), Timestamp::now().round(jiff::Unit::Second).unwrap_or(Timestamp::now()).to_string());
+        let mut annotations = current
+            .as_ref()
+            .and_then(|e| e.metadata.annotations.clone())
+            .unwrap_or_default();
+        annotations.insert(
+            TRIGGER_TIME.into(),
+            Timestamp::now()
+                .round(jiff::Unit::Second)
+                .unwrap_or(Timestamp::now())
+                .to_string(),
+        );
         if over {
             annotations.insert(OVER_CAPACITY.into(), "truncated".into());
         } else {
             annotations.remove(OVER_CAPACITY);
         }
         let mut ep = current.as_deref().cloned().unwrap_or_else(|| Endpoints {
-            metadata: ObjectMeta { name: Some(key.name.clone()), namespace: Some(key.namespace.clone()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some(key.name.clone()),
+                namespace: Some(key.namespace.clone()),
+                ..Default::default()
+            },
             ..Default::default()
         });
         ep.metadata.labels = Some(labels);
         ep.metadata.annotations = Some(annotations);
         ep.subsets = Some(subsets).filter(|s| !s.is_empty());
         let result = if current.is_some() {
-            api.replace(&key.name, &PostParams::default(), &ep).await.map(|_| ())
+            api.replace(&key.name, &PostParams::default(), &ep)
+                .await
+                .map(|_| ())
         } else {
             api.create(&PostParams::default(), &ep).await.map(|_| ())
         };
         match result {
             Ok(()) => Ok(Action::Done),
             Err(e) if pods::is_namespace_terminating(&e) => Ok(Action::Done),
-            Err(e) => Err(Error::Api { action: format!("writing endpoints {key}"), source: e }),
+            Err(e) => Err(Error::Api {
+                action: format!("writing endpoints {key}"),
+                source: e,
+            }),
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{Container, ContainerPort, PodCondition, PodSpec, PodStatus, ServiceSpec};
+    use k8s_openapi::api::core::v1::{
+        Container, ContainerPort, PodCondition, PodSpec, PodStatus, ServiceSpec,
+    };
 
-    pub(crate) fn pod(name: &str, ip: Option<&str>, ready: bool, port_name: &str, port: i32) -> Arc<Pod> {
+    pub(crate) fn pod(
+        name: &str,
+        ip: Option<&str>,
+        ready: bool,
+        port_name: &str,
+        port: i32,
+    ) -> Arc<Pod> {
         Arc::new(Pod {
-            metadata: ObjectMeta { name: Some(name.into()), namespace: Some("ns".into()), uid: Some(name.into()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("ns".into()),
+                uid: Some(name.into()),
+                ..Default::default()
+            },
             spec: Some(PodSpec {
                 containers: vec![Container {
                     name: "c".into(),
-                    ports: Some(vec![ContainerPort { name: Some(port_name.into()), container_port: port, protocol: Some("TCP".into()), ..Default::default() }]),
+                    ports: Some(vec![ContainerPort {
+                        name: Some(port_name.into()),
+                        container_port: port,
+                        protocol: Some("TCP".into()),
+                        ..Default::default()
+                    }]),
                     ..Default::default()
                 }],
                 node_name: Some("node-1".into()),
@@ -319,7 +407,11 @@ mod tests {
             status: Some(PodStatus {
                 phase: Some("Running".into()),
                 pod_ip: ip.map(str::to_owned),
-                conditions: Some(vec![PodCondition { type_: "Ready".into(), status: if ready { "True" } else { "False" }.into(), ..Default::default() }]),
+                conditions: Some(vec![PodCondition {
+                    type_: "Ready".into(),
+                    status: if ready { "True" } else { "False" }.into(),
+                    ..Default::default()
+                }]),
                 ..Default::default()
             }),
         })
@@ -327,10 +419,20 @@ mod tests {
 
     pub(crate) fn service(target: IntOrString, publish_not_ready: bool) -> Service {
         Service {
-            metadata: ObjectMeta { name: Some("web".into()), namespace: Some("ns".into()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some("web".into()),
+                namespace: Some("ns".into()),
+                ..Default::default()
+            },
             spec: Some(ServiceSpec {
                 selector: Some([("app".to_owned(), "web".to_owned())].into()),
-                ports: Some(vec![ServicePort { name: Some("http".into()), port: 80, target_port: Some(target), protocol: Some("TCP".into()), ..Default::default() }]),
+                ports: Some(vec![ServicePort {
+                    name: Some("http".into()),
+                    port: 80,
+                    target_port: Some(target),
+                    protocol: Some("TCP".into()),
+                    ..Default::default()
+                }]),
                 publish_not_ready_addresses: Some(publish_not_ready),
                 ..Default::default()
             }),
@@ -347,15 +449,28 @@ mod tests {
             pod("no-ip", None, true, "http", 8080),
             pod("no-port", Some("10.0.0.4"), true, "other", 8080),
         ];
-        let (subsets, over) = desired_subsets(&service(IntOrString::String("http".into()), false), &pods);
+        let (subsets, over) =
+            desired_subsets(&service(IntOrString::String("http".into()), false), &pods);
         assert!(!over);
         assert_eq!(subsets.len(), 2, "{subsets:?}");
-        let s8080 = subsets.iter().find(|s| s.ports.as_ref().unwrap()[0].port == 8080).unwrap();
+        let s8080 = subsets
+            .iter()
+            .find(|s| s.ports.as_ref().unwrap()[0].port == 8080)
+            .unwrap();
         assert_eq!(s8080.addresses.as_ref().unwrap()[0].ip, "10.0.0.1");
-        assert_eq!(s8080.not_ready_addresses.as_ref().unwrap()[0].ip, "10.0.0.2");
+        assert_eq!(
+            s8080.not_ready_addresses.as_ref().unwrap()[0].ip,
+            "10.0.0.2"
+        );
         let (subsets, _) = desired_subsets(&service(IntOrString::Int(8080), true), &pods);
-        let all: usize = subsets.iter().map(|s| s.addresses.as_ref().map_or(0, Vec::len)).sum();
-        assert_eq!(all, 4, "publishNotReadyAddresses lists every pod with an IP as ready");
+        let all: usize = subsets
+            .iter()
+            .map(|s| s.addresses.as_ref().map_or(0, Vec::len))
+            .sum();
+        assert_eq!(
+            all, 4,
+            "publishNotReadyAddresses lists every pod with an IP as ready"
+        );
         assert!(subsets.iter().all(|s| s.not_ready_addresses.is_none()));
     }
 }

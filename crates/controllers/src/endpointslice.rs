@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
-use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointHints, EndpointPort, EndpointSlice, ForZone};
+use k8s_openapi::api::discovery::v1::{
+    Endpoint, EndpointConditions, EndpointHints, EndpointPort, EndpointSlice, ForZone,
+};
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams, Preconditions};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
@@ -19,7 +21,9 @@ use skiff_runtime::owner;
 use skiff_runtime::{Informer, ObjectKey, WorkQueue};
 
 use crate::context::{Context, synced};
-use crate::endpoints::{self, find_port, hostname_for, pod_ip, pod_reference, selected_pods, service_selector};
+use crate::endpoints::{
+    self, find_port, hostname_for, pod_ip, pod_reference, selected_pods, service_selector,
+};
 use crate::{Error, Result, pods};
 
 /// The label naming a slice's Service.
@@ -38,14 +42,18 @@ pub async fn start(ctx: Context) {
     let services = ctx.informer::<Service>();
     let pods = ctx.informer::<Pod>();
     let nodes = ctx.informer::<Node>();
-    let slices: Informer<EndpointSlice> = ctx
-        .informers
-        .get_filtered(watcher::Config::default().labels(&format!("{MANAGED_BY}={CONTROLLER_NAME}")));
+    let slices: Informer<EndpointSlice> = ctx.informers.get_filtered(
+        watcher::Config::default().labels(&format!("{MANAGED_BY}={CONTROLLER_NAME}")),
+    );
     let queue: WorkQueue<ObjectKey> = WorkQueue::default();
-    controller::feed(&services, &queue, &ctx.stop, |c| vec![ObjectKey::of(c.object().as_ref())]);
+    controller::feed(&services, &queue, &ctx.stop, |c| {
+        vec![ObjectKey::of(c.object().as_ref())]
+    });
     {
         let services = services.clone();
-        controller::feed(&pods, &queue, &ctx.stop, move |c| endpoints::services_for_pod(&services, c));
+        controller::feed(&pods, &queue, &ctx.stop, move |c| {
+            endpoints::services_for_pod(&services, c)
+        });
     }
     controller::feed(&slices, &queue, &ctx.stop, |c| {
         let slice = c.object();
@@ -54,13 +62,32 @@ pub async fn start(ctx: Context) {
             .labels
             .as_ref()
             .and_then(|l| l.get(SERVICE_NAME))
-            .map(|svc| vec![ObjectKey::new(slice.namespace().unwrap_or_default(), svc.clone())])
+            .map(|svc| {
+                vec![ObjectKey::new(
+                    slice.namespace().unwrap_or_default(),
+                    svc.clone(),
+                )]
+            })
             .unwrap_or_default()
     });
-    if !ctx.wait_synced(vec![synced(&services), synced(&pods), synced(&slices), synced(&nodes)]).await {
+    if !ctx
+        .wait_synced(vec![
+            synced(&services),
+            synced(&pods),
+            synced(&slices),
+            synced(&nodes),
+        ])
+        .await
+    {
         return;
     }
-    let reconciler = Arc::new(SliceController { client: ctx.client.clone(), services, pods, nodes, slices });
+    let reconciler = Arc::new(SliceController {
+        client: ctx.client.clone(),
+        services,
+        pods,
+        nodes,
+        slices,
+    });
     controller::run(reconciler, queue, ctx.config.workers(5), ctx.stop.clone()).await;
 }
 
@@ -83,8 +110,16 @@ pub fn desired_endpoints(
     let spec = svc.spec.clone().unwrap_or_default();
     let publish_not_ready = spec.publish_not_ready_addresses.unwrap_or(false);
     let ports = spec.ports.clone().unwrap_or_default();
-    let hints = spec.traffic_distribution.as_deref().is_some_and(|t| t == "PreferClose" || t == "PreferSameZone")
-        || svc.metadata.annotations.as_ref().and_then(|a| a.get(TOPOLOGY_MODE)).is_some_and(|m| m == "Auto");
+    let hints = spec
+        .traffic_distribution
+        .as_deref()
+        .is_some_and(|t| t == "PreferClose" || t == "PreferSameZone")
+        || svc
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(TOPOLOGY_MODE))
+            .is_some_and(|m| m == "Auto");
     let mut groups: BTreeMap<PortSet, Vec<Endpoint>> = BTreeMap::new();
     for pod in selected {
         if pods::is_terminal(pod) {
@@ -96,7 +131,14 @@ pub fn desired_endpoints(
         let mut set: PortSet = ports
             .iter()
             .filter_map(|p| {
-                find_port(pod, p).map(|n| (p.name.clone().filter(|n| !n.is_empty()), n, p.protocol.clone().unwrap_or_else(|| "TCP".into()), p.app_protocol.clone()))
+                find_port(pod, p).map(|n| {
+                    (
+                        p.name.clone().filter(|n| !n.is_empty()),
+                        n,
+                        p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                        p.app_protocol.clone(),
+                    )
+                })
             })
             .collect();
         if !ports.is_empty() && set.is_empty() {
@@ -106,11 +148,15 @@ pub fn desired_endpoints(
         let terminating = pod.metadata.deletion_timestamp.is_some();
         let serving = pods::is_ready(pod);
         let node = pods::node_name(pod).to_owned();
-        let zone = if node.is_empty() { None } else { zone_of(&node) };
+        let zone = if node.is_empty() {
+            None
+        } else {
+            zone_of(&node)
+        };
         groups.entry(set).or_default().push(Endpoint {
             addresses: vec![ip],
             conditions: Some(EndpointConditions {
-                ready: Some((serving || publish_not_ready) && !terminating || (publish_not_ready && terminating)),
+                ready: Some(publish_not_ready || (serving && !terminating)),
                 serving: Some(serving),
                 terminating: Some(terminating),
             }),
@@ -118,7 +164,10 @@ pub fn desired_endpoints(
             node_name: Some(node).filter(|n| !n.is_empty()),
             target_ref: Some(pod_reference(pod)),
             hints: if hints {
-                zone.clone().map(|z| EndpointHints { for_zones: Some(vec![ForZone { name: z }]), for_nodes: None })
+                zone.clone().map(|z| EndpointHints {
+                    for_zones: Some(vec![ForZone { name: z }]),
+                    for_nodes: None,
+                })
             } else {
                 None
             },
@@ -157,9 +206,14 @@ impl Reconciler for SliceController {
             .slices
             .list_namespace(&key.namespace)
             .into_iter()
-            .filter(|s| s.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME)) == Some(&key.name))
+            .filter(|s| {
+                s.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME)) == Some(&key.name)
+            })
             .collect();
-        let svc = self.services.get(key).filter(|s| service_selector(s).is_some() && s.metadata.deletion_timestamp.is_none());
+        let svc = self
+            .services
+            .get(key)
+            .filter(|s| service_selector(s).is_some() && s.metadata.deletion_timestamp.is_none());
         let Some(svc) = svc else {
             // No Service (or no selector): our slices go. Owner references would remove them
             // too, but a Service that lost its selector keeps existing.
@@ -170,7 +224,13 @@ impl Reconciler for SliceController {
         };
         let nodes = self.nodes.clone();
         let zone_of = move |node: &str| -> Option<String> {
-            nodes.get_named("", node)?.metadata.labels.as_ref()?.get(ZONE_LABEL).cloned()
+            nodes
+                .get_named("", node)?
+                .metadata
+                .labels
+                .as_ref()?
+                .get(ZONE_LABEL)
+                .cloned()
         };
         let groups = desired_endpoints(&svc, &selected_pods(&self.pods, &svc), &zone_of);
         let mut labels = svc.metadata.labels.clone().unwrap_or_default();
@@ -216,7 +276,14 @@ impl Reconciler for SliceController {
                     updated.metadata.owner_references = Some(vec![owner_ref.clone()]);
                     api.replace(&slice.name_any(), &PostParams::default(), &updated)
                         .await
-                        .map_err(|e| Error::Api { action: format!("updating endpoint slice {}/{}", key.namespace, slice.name_any()), source: e })?;
+                        .map_err(|e| Error::Api {
+                            action: format!(
+                                "updating endpoint slice {}/{}",
+                                key.namespace,
+                                slice.name_any()
+                            ),
+                            source: e,
+                        })?;
                 }
                 None => {
                     let slice = EndpointSlice {
@@ -234,7 +301,12 @@ impl Reconciler for SliceController {
                     match api.create(&PostParams::default(), &slice).await {
                         Ok(_) => {}
                         Err(e) if pods::is_namespace_terminating(&e) => return Ok(Action::Done),
-                        Err(e) => return Err(Error::Api { action: format!("creating an endpoint slice for {key}"), source: e }),
+                        Err(e) => {
+                            return Err(Error::Api {
+                                action: format!("creating an endpoint slice for {key}"),
+                                source: e,
+                            });
+                        }
                     }
                 }
             }
@@ -249,13 +321,19 @@ impl Reconciler for SliceController {
 impl SliceController {
     async fn delete(&self, api: &Api<EndpointSlice>, slice: &EndpointSlice) -> Result<()> {
         let params = DeleteParams {
-            preconditions: Some(Preconditions { uid: slice.metadata.uid.clone(), resource_version: None }),
+            preconditions: Some(Preconditions {
+                uid: slice.metadata.uid.clone(),
+                resource_version: None,
+            }),
             ..Default::default()
         };
         match api.delete(&slice.name_any(), &params).await {
             Ok(_) => Ok(()),
             Err(e) if crate::is_not_found(&e) || crate::is_conflict(&e) => Ok(()),
-            Err(e) => Err(Error::Api { action: format!("deleting endpoint slice {}", slice.name_any()), source: e }),
+            Err(e) => Err(Error::Api {
+                action: format!("deleting endpoint slice {}", slice.name_any()),
+                source: e,
+            }),
         }
     }
 }
@@ -269,8 +347,14 @@ mod tests {
     #[test]
     fn slices_carry_conditions_zones_and_hints() {
         let mut terminating = (*pod("t", Some("10.0.0.9"), true, "http", 8080)).clone();
-        terminating.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()));
-        let pods = vec![pod("a", Some("10.0.0.1"), true, "http", 8080), pod("b", Some("10.0.0.2"), false, "http", 8080), Arc::new(terminating)];
+        terminating.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()),
+        );
+        let pods = vec![
+            pod("a", Some("10.0.0.1"), true, "http", 8080),
+            pod("b", Some("10.0.0.2"), false, "http", 8080),
+            Arc::new(terminating),
+        ];
         let mut svc = service(IntOrString::String("http".into()), false);
         svc.spec.as_mut().unwrap().traffic_distribution = Some("PreferClose".into());
         let zone = |_: &str| Some("zone-a".to_owned());
@@ -278,10 +362,19 @@ mod tests {
         assert_eq!(groups.len(), 1);
         let eps = groups.values().next().unwrap();
         let cond = |i: usize| eps[i].conditions.clone().unwrap();
-        assert_eq!((cond(0).ready, cond(0).serving, cond(0).terminating), (Some(true), Some(true), Some(false)));
+        assert_eq!(
+            (cond(0).ready, cond(0).serving, cond(0).terminating),
+            (Some(true), Some(true), Some(false))
+        );
         assert_eq!((cond(1).ready, cond(1).serving), (Some(false), Some(false)));
-        assert_eq!((cond(2).ready, cond(2).serving, cond(2).terminating), (Some(false), Some(true), Some(true)));
+        assert_eq!(
+            (cond(2).ready, cond(2).serving, cond(2).terminating),
+            (Some(false), Some(true), Some(true))
+        );
         assert_eq!(eps[0].zone.as_deref(), Some("zone-a"));
-        assert_eq!(eps[0].hints.as_ref().unwrap().for_zones.as_ref().unwrap()[0].name, "zone-a");
+        assert_eq!(
+            eps[0].hints.as_ref().unwrap().for_zones.as_ref().unwrap()[0].name,
+            "zone-a"
+        );
     }
 }

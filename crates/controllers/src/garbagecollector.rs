@@ -15,9 +15,12 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PropagationPolicy, Preconditions};
-use kube::core::PartialObjectMeta;
 use kube::Client;
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions,
+    PropagationPolicy,
+};
+use kube::core::PartialObjectMeta;
 use parking_lot::{Mutex, RwLock};
 use serde_json::json;
 use skiff_runtime::controller::{self, Action, Reconciler};
@@ -158,7 +161,10 @@ impl Graph {
             deleting_dependents: deleting && fins.iter().any(|f| f == FOREGROUND),
             orphaning: deleting && fins.iter().any(|f| f == ORPHAN),
         };
-        let old_owners: Vec<OwnerReference> = previous.as_ref().map(|p| p.owners.clone()).unwrap_or_default();
+        let old_owners: Vec<OwnerReference> = previous
+            .as_ref()
+            .map(|p| p.owners.clone())
+            .unwrap_or_default();
         // Owner links that went away or changed their blocking flag.
         for old in &old_owners {
             let kept = owners.iter().find(|o| o.uid == old.uid);
@@ -166,7 +172,10 @@ impl Graph {
                 self.unlink(&old.uid, &uid);
             }
             if kept.is_none_or(|k| k.block_owner_deletion != old.block_owner_deletion)
-                && self.nodes.get(&old.uid).is_some_and(|o| o.deleting_dependents)
+                && self
+                    .nodes
+                    .get(&old.uid)
+                    .is_some_and(|o| o.deleting_dependents)
             {
                 // The owner may have been waiting for this dependent.
                 work.push(Work::Delete(old.uid.clone()));
@@ -227,16 +236,25 @@ impl Graph {
         let Some(node) = self.nodes.remove(uid) else {
             return Vec::new();
         };
-        let mut work: Vec<Work> = node.dependents.iter().map(|d| Work::Delete(d.clone())).collect();
+        let mut work: Vec<Work> = node
+            .dependents
+            .iter()
+            .map(|d| Work::Delete(d.clone()))
+            .collect();
         for owner in &node.owners {
             self.unlink(&owner.uid, uid);
-            if self.nodes.get(&owner.uid).is_some_and(|o| o.deleting_dependents) {
+            if self
+                .nodes
+                .get(&owner.uid)
+                .is_some_and(|o| o.deleting_dependents)
+            {
                 work.push(Work::Delete(owner.uid.clone()));
             }
         }
         // Dependents keep referencing the uid; they find it gone when they are processed.
         if !node.dependents.is_empty() {
-            self.pending_dependents.insert(uid.to_owned(), node.dependents);
+            self.pending_dependents
+                .insert(uid.to_owned(), node.dependents);
         }
         work
     }
@@ -262,7 +280,10 @@ impl Graph {
     fn uids_of(&self, resource: &ApiResource) -> Vec<String> {
         self.nodes
             .values()
-            .filter(|n| n.identity.resource.plural == resource.plural && n.identity.resource.group == resource.group)
+            .filter(|n| {
+                n.identity.resource.plural == resource.plural
+                    && n.identity.resource.group == resource.group
+            })
             .map(|n| n.identity.uid.clone())
             .collect()
     }
@@ -316,11 +337,21 @@ pub async fn start(ctx: Context) {
     let queue: WorkQueue<Work> = WorkQueue::default();
     let (changes_tx, changes_rx) = mpsc::unbounded_channel();
     // The graph builder: one task applies every change in order.
-    tokio::spawn(build_graph(graph.clone(), queue.clone(), changes_rx, ctx.stop.clone()));
+    tokio::spawn(build_graph(
+        graph.clone(),
+        queue.clone(),
+        changes_rx,
+        ctx.stop.clone(),
+    ));
     // Discovery: start monitors for every resource, now and when CRDs appear.
     let first_sync = {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(monitor_resources(ctx.clone(), resources.clone(), changes_tx, Some(tx)));
+        tokio::spawn(monitor_resources(
+            ctx.clone(),
+            resources.clone(),
+            changes_tx,
+            Some(tx),
+        ));
         rx
     };
     tokio::select! {
@@ -362,11 +393,15 @@ async fn build_graph(
             let mut g = graph.lock();
             match event {
                 GraphEvent::Change(Change::Applied { new, .. }) => g.upsert(&resource, &new),
-                GraphEvent::Change(Change::Deleted(gone)) => {
-                    gone.metadata.uid.as_deref().map(|u| g.remove(u)).unwrap_or_default()
-                }
+                GraphEvent::Change(Change::Deleted(gone)) => gone
+                    .metadata
+                    .uid
+                    .as_deref()
+                    .map(|u| g.remove(u))
+                    .unwrap_or_default(),
                 GraphEvent::Resync(all) => {
-                    let present: HashSet<String> = all.iter().filter_map(|m| m.metadata.uid.clone()).collect();
+                    let present: HashSet<String> =
+                        all.iter().filter_map(|m| m.metadata.uid.clone()).collect();
                     let mut work = Vec::new();
                     for uid in g.uids_of(&resource) {
                         if !present.contains(&uid) {
@@ -418,7 +453,8 @@ async fn monitor_resources(
                         continue;
                     }
                     let token = ctx.stop.child_token();
-                    let informers = skiff_runtime::Informers::new(ctx.client.clone(), token.clone());
+                    let informers =
+                        skiff_runtime::Informers::new(ctx.client.clone(), token.clone());
                     let informer = informers.metadata(&r);
                     forward(&informer, r.clone(), changes.clone(), token.clone());
                     synced.push(crate::context::synced(&informer));
@@ -541,12 +577,24 @@ impl Collector {
                 return Ok(Action::Done);
             }
             // Still owned by someone: just drop the references to owners going away.
-            let gone: HashSet<&str> = dangling.iter().chain(&waiting).map(|o| o.uid.as_str()).collect();
-            let keep: Vec<&OwnerReference> = owners.iter().filter(|o| !gone.contains(o.uid.as_str())).collect();
-            self.patch_owners(&node.identity, &latest, json!(keep)).await?;
+            let gone: HashSet<&str> = dangling
+                .iter()
+                .chain(&waiting)
+                .map(|o| o.uid.as_str())
+                .collect();
+            let keep: Vec<&OwnerReference> = owners
+                .iter()
+                .filter(|o| !gone.contains(o.uid.as_str()))
+                .collect();
+            self.patch_owners(&node.identity, &latest, json!(keep))
+                .await?;
             return Ok(Action::Done);
         }
-        let has_dependents = !self.graph.lock().get(uid).is_none_or(|n| n.dependents.is_empty());
+        let has_dependents = !self
+            .graph
+            .lock()
+            .get(uid)
+            .is_none_or(|n| n.dependents.is_empty());
         let policy = if !waiting.is_empty() && has_dependents {
             // Our owner waits for us, and we have dependents of our own: go in foreground
             // too. Unblock the owner references first so owner and dependent cannot wait
@@ -562,7 +610,8 @@ impl Collector {
                         o
                     })
                     .collect();
-                self.patch_owners(&node.identity, &latest, json!(unblocked)).await?;
+                self.patch_owners(&node.identity, &latest, json!(unblocked))
+                    .await?;
             }
             PropagationPolicy::Foreground
         } else if fins.iter().any(|f| f == ORPHAN) {
@@ -581,15 +630,26 @@ impl Collector {
             }),
             ..Default::default()
         };
-        match self.api(&node.identity).delete(&node.identity.name, &params).await {
+        match self
+            .api(&node.identity)
+            .delete(&node.identity.name, &params)
+            .await
+        {
             Ok(_) => Ok(Action::Done),
             Err(e) if crate::is_not_found(&e) || crate::is_conflict(&e) => Ok(Action::Done),
-            Err(e) => Err(Error::Api { action: format!("deleting {}", node.identity), source: e }),
+            Err(e) => Err(Error::Api {
+                action: format!("deleting {}", node.identity),
+                source: e,
+            }),
         }
     }
 
     /// Classify one owner reference of `dependent`.
-    async fn owner_state(&self, dependent: &Identity, owner: &OwnerReference) -> Result<OwnerState> {
+    async fn owner_state(
+        &self,
+        dependent: &Identity,
+        owner: &OwnerReference,
+    ) -> Result<OwnerState> {
         if let Some(node) = self.graph.lock().get(&owner.uid) {
             return Ok(if node.deleting_dependents {
                 OwnerState::WaitingForDependents
@@ -600,7 +660,11 @@ impl Collector {
         if self.absent.lock().contains(&owner.uid) {
             return Ok(OwnerState::Dangling);
         }
-        let resource = self.resources.read().for_kind(&owner.api_version, &owner.kind).cloned();
+        let resource = self
+            .resources
+            .read()
+            .for_kind(&owner.api_version, &owner.kind)
+            .cloned();
         let Some(resource) = resource else {
             // A kind the server does not serve (yet): never delete on a guess.
             tracing::debug!(dependent = %dependent, owner = %owner.name, kind = %owner.kind, "garbage collector: owner kind unknown");
@@ -613,7 +677,11 @@ impl Collector {
         }
         let identity = Identity {
             resource: resource.api.clone(),
-            namespace: if resource.namespaced { dependent.namespace.clone() } else { String::new() },
+            namespace: if resource.namespaced {
+                dependent.namespace.clone()
+            } else {
+                String::new()
+            },
             name: owner.name.clone(),
             uid: owner.uid.clone(),
         };
@@ -625,14 +693,23 @@ impl Collector {
             Some(live) => {
                 let deleting = live.metadata.deletion_timestamp.is_some()
                     && finalizers(&live).iter().any(|f| f == FOREGROUND);
-                Ok(if deleting { OwnerState::WaitingForDependents } else { OwnerState::Solid })
+                Ok(if deleting {
+                    OwnerState::WaitingForDependents
+                } else {
+                    OwnerState::Solid
+                })
             }
         }
     }
 
     /// Replace an object's ownerReferences (a merge patch guarded by uid and
     /// resourceVersion, which works for custom resources too).
-    async fn patch_owners(&self, identity: &Identity, latest: &Meta, owners: serde_json::Value) -> Result<()> {
+    async fn patch_owners(
+        &self,
+        identity: &Identity,
+        latest: &Meta,
+        owners: serde_json::Value,
+    ) -> Result<()> {
         let patch = json!({ "metadata": {
             "ownerReferences": owners,
             "uid": identity.uid,
@@ -640,18 +717,33 @@ impl Collector {
         } });
         match self
             .api(identity)
-            .patch_metadata(&identity.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .patch_metadata(
+                &identity.name,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
             .await
         {
             Ok(_) => Ok(()),
             Err(e) if crate::is_not_found(&e) => Ok(()),
-            Err(e) => Err(Error::Api { action: format!("updating owner references of {identity}"), source: e }),
+            Err(e) => Err(Error::Api {
+                action: format!("updating owner references of {identity}"),
+                source: e,
+            }),
         }
     }
 
     /// Remove one finalizer (guarded by resourceVersion).
-    async fn remove_finalizer(&self, identity: &Identity, latest: &Meta, finalizer: &str) -> Result<()> {
-        let remaining: Vec<&String> = finalizers(latest).iter().filter(|f| *f != finalizer).collect();
+    async fn remove_finalizer(
+        &self,
+        identity: &Identity,
+        latest: &Meta,
+        finalizer: &str,
+    ) -> Result<()> {
+        let remaining: Vec<&String> = finalizers(latest)
+            .iter()
+            .filter(|f| *f != finalizer)
+            .collect();
         let patch = json!({ "metadata": {
             "finalizers": remaining,
             "uid": identity.uid,
@@ -659,12 +751,19 @@ impl Collector {
         } });
         match self
             .api(identity)
-            .patch_metadata(&identity.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .patch_metadata(
+                &identity.name,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
             .await
         {
             Ok(_) => Ok(()),
             Err(e) if crate::is_not_found(&e) => Ok(()),
-            Err(e) => Err(Error::Api { action: format!("removing the {finalizer} finalizer of {identity}"), source: e }),
+            Err(e) => Err(Error::Api {
+                action: format!("removing the {finalizer} finalizer of {identity}"),
+                source: e,
+            }),
         }
     }
 
@@ -673,7 +772,8 @@ impl Collector {
     async fn process_deleting_dependents(&self, node: &Node, latest: &Meta) -> Result<Action> {
         let blocking = self.graph.lock().blocking_dependents(&node.identity.uid);
         if blocking.is_empty() {
-            self.remove_finalizer(&node.identity, latest, FOREGROUND).await?;
+            self.remove_finalizer(&node.identity, latest, FOREGROUND)
+                .await?;
             return Ok(Action::Done);
         }
         for dep in blocking {
@@ -701,7 +801,10 @@ impl Collector {
         };
         let dependents: Vec<Node> = {
             let g = self.graph.lock();
-            node.dependents.iter().filter_map(|d| g.get(d).cloned()).collect()
+            node.dependents
+                .iter()
+                .filter_map(|d| g.get(d).cloned())
+                .collect()
         };
         for dep in dependents {
             let Some(latest) = self.live(&dep.identity).await? else {
@@ -712,13 +815,15 @@ impl Collector {
                 continue;
             }
             let keep: Vec<&OwnerReference> = owners.iter().filter(|o| o.uid != uid).collect();
-            self.patch_owners(&dep.identity, &latest, json!(keep)).await?;
+            self.patch_owners(&dep.identity, &latest, json!(keep))
+                .await?;
         }
         let Some(latest) = self.live(&node.identity).await? else {
             return Ok(Action::Done);
         };
         if finalizers(&latest).iter().any(|f| f == ORPHAN) {
-            self.remove_finalizer(&node.identity, &latest, ORPHAN).await?;
+            self.remove_finalizer(&node.identity, &latest, ORPHAN)
+                .await?;
         }
         Ok(Action::Done)
     }
@@ -773,10 +878,16 @@ mod tests {
         // The dependent arrives first: its owner is unknown, so it is checked.
         let work = g.upsert(&res("Pod"), &meta("pod", &[("rs", true)], &[], false));
         assert_eq!(work, [Work::Delete("pod".into())]);
-        assert!(g.upsert(&res("ReplicaSet"), &meta("rs", &[], &[], false)).is_empty());
+        assert!(
+            g.upsert(&res("ReplicaSet"), &meta("rs", &[], &[], false))
+                .is_empty()
+        );
         assert!(g.get("rs").unwrap().dependents.contains("pod"));
         // A known, healthy owner causes no work.
-        assert!(g.upsert(&res("Pod"), &meta("pod", &[("rs", true)], &[], false)).is_empty());
+        assert!(
+            g.upsert(&res("Pod"), &meta("pod", &[("rs", true)], &[], false))
+                .is_empty()
+        );
     }
 
     #[test]
@@ -801,8 +912,19 @@ mod tests {
         g.upsert(&res("Pod"), &meta("b", &[("rs", false)], &[], false));
         let mut work = g.upsert(&res("ReplicaSet"), &meta("rs", &[], &[FOREGROUND], true));
         work.sort_by_key(|w| w.to_string());
-        assert_eq!(work, [Work::Delete("a".into()), Work::Delete("b".into()), Work::Delete("rs".into())]);
-        let blocking: Vec<String> = g.blocking_dependents("rs").iter().map(|n| n.identity.uid.clone()).collect();
+        assert_eq!(
+            work,
+            [
+                Work::Delete("a".into()),
+                Work::Delete("b".into()),
+                Work::Delete("rs".into())
+            ]
+        );
+        let blocking: Vec<String> = g
+            .blocking_dependents("rs")
+            .iter()
+            .map(|n| n.identity.uid.clone())
+            .collect();
         assert_eq!(blocking, ["a"]);
         // The blocking dependent going away wakes the owner up.
         assert_eq!(g.remove("a"), [Work::Delete("rs".into())]);

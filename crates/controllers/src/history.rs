@@ -17,8 +17,8 @@ use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use skiff_runtime::owner;
 use skiff_runtime::Informer;
+use skiff_runtime::owner;
 
 use crate::{Error, Result};
 
@@ -66,9 +66,17 @@ pub fn new_revision<K: Resource<DynamicType = ()>>(
         .unwrap_or_default();
     ControllerRevision {
         metadata: ObjectMeta {
-            name: Some(format!("{}-{hash}", owner.meta().name.clone().unwrap_or_default())),
+            name: Some(format!(
+                "{}-{hash}",
+                owner.meta().name.clone().unwrap_or_default()
+            )),
             namespace: owner.meta().namespace.clone(),
-            labels: Some(labels.into_iter().chain([(REVISION_LABEL.to_owned(), hash)]).collect()),
+            labels: Some(
+                labels
+                    .into_iter()
+                    .chain([(REVISION_LABEL.to_owned(), hash)])
+                    .collect(),
+            ),
             owner_references: Some(vec![owner::controller_reference(owner)]),
             ..Default::default()
         },
@@ -83,9 +91,17 @@ pub fn same_data(a: &ControllerRevision, b: &ControllerRevision) -> bool {
 }
 
 /// The revisions `owner_uid` controls, oldest revision number first.
-pub fn owned(informer: &Informer<ControllerRevision>, owner_uid: &str) -> Vec<Arc<ControllerRevision>> {
+pub fn owned(
+    informer: &Informer<ControllerRevision>,
+    owner_uid: &str,
+) -> Vec<Arc<ControllerRevision>> {
     let mut revs = informer.by_index(OWNER_INDEX, owner_uid);
-    revs.sort_by_key(|r| (r.revision, r.metadata.creation_timestamp.as_ref().map(|t| t.0)));
+    revs.sort_by_key(|r| {
+        (
+            r.revision,
+            r.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        )
+    });
     revs
 }
 
@@ -119,7 +135,11 @@ pub async fn ensure_update_revision<K>(
     collision_count: Option<i32>,
 ) -> Result<Revisions>
 where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Serialize + Debug,
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + Debug,
 {
     let ns = owner.meta().namespace.clone().unwrap_or_default();
     let api: Api<ControllerRevision> = Api::namespaced(client.clone(), &ns);
@@ -135,10 +155,20 @@ where
             let stored = api
                 .replace(&renumbered.name_any(), &PostParams::default(), &renumbered)
                 .await
-                .map_err(|e| Error::Api { action: format!("renumbering controller revision {ns}/{}", renumbered.name_any()), source: e })?;
+                .map_err(|e| Error::Api {
+                    action: format!(
+                        "renumbering controller revision {ns}/{}",
+                        renumbered.name_any()
+                    ),
+                    source: e,
+                })?;
             all[i] = stored;
         }
-        return Ok(Revisions { update: all[i].clone(), all, collision_count: None });
+        return Ok(Revisions {
+            update: all[i].clone(),
+            all,
+            collision_count: None,
+        });
     }
     // Create it; a name taken by a different revision is a hash collision.
     let mut attempt = candidate;
@@ -146,33 +176,68 @@ where
         match api.create(&PostParams::default(), &attempt).await {
             Ok(created) => {
                 all.push(created.clone());
-                return Ok(Revisions { update: created, all, collision_count: collisions.filter(|c| Some(*c) != collision_count) });
+                return Ok(Revisions {
+                    update: created,
+                    all,
+                    collision_count: collisions.filter(|c| Some(*c) != collision_count),
+                });
             }
             Err(e) if crate::is_conflict(&e) => {
                 let existing = api
                     .get_opt(&attempt.name_any())
                     .await
-                    .map_err(|e| Error::Api { action: format!("reading controller revision {ns}/{}", attempt.name_any()), source: e })?;
+                    .map_err(|e| Error::Api {
+                        action: format!("reading controller revision {ns}/{}", attempt.name_any()),
+                        source: e,
+                    })?;
                 if let Some(found) = existing
                     && same_data(&found, &attempt)
-                    && owner::is_controlled_by(&found.metadata, owner.meta().uid.as_deref().unwrap_or(""))
+                    && owner::is_controlled_by(
+                        &found.metadata,
+                        owner.meta().uid.as_deref().unwrap_or(""),
+                    )
                 {
                     all.push(found.clone());
-                    return Ok(Revisions { update: found, all, collision_count: collisions.filter(|c| Some(*c) != collision_count) });
+                    return Ok(Revisions {
+                        update: found,
+                        all,
+                        collision_count: collisions.filter(|c| Some(*c) != collision_count),
+                    });
                 }
                 collisions = Some(collisions.unwrap_or(0) + 1);
                 attempt = new_revision(owner, template, next, collisions);
             }
-            Err(e) => return Err(Error::Api { action: format!("creating controller revision {ns}/{}", attempt.name_any()), source: e }),
+            Err(e) => {
+                return Err(Error::Api {
+                    action: format!("creating controller revision {ns}/{}", attempt.name_any()),
+                    source: e,
+                });
+            }
         }
     }
-    Err(Error::Invalid { object: format!("{} {ns}/{}", K::kind(&()), owner.meta().name.clone().unwrap_or_default()), message: "could not find a free controller revision name".into() })
+    Err(Error::Invalid {
+        object: format!(
+            "{} {ns}/{}",
+            K::kind(&()),
+            owner.meta().name.clone().unwrap_or_default()
+        ),
+        message: "could not find a free controller revision name".into(),
+    })
 }
 
 /// Delete the oldest revisions beyond `limit` that are not in `live` (upstream
 /// `truncateHistory`).
-pub async fn truncate(client: &Client, ns: &str, revisions: &[ControllerRevision], live: &[String], limit: i32) -> Result<()> {
-    let mut old: Vec<&ControllerRevision> = revisions.iter().filter(|r| !live.contains(&r.name_any())).collect();
+pub async fn truncate(
+    client: &Client,
+    ns: &str,
+    revisions: &[ControllerRevision],
+    live: &[String],
+    limit: i32,
+) -> Result<()> {
+    let mut old: Vec<&ControllerRevision> = revisions
+        .iter()
+        .filter(|r| !live.contains(&r.name_any()))
+        .collect();
     let excess = old.len() as i64 - i64::from(limit.max(0));
     if excess <= 0 {
         return Ok(());
@@ -180,11 +245,22 @@ pub async fn truncate(client: &Client, ns: &str, revisions: &[ControllerRevision
     old.sort_by_key(|r| r.revision);
     let api: Api<ControllerRevision> = Api::namespaced(client.clone(), ns);
     for r in old.iter().take(excess as usize) {
-        let params = DeleteParams { preconditions: Some(Preconditions { uid: r.metadata.uid.clone(), resource_version: None }), ..Default::default() };
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: r.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
         match api.delete(&r.name_any(), &params).await {
             Ok(_) => {}
             Err(e) if crate::is_not_found(&e) || crate::is_conflict(&e) => {}
-            Err(e) => return Err(Error::Api { action: format!("deleting controller revision {ns}/{}", r.name_any()), source: e }),
+            Err(e) => {
+                return Err(Error::Api {
+                    action: format!("deleting controller revision {ns}/{}", r.name_any()),
+                    source: e,
+                });
+            }
         }
     }
     Ok(())
@@ -197,12 +273,28 @@ mod tests {
 
     #[test]
     fn revisions_round_trip_their_template_and_name_by_hash() {
-        let mut template = PodTemplateSpec::default();
-        template.metadata = Some(ObjectMeta { labels: Some([("app".to_owned(), "web".to_owned())].into()), ..Default::default() });
-        let set = StatefulSet { metadata: ObjectMeta { name: Some("web".into()), namespace: Some("ns".into()), uid: Some("u".into()), ..Default::default() }, ..Default::default() };
+        let template = PodTemplateSpec {
+            metadata: Some(ObjectMeta {
+                labels: Some([("app".to_owned(), "web".to_owned())].into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let set = StatefulSet {
+            metadata: ObjectMeta {
+                name: Some("web".into()),
+                namespace: Some("ns".into()),
+                uid: Some("u".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
         let rev = new_revision(&set, &template, 1, None);
         assert_eq!(template_of(&rev).unwrap(), template);
-        assert_eq!(rev.data.as_ref().unwrap().0["spec"]["template"]["$patch"], "replace");
+        assert_eq!(
+            rev.data.as_ref().unwrap().0["spec"]["template"]["$patch"],
+            "replace"
+        );
         let name = rev.name_any();
         assert!(name.starts_with("web-"));
         assert_ne!(new_revision(&set, &template, 1, Some(1)).name_any(), name);

@@ -17,7 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus, PodFailurePolicyRule, UncountedTerminatedPods};
+use k8s_openapi::api::batch::v1::{
+    Job, JobCondition, JobStatus, PodFailurePolicyRule, UncountedTerminatedPods,
+};
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
@@ -54,7 +56,9 @@ pub async fn start(ctx: Context) {
     let queue: WorkQueue<ObjectKey> = WorkQueue::default();
     let expectations: Arc<Expectations<ObjectKey>> = Arc::new(Expectations::default());
     let finalizers: Arc<Expectations<ObjectKey>> = Arc::new(Expectations::default());
-    controller::feed(&jobs, &queue, &ctx.stop, |c| vec![ObjectKey::of(c.object().as_ref())]);
+    controller::feed(&jobs, &queue, &ctx.stop, |c| {
+        vec![ObjectKey::of(c.object().as_ref())]
+    });
     {
         let expectations = expectations.clone();
         let finalizers = finalizers.clone();
@@ -66,7 +70,10 @@ pub async fn start(ctx: Context) {
             let key = ObjectKey::new(pod.namespace().unwrap_or_default(), r.name.clone());
             let uid = pod.metadata.uid.clone().unwrap_or_default();
             let released = match c {
-                Change::Applied { old: Some(old), new } => has_tracking_finalizer(old) && !has_tracking_finalizer(new),
+                Change::Applied {
+                    old: Some(old),
+                    new,
+                } => has_tracking_finalizer(old) && !has_tracking_finalizer(new),
                 Change::Deleted(_) => true,
                 Change::Applied { old: None, new } => !has_tracking_finalizer(new),
             };
@@ -77,8 +84,11 @@ pub async fn start(ctx: Context) {
                 Change::Applied { old: None, new } if new.metadata.deletion_timestamp.is_none() => {
                     expectations.creation_observed(&key)
                 }
-                Change::Applied { old: Some(old), new }
-                    if new.metadata.deletion_timestamp.is_some() && old.metadata.deletion_timestamp.is_none() =>
+                Change::Applied {
+                    old: Some(old),
+                    new,
+                } if new.metadata.deletion_timestamp.is_some()
+                    && old.metadata.deletion_timestamp.is_none() =>
                 {
                     expectations.deletion_observed(&key, &uid)
                 }
@@ -142,34 +152,62 @@ pub fn format_indexes(set: &BTreeSet<i32>) -> String {
         while iter.peek() == Some(&(end + 1)) {
             end = iter.next().expect("peeked");
         }
-        parts.push(if start == end { start.to_string() } else { format!("{start}-{end}") });
+        parts.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
     }
     parts.join(",")
 }
 
 /// A pod's completion index.
 pub fn pod_index(pod: &Pod) -> Option<i32> {
-    pod.metadata.annotations.as_ref()?.get(INDEX_KEY)?.parse().ok()
+    pod.metadata
+        .annotations
+        .as_ref()?
+        .get(INDEX_KEY)?
+        .parse()
+        .ok()
 }
 
 fn has_tracking_finalizer(pod: &Pod) -> bool {
-    pod.metadata.finalizers.iter().flatten().any(|f| f == TRACKING_FINALIZER)
+    pod.metadata
+        .finalizers
+        .iter()
+        .flatten()
+        .any(|f| f == TRACKING_FINALIZER)
 }
 
 fn condition<'j>(status: &'j JobStatus, type_: &str) -> Option<&'j JobCondition> {
-    status.conditions.as_ref()?.iter().find(|c| c.type_ == type_ && c.status == "True")
+    status
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == "True")
 }
 
 /// Whether the job finished (Complete or Failed).
 pub fn is_finished(job: &Job) -> bool {
-    job.status.as_ref().is_some_and(|s| condition(s, "Complete").is_some() || condition(s, "Failed").is_some())
+    job.status
+        .as_ref()
+        .is_some_and(|s| condition(s, "Complete").is_some() || condition(s, "Failed").is_some())
 }
 
-fn set_condition(status: &mut JobStatus, type_: &str, value: &str, reason: &str, message: &str) -> bool {
+fn set_condition(
+    status: &mut JobStatus,
+    type_: &str,
+    value: &str,
+    reason: &str,
+    message: &str,
+) -> bool {
     let now = Time(Timestamp::now());
     let conditions = status.conditions.get_or_insert_with(Vec::new);
     if let Some(c) = conditions.iter_mut().find(|c| c.type_ == type_) {
-        if c.status == value && c.reason.as_deref() == Some(reason) && c.message.as_deref() == Some(message) {
+        if c.status == value
+            && c.reason.as_deref() == Some(reason)
+            && c.message.as_deref() == Some(message)
+        {
             return false;
         }
         if c.status != value {
@@ -211,7 +249,14 @@ pub fn evaluate_policy(rules: &[PodFailurePolicyRule], pod: &Pod) -> PolicyActio
     let statuses: Vec<_> = pod
         .status
         .as_ref()
-        .map(|s| s.init_container_statuses.iter().flatten().chain(s.container_statuses.iter().flatten()).cloned().collect())
+        .map(|s| {
+            s.init_container_statuses
+                .iter()
+                .flatten()
+                .chain(s.container_statuses.iter().flatten())
+                .cloned()
+                .collect()
+        })
         .unwrap_or_default();
     for (index, rule) in rules.iter().enumerate() {
         let matched: Option<String> = if let Some(req) = &rule.on_exit_codes {
@@ -245,16 +290,18 @@ pub fn evaluate_policy(rules: &[PodFailurePolicyRule], pod: &Pod) -> PolicyActio
         } else if let Some(patterns) = &rule.on_pod_conditions {
             patterns.iter().find_map(|pat| {
                 let want = pat.status.as_deref().unwrap_or("True");
-                pods::condition(pod, &pat.type_).filter(|c| c.status == want).map(|_| {
-                    format!(
-                        "Pod {}/{} has condition {} matching {} rule at index {}",
-                        pod.namespace().unwrap_or_default(),
-                        pod.name_any(),
-                        pat.type_,
-                        rule.action,
-                        index
-                    )
-                })
+                pods::condition(pod, &pat.type_)
+                    .filter(|c| c.status == want)
+                    .map(|_| {
+                        format!(
+                            "Pod {}/{} has condition {} matching {} rule at index {}",
+                            pod.namespace().unwrap_or_default(),
+                            pod.name_any(),
+                            pat.type_,
+                            rule.action,
+                            index
+                        )
+                    })
             })
         } else {
             None
@@ -302,10 +349,15 @@ impl Reconciler for JobController {
             return Ok(Action::Done);
         }
         let selector = pods::selector(spec.selector.as_ref(), &key.to_string())?;
-        let owned = crate::claim::claim_pods(&self.client, &self.pods, &job, &selector, |_| true).await?;
+        let owned =
+            crate::claim::claim_pods(&self.client, &self.pods, &job, &selector, |_| true).await?;
         if is_finished(&job) {
             // Only stragglers' finalizers are left to remove.
-            let stragglers: Vec<Arc<Pod>> = owned.iter().filter(|p| has_tracking_finalizer(p)).cloned().collect();
+            let stragglers: Vec<Arc<Pod>> = owned
+                .iter()
+                .filter(|p| has_tracking_finalizer(p))
+                .cloned()
+                .collect();
             self.remove_finalizers(key, &stragglers).await?;
             return Ok(Action::Done);
         }
@@ -315,6 +367,15 @@ impl Reconciler for JobController {
         let mut run = JobSync::new(self, job, owned);
         run.sync(key).await
     }
+}
+
+/// Where a job stands, for deciding how many pods to run.
+struct Progress<'a> {
+    completed: &'a BTreeSet<i32>,
+    failed_indexes: &'a BTreeSet<i32>,
+    terminating: i32,
+    succeeded: i32,
+    failed: i32,
 }
 
 /// One sync of one Job.
@@ -329,7 +390,13 @@ struct JobSync<'a> {
 impl<'a> JobSync<'a> {
     fn new(c: &'a JobController, job: Job, pods: Vec<Arc<Pod>>) -> Self {
         let status = job.status.clone().unwrap_or_default();
-        JobSync { c, job, pods, status, now: Timestamp::now() }
+        JobSync {
+            c,
+            job,
+            pods,
+            status,
+            now: Timestamp::now(),
+        }
     }
 
     fn spec(&self) -> k8s_openapi::api::batch::v1::JobSpec {
@@ -345,7 +412,9 @@ impl<'a> JobSync<'a> {
     }
 
     fn event(&self, kind: EventType, reason: &str, message: &str) {
-        self.c.recorder.publish(&reference(&self.job), kind, reason, message);
+        self.c
+            .recorder
+            .publish(&reference(&self.job), kind, reason, message);
     }
 
     /// Whether a finished pod counts as failed (upstream `isPodFailed`): failed pods, and —
@@ -354,7 +423,8 @@ impl<'a> JobSync<'a> {
         if pods::phase(pod) == "Failed" {
             return true;
         }
-        let only_failed = self.spec().pod_replacement_policy.as_deref() == Some("Failed") || self.spec().pod_failure_policy.is_some();
+        let only_failed = self.spec().pod_replacement_policy.as_deref() == Some("Failed")
+            || self.spec().pod_failure_policy.is_some();
         !only_failed && pod.metadata.deletion_timestamp.is_some() && pods::phase(pod) != "Succeeded"
     }
 
@@ -366,13 +436,21 @@ impl<'a> JobSync<'a> {
         let spec = self.spec();
         let mut requeue = Action::Done;
         // 1. Exactly-once counting of finished pods.
-        let mut uncounted = self.status.uncounted_terminated_pods.clone().unwrap_or_default();
+        let mut uncounted = self
+            .status
+            .uncounted_terminated_pods
+            .clone()
+            .unwrap_or_default();
         let mut u_succeeded: Vec<String> = uncounted.succeeded.clone().unwrap_or_default();
         let mut u_failed: Vec<String> = uncounted.failed.clone().unwrap_or_default();
         let known: HashSet<String> = u_succeeded.iter().chain(&u_failed).cloned().collect();
         let mut newly_finished = Vec::new();
         let mut fail_job: Option<(String, String)> = None;
-        let rules = spec.pod_failure_policy.as_ref().map(|p| p.rules.clone()).unwrap_or_default();
+        let rules = spec
+            .pod_failure_policy
+            .as_ref()
+            .map(|p| p.rules.clone())
+            .unwrap_or_default();
         for pod in &self.pods {
             if !has_tracking_finalizer(pod) || !self.pod_finished(pod) {
                 continue;
@@ -413,9 +491,16 @@ impl<'a> JobSync<'a> {
             .chain(newly_finished.iter().filter_map(|p| p.metadata.uid.clone()))
             .collect();
         let mut completed = parse_indexes(self.status.completed_indexes.as_deref().unwrap_or(""));
-        let index_of = |uid: &str| self.pods.iter().find(|p| p.metadata.uid.as_deref() == Some(uid)).and_then(|p| pod_index(p));
-        let (count_s, keep_s): (Vec<String>, Vec<String>) = u_succeeded.into_iter().partition(|u| !held.contains(u));
-        let (count_f, keep_f): (Vec<String>, Vec<String>) = u_failed.into_iter().partition(|u| !held.contains(u));
+        let index_of = |uid: &str| {
+            self.pods
+                .iter()
+                .find(|p| p.metadata.uid.as_deref() == Some(uid))
+                .and_then(|p| pod_index(p))
+        };
+        let (count_s, keep_s): (Vec<String>, Vec<String>) =
+            u_succeeded.into_iter().partition(|u| !held.contains(u));
+        let (count_f, keep_f): (Vec<String>, Vec<String>) =
+            u_failed.into_iter().partition(|u| !held.contains(u));
         // Pods recorded as finished but not counted yet still count for every decision.
         let (pending_s, pending_f) = (keep_s.len() as i32, keep_f.len() as i32);
         let mut succeeded = self.status.succeeded.unwrap_or(0);
@@ -454,20 +539,47 @@ impl<'a> JobSync<'a> {
         }
         self.status.succeeded = Some(succeeded);
         self.status.failed = Some(failed);
-        let succeeded_all = if self.indexed() { succeeded } else { succeeded + pending_s };
+        let succeeded_all = if self.indexed() {
+            succeeded
+        } else {
+            succeeded + pending_s
+        };
         let failed_all = failed + pending_f;
 
         // 2. Start time, suspension.
         let suspended = spec.suspend.unwrap_or(false);
-        let active: Vec<Arc<Pod>> = self.pods.iter().filter(|p| pods::is_active(p)).cloned().collect();
+        let active: Vec<Arc<Pod>> = self
+            .pods
+            .iter()
+            .filter(|p| pods::is_active(p))
+            .cloned()
+            .collect();
         let terminating = self.pods.iter().filter(|p| pods::is_terminating(p)).count() as i32;
         if suspended {
-            if set_condition(&mut self.status, "Suspended", "True", "JobSuspended", "Job suspended") {
+            if set_condition(
+                &mut self.status,
+                "Suspended",
+                "True",
+                "JobSuspended",
+                "Job suspended",
+            ) {
                 self.event(EventType::Normal, "Suspended", "Job suspended");
             }
         } else {
-            if self.status.conditions.iter().flatten().any(|c| c.type_ == "Suspended" && c.status == "True") {
-                set_condition(&mut self.status, "Suspended", "False", "JobResumed", "Job resumed");
+            if self
+                .status
+                .conditions
+                .iter()
+                .flatten()
+                .any(|c| c.type_ == "Suspended" && c.status == "True")
+            {
+                set_condition(
+                    &mut self.status,
+                    "Suspended",
+                    "False",
+                    "JobResumed",
+                    "Job resumed",
+                );
                 self.event(EventType::Normal, "Resumed", "Job resumed");
                 // Upstream restarts the active deadline on resume.
                 self.status.start_time = Some(Time(self.now));
@@ -483,7 +595,11 @@ impl<'a> JobSync<'a> {
         if let Some(per_index) = spec.backoff_limit_per_index.filter(|_| self.indexed()) {
             for pod in self.pods.iter().filter(|p| self.pod_failed(p)) {
                 let Some(i) = pod_index(pod) else { continue };
-                let failures = self.pods.iter().filter(|p| pod_index(p) == Some(i) && self.pod_failed(p)).count() as i32;
+                let failures = self
+                    .pods
+                    .iter()
+                    .filter(|p| pod_index(p) == Some(i) && self.pod_failed(p))
+                    .count() as i32;
                 let fail_index = evaluate_policy(&rules, pod) == PolicyAction::FailIndex;
                 if (failures > per_index || fail_index) && !completed.contains(&i) {
                     failed_indexes.insert(i);
@@ -493,17 +609,29 @@ impl<'a> JobSync<'a> {
             if let Some(max) = spec.max_failed_indexes
                 && failed_indexes.len() as i32 > max
             {
-                fail_job.get_or_insert(("MaxFailedIndexesExceeded".into(), "Job has exceeded the specified maximal number of failed indexes".into()));
+                fail_job.get_or_insert((
+                    "MaxFailedIndexesExceeded".into(),
+                    "Job has exceeded the specified maximal number of failed indexes".into(),
+                ));
             }
         } else if failed_all > backoff_limit {
-            fail_job.get_or_insert(("BackoffLimitExceeded".into(), "Job has reached the specified backoff limit".into()));
+            fail_job.get_or_insert((
+                "BackoffLimitExceeded".into(),
+                "Job has reached the specified backoff limit".into(),
+            ));
         }
         if !suspended
-            && let (Some(deadline), Some(start)) = (spec.active_deadline_seconds, self.status.start_time.as_ref())
+            && let (Some(deadline), Some(start)) = (
+                spec.active_deadline_seconds,
+                self.status.start_time.as_ref(),
+            )
         {
             let due = start.0 + Duration::from_secs(deadline.max(0) as u64);
             if due <= self.now {
-                fail_job.get_or_insert(("DeadlineExceeded".into(), "Job was active longer than specified deadline".into()));
+                fail_job.get_or_insert((
+                    "DeadlineExceeded".into(),
+                    "Job was active longer than specified deadline".into(),
+                ));
             } else {
                 let left = Duration::try_from(due.duration_since(self.now)).unwrap_or_default();
                 requeue = requeue.min(Action::RequeueAfter(left));
@@ -521,7 +649,8 @@ impl<'a> JobSync<'a> {
         };
         let all_indexes_done = self.indexed()
             && !failed_indexes.is_empty()
-            && (0..spec.completions.unwrap_or(1)).all(|i| completed.contains(&i) || failed_indexes.contains(&i))
+            && (0..spec.completions.unwrap_or(1))
+                .all(|i| completed.contains(&i) || failed_indexes.contains(&i))
             && active.is_empty();
         if all_indexes_done && fail_job.is_none() && success.is_none() {
             fail_job = Some(("FailedIndexes".into(), "Job has failed indexes".into()));
@@ -539,10 +668,20 @@ impl<'a> JobSync<'a> {
                 self.event(EventType::Warning, &reason, &message);
             }
             self.write_status().await?;
-            return Ok(if pending == 0 { Action::Done } else { Action::RequeueAfter(Duration::from_secs(1)) });
+            return Ok(if pending == 0 {
+                Action::Done
+            } else {
+                Action::RequeueAfter(Duration::from_secs(1))
+            });
         }
         if let Some((reason, message)) = success {
-            set_condition(&mut self.status, "SuccessCriteriaMet", "True", &reason, &message);
+            set_condition(
+                &mut self.status,
+                "SuccessCriteriaMet",
+                "True",
+                &reason,
+                &message,
+            );
             self.delete_pods(key, &active).await?;
             self.status.active = Some(0);
             self.status.ready = Some(0);
@@ -554,7 +693,11 @@ impl<'a> JobSync<'a> {
                 self.event(EventType::Normal, "Completed", "Job completed");
             }
             self.write_status().await?;
-            return Ok(if pending == 0 { Action::Done } else { Action::RequeueAfter(Duration::from_secs(1)) });
+            return Ok(if pending == 0 {
+                Action::Done
+            } else {
+                Action::RequeueAfter(Duration::from_secs(1))
+            });
         }
 
         // 4. Keep the right number of pods running.
@@ -562,9 +705,20 @@ impl<'a> JobSync<'a> {
             self.delete_pods(key, &active).await?;
             self.status.active = Some(0);
         } else if self.c.expectations.satisfied(key) {
-            requeue = requeue.min(self.manage(key, &active, &completed, &failed_indexes, terminating, succeeded_all, failed_all).await?);
+            let progress = Progress {
+                completed: &completed,
+                failed_indexes: &failed_indexes,
+                terminating,
+                succeeded: succeeded_all,
+                failed: failed_all,
+            };
+            requeue = requeue.min(self.manage(key, &active, progress).await?);
         }
-        let active_now: Vec<&Arc<Pod>> = if suspended { Vec::new() } else { active.iter().collect() };
+        let active_now: Vec<&Arc<Pod>> = if suspended {
+            Vec::new()
+        } else {
+            active.iter().collect()
+        };
         self.status.active = Some(active_now.len() as i32);
         self.status.ready = Some(active_now.iter().filter(|p| pods::is_ready(p)).count() as i32);
         self.status.terminating = Some(terminating);
@@ -575,16 +729,27 @@ impl<'a> JobSync<'a> {
     /// The reason of a target condition set by an earlier sync, which stands.
     fn existing_target(&self, type_: &str) -> Option<(String, String)> {
         let c = condition(self.job.status.as_ref()?, type_)?;
-        Some((c.reason.clone().unwrap_or_default(), c.message.clone().unwrap_or_default()))
+        Some((
+            c.reason.clone().unwrap_or_default(),
+            c.message.clone().unwrap_or_default(),
+        ))
     }
 
     /// Pods counted as finished but whose finalizer is still being removed.
     fn held_count(&self) -> i32 {
-        self.pods.iter().filter(|p| has_tracking_finalizer(p) && !pods::is_active(p)).count() as i32
+        self.pods
+            .iter()
+            .filter(|p| has_tracking_finalizer(p) && !pods::is_active(p))
+            .count() as i32
     }
 
     /// Whether the job met its success criteria (successPolicy, then completions).
-    fn success_reason(&self, succeeded: i32, completed: &BTreeSet<i32>, active: &[Arc<Pod>]) -> Option<(String, String)> {
+    fn success_reason(
+        &self,
+        succeeded: i32,
+        completed: &BTreeSet<i32>,
+        active: &[Arc<Pod>],
+    ) -> Option<(String, String)> {
         let spec = self.spec();
         if let Some(policy) = &spec.success_policy
             && self.indexed()
@@ -611,7 +776,12 @@ impl<'a> JobSync<'a> {
             // No completions: done at the first success once nothing else runs.
             (None, _) => succeeded > 0 && active.is_empty(),
         };
-        done.then(|| ("CompletionsReached".into(), "Reached expected number of succeeded pods".into()))
+        done.then(|| {
+            (
+                "CompletionsReached".into(),
+                "Reached expected number of succeeded pods".into(),
+            )
+        })
     }
 
     /// Create or delete pods so `parallelism` (bounded by remaining work) run.
@@ -619,27 +789,38 @@ impl<'a> JobSync<'a> {
         &self,
         key: &ObjectKey,
         active: &[Arc<Pod>],
-        completed: &BTreeSet<i32>,
-        failed_indexes: &BTreeSet<i32>,
-        terminating: i32,
-        succeeded: i32,
-        failed: i32,
+        progress: Progress<'_>,
     ) -> Result<Action> {
+        let Progress {
+            completed,
+            failed_indexes,
+            terminating,
+            succeeded,
+            failed,
+        } = progress;
         let spec = self.spec();
         let parallelism = spec.parallelism.unwrap_or(1).max(0);
         let want = match (spec.completions, self.indexed()) {
             (None, _) => {
-                if succeeded > 0 { 0 } else { parallelism }
+                if succeeded > 0 {
+                    0
+                } else {
+                    parallelism
+                }
             }
             (Some(c), true) => {
-                let remaining = (0..c).filter(|i| !completed.contains(i) && !failed_indexes.contains(i)).count() as i32;
+                let remaining = (0..c)
+                    .filter(|i| !completed.contains(i) && !failed_indexes.contains(i))
+                    .count() as i32;
                 remaining.min(parallelism)
             }
             (Some(c), false) => (c - succeeded).max(0).min(parallelism),
         };
         // With podReplacementPolicy Failed, terminating pods still hold their slots.
         let occupying = active.len() as i32
-            + if spec.pod_replacement_policy.as_deref() == Some("Failed") || spec.pod_failure_policy.is_some() {
+            + if spec.pod_replacement_policy.as_deref() == Some("Failed")
+                || spec.pod_failure_policy.is_some()
+            {
                 terminating
             } else {
                 0
@@ -658,8 +839,15 @@ impl<'a> JobSync<'a> {
         }
         // Back off after failures (upstream: 10 s doubling, at most 6 min, since the last one).
         if failed > 0 {
-            let delay = BACKOFF_BASE.saturating_mul(2u32.saturating_pow((failed - 1).clamp(0, 20) as u32)).min(BACKOFF_MAX);
-            let last = self.pods.iter().filter(|p| self.pod_failed(p)).filter_map(|p| finished_at(p)).max();
+            let delay = BACKOFF_BASE
+                .saturating_mul(2u32.saturating_pow((failed - 1).clamp(0, 20) as u32))
+                .min(BACKOFF_MAX);
+            let last = self
+                .pods
+                .iter()
+                .filter(|p| self.pod_failed(p))
+                .filter_map(|p| finished_at(p))
+                .max();
             if let Some(last) = last {
                 let due = last + delay;
                 if due > self.now {
@@ -672,7 +860,9 @@ impl<'a> JobSync<'a> {
         let indexes: Vec<Option<i32>> = if self.indexed() {
             let running: HashSet<i32> = active.iter().filter_map(|p| pod_index(p)).collect();
             (0..spec.completions.unwrap_or(1))
-                .filter(|i| !completed.contains(i) && !failed_indexes.contains(i) && !running.contains(i))
+                .filter(|i| {
+                    !completed.contains(i) && !failed_indexes.contains(i) && !running.contains(i)
+                })
                 .take(count)
                 .map(Some)
                 .collect()
@@ -691,7 +881,11 @@ impl<'a> JobSync<'a> {
             async move {
                 match api.create(&PostParams::default(), &pod).await {
                     Ok(created) => {
-                        self.event(EventType::Normal, "SuccessfulCreate", &format!("Created pod: {}", created.name_any()));
+                        self.event(
+                            EventType::Normal,
+                            "SuccessfulCreate",
+                            &format!("Created pod: {}", created.name_any()),
+                        );
                         Ok(())
                     }
                     Err(e) => {
@@ -699,8 +893,15 @@ impl<'a> JobSync<'a> {
                         if pods::is_namespace_terminating(&e) {
                             return Ok(());
                         }
-                        self.event(EventType::Warning, "FailedCreate", &format!("Error creating: {}", api_message(&e)));
-                        Err(Error::Api { action: "creating pod".into(), source: e })
+                        self.event(
+                            EventType::Warning,
+                            "FailedCreate",
+                            &format!("Error creating: {}", api_message(&e)),
+                        );
+                        Err(Error::Api {
+                            action: "creating pod".into(),
+                            source: e,
+                        })
                     }
                 }
             }
@@ -724,11 +925,26 @@ impl<'a> JobSync<'a> {
             Some(i) => format!("{name}-{i}-"),
             None => pods::generate_name_prefix(&name),
         };
-        let mut pod = pods::from_template(&spec.template, &self.ns(), owner::controller_reference(&self.job), None, Some(generate));
-        pod.metadata.finalizers.get_or_insert_with(Vec::new).push(TRACKING_FINALIZER.into());
+        let mut pod = pods::from_template(
+            &spec.template,
+            &self.ns(),
+            owner::controller_reference(&self.job),
+            None,
+            Some(generate),
+        );
+        pod.metadata
+            .finalizers
+            .get_or_insert_with(Vec::new)
+            .push(TRACKING_FINALIZER.into());
         if let Some(i) = index {
-            pod.metadata.annotations.get_or_insert_with(Default::default).insert(INDEX_KEY.into(), i.to_string());
-            pod.metadata.labels.get_or_insert_with(Default::default).insert(INDEX_KEY.into(), i.to_string());
+            pod.metadata
+                .annotations
+                .get_or_insert_with(Default::default)
+                .insert(INDEX_KEY.into(), i.to_string());
+            pod.metadata
+                .labels
+                .get_or_insert_with(Default::default)
+                .insert(INDEX_KEY.into(), i.to_string());
             if let Some(ps) = pod.spec.as_mut() {
                 if ps.hostname.as_deref().unwrap_or("").is_empty() {
                     ps.hostname = Some(format!("{name}-{i}"));
@@ -744,7 +960,12 @@ impl<'a> JobSync<'a> {
                         ..Default::default()
                     }),
                 };
-                for c in ps.init_containers.iter_mut().flatten().chain(ps.containers.iter_mut()) {
+                for c in ps
+                    .init_containers
+                    .iter_mut()
+                    .flatten()
+                    .chain(ps.containers.iter_mut())
+                {
                     let envs = c.env.get_or_insert_with(Vec::new);
                     if !envs.iter().any(|e| e.name == INDEX_ENV) {
                         envs.push(env.clone());
@@ -760,19 +981,33 @@ impl<'a> JobSync<'a> {
             return Ok(());
         }
         let api: Api<Pod> = Api::namespaced(self.c.client.clone(), &self.ns());
-        self.c.expectations.expect_deletions(key, victims.iter().filter_map(|p| p.metadata.uid.clone()));
+        self.c
+            .expectations
+            .expect_deletions(key, victims.iter().filter_map(|p| p.metadata.uid.clone()));
         for pod in victims {
             let uid = pod.metadata.uid.clone().unwrap_or_default();
             let params = DeleteParams {
-                preconditions: Some(Preconditions { uid: Some(uid.clone()), resource_version: None }),
+                preconditions: Some(Preconditions {
+                    uid: Some(uid.clone()),
+                    resource_version: None,
+                }),
                 ..Default::default()
             };
             match api.delete(&pod.name_any(), &params).await {
-                Ok(_) => self.event(EventType::Normal, "SuccessfulDelete", &format!("Deleted pod: {}", pod.name_any())),
-                Err(e) if crate::is_not_found(&e) || crate::is_conflict(&e) => self.c.expectations.deletion_observed(key, &uid),
+                Ok(_) => self.event(
+                    EventType::Normal,
+                    "SuccessfulDelete",
+                    &format!("Deleted pod: {}", pod.name_any()),
+                ),
+                Err(e) if crate::is_not_found(&e) || crate::is_conflict(&e) => {
+                    self.c.expectations.deletion_observed(key, &uid)
+                }
                 Err(e) => {
                     self.c.expectations.deletion_observed(key, &uid);
-                    return Err(Error::Api { action: format!("deleting pod {}/{}", self.ns(), pod.name_any()), source: e });
+                    return Err(Error::Api {
+                        action: format!("deleting pod {}/{}", self.ns(), pod.name_any()),
+                        source: e,
+                    });
                 }
             }
         }
@@ -789,7 +1024,13 @@ impl<'a> JobSync<'a> {
         let stored = api
             .replace_status(&self.job.name_any(), &PostParams::default(), &updated)
             .await
-            .during(|| format!("updating status of job {}/{}", self.ns(), self.job.name_any()))?;
+            .during(|| {
+                format!(
+                    "updating status of job {}/{}",
+                    self.ns(),
+                    self.job.name_any()
+                )
+            })?;
         self.job = stored;
         Ok(())
     }
@@ -798,19 +1039,39 @@ impl<'a> JobSync<'a> {
 impl JobController {
     /// Drop the tracking finalizer from counted pods.
     async fn remove_finalizers(&self, key: &ObjectKey, finished: &[Arc<Pod>]) -> Result<()> {
-        self.finalizers.expect_deletions(key, finished.iter().filter_map(|p| p.metadata.uid.clone()));
+        self.finalizers
+            .expect_deletions(key, finished.iter().filter_map(|p| p.metadata.uid.clone()));
         for pod in finished {
             let ns = pod.namespace().unwrap_or_default();
             let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
-            let rest: Vec<&String> = pod.metadata.finalizers.iter().flatten().filter(|f| *f != TRACKING_FINALIZER).collect();
+            let rest: Vec<&String> = pod
+                .metadata
+                .finalizers
+                .iter()
+                .flatten()
+                .filter(|f| *f != TRACKING_FINALIZER)
+                .collect();
             let patch = json!({ "metadata": { "finalizers": rest, "uid": pod.metadata.uid, "resourceVersion": pod.metadata.resource_version } });
             let uid = pod.metadata.uid.clone().unwrap_or_default();
-            match api.patch(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+            match api
+                .patch(
+                    &pod.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await
+            {
                 Ok(_) => {}
                 Err(e) if crate::is_not_found(&e) => self.finalizers.deletion_observed(key, &uid),
                 Err(e) => {
                     self.finalizers.deletion_observed(key, &uid);
-                    return Err(Error::Api { action: format!("removing the tracking finalizer of pod {ns}/{}", pod.name_any()), source: e });
+                    return Err(Error::Api {
+                        action: format!(
+                            "removing the tracking finalizer of pod {ns}/{}",
+                            pod.name_any()
+                        ),
+                        source: e,
+                    });
                 }
             }
         }
@@ -822,7 +1083,9 @@ impl JobController {
 mod tests {
     use super::*;
     use k8s_openapi::api::batch::v1::PodFailurePolicyOnExitCodesRequirement;
-    use k8s_openapi::api::core::v1::{ContainerState, ContainerStateTerminated, ContainerStatus, PodStatus};
+    use k8s_openapi::api::core::v1::{
+        ContainerState, ContainerStateTerminated, ContainerStatus, PodStatus,
+    };
 
     #[test]
     fn index_sets_round_trip_in_upstream_form() {
@@ -835,14 +1098,21 @@ mod tests {
 
     fn failed_with(code: i32) -> Pod {
         Pod {
-            metadata: kube::api::ObjectMeta { name: Some("p".into()), namespace: Some("ns".into()), ..Default::default() },
+            metadata: kube::api::ObjectMeta {
+                name: Some("p".into()),
+                namespace: Some("ns".into()),
+                ..Default::default()
+            },
             spec: None,
             status: Some(PodStatus {
                 phase: Some("Failed".into()),
                 container_statuses: Some(vec![ContainerStatus {
                     name: "main".into(),
                     state: Some(ContainerState {
-                        terminated: Some(ContainerStateTerminated { exit_code: code, ..Default::default() }),
+                        terminated: Some(ContainerStateTerminated {
+                            exit_code: code,
+                            ..Default::default()
+                        }),
                         ..Default::default()
                     }),
                     ..Default::default()
@@ -856,14 +1126,30 @@ mod tests {
     fn pod_failure_policy_rules_match_in_order() {
         let rule = |action: &str, op: &str, values: Vec<i32>| PodFailurePolicyRule {
             action: action.into(),
-            on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement { container_name: None, operator: op.into(), values }),
+            on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+                container_name: None,
+                operator: op.into(),
+                values,
+            }),
             on_pod_conditions: None,
         };
-        let rules = vec![rule("Ignore", "In", vec![1]), rule("FailJob", "NotIn", vec![1, 2])];
-        assert_eq!(evaluate_policy(&rules, &failed_with(1)), PolicyAction::Ignore);
-        assert_eq!(evaluate_policy(&rules, &failed_with(2)), PolicyAction::Count);
+        let rules = vec![
+            rule("Ignore", "In", vec![1]),
+            rule("FailJob", "NotIn", vec![1, 2]),
+        ];
+        assert_eq!(
+            evaluate_policy(&rules, &failed_with(1)),
+            PolicyAction::Ignore
+        );
+        assert_eq!(
+            evaluate_policy(&rules, &failed_with(2)),
+            PolicyAction::Count
+        );
         match evaluate_policy(&rules, &failed_with(42)) {
-            PolicyAction::FailJob(m) => assert!(m.contains("exit code 42 matching FailJob rule at index 1"), "{m}"),
+            PolicyAction::FailJob(m) => assert!(
+                m.contains("exit code 42 matching FailJob rule at index 1"),
+                "{m}"
+            ),
             other => panic!("{other:?}"),
         }
     }

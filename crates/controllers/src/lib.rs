@@ -9,8 +9,8 @@
 
 pub mod claim;
 pub mod config;
-pub mod cron;
 pub mod context;
+pub mod cron;
 pub mod hash;
 pub mod history;
 pub mod manager;
@@ -31,9 +31,9 @@ pub mod nodelifecycle;
 pub mod persistentvolume;
 pub mod podgc;
 pub mod replicaset;
-pub mod scheduling;
 pub mod resourcequota;
 pub mod rootcacert;
+pub mod scheduling;
 pub mod serviceaccount;
 pub mod statefulset;
 pub mod tainteviction;

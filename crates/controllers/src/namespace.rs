@@ -78,7 +78,11 @@ impl Reconciler for NamespaceController {
         if ns.metadata.deletion_timestamp.is_none() {
             return Ok(Action::Done);
         }
-        let finalizers = ns.spec.as_ref().and_then(|s| s.finalizers.clone()).unwrap_or_default();
+        let finalizers = ns
+            .spec
+            .as_ref()
+            .and_then(|s| s.finalizers.clone())
+            .unwrap_or_default();
         if !finalizers.iter().any(|f| f == FINALIZER) {
             return Ok(Action::Done);
         }
@@ -86,16 +90,31 @@ impl Reconciler for NamespaceController {
         let mut conditions = Vec::new();
         let resources = match self.ctx.resources().await {
             Ok(r) => {
-                conditions.push(condition("NamespaceDeletionDiscoveryFailure", "False", "ResourcesDiscovered", "All resources successfully discovered".into()));
+                conditions.push(condition(
+                    "NamespaceDeletionDiscoveryFailure",
+                    "False",
+                    "ResourcesDiscovered",
+                    "All resources successfully discovered".into(),
+                ));
                 r
             }
             Err(e) => {
-                conditions.push(condition("NamespaceDeletionDiscoveryFailure", "True", "DiscoveryFailed", format!("Discovery failed: {e}")));
+                conditions.push(condition(
+                    "NamespaceDeletionDiscoveryFailure",
+                    "True",
+                    "DiscoveryFailed",
+                    format!("Discovery failed: {e}"),
+                ));
                 self.set_conditions(&ns, conditions).await?;
                 return Err(e);
             }
         };
-        conditions.push(condition("NamespaceDeletionGroupVersionParsingFailure", "False", "ParsedGroupVersions", "All legacy kube types successfully parsed".into()));
+        conditions.push(condition(
+            "NamespaceDeletionGroupVersionParsingFailure",
+            "False",
+            "ParsedGroupVersions",
+            "All legacy kube types successfully parsed".into(),
+        ));
         let deletable: Vec<Resource> = resources
             .preferred_supporting(&["list", "delete"])
             .filter(|r| r.namespaced)
@@ -103,25 +122,73 @@ impl Reconciler for NamespaceController {
             .collect();
         let pass = self.delete_content(&name, &deletable).await;
         conditions.push(if pass.failures.is_empty() {
-            condition("NamespaceDeletionContentFailure", "False", "ContentDeleted", "All content successfully deleted, may be waiting on finalization".into())
+            condition(
+                "NamespaceDeletionContentFailure",
+                "False",
+                "ContentDeleted",
+                "All content successfully deleted, may be waiting on finalization".into(),
+            )
         } else {
-            condition("NamespaceDeletionContentFailure", "True", "ContentDeletionFailed", format!("Failed to delete all resource types, {} remaining: {}", pass.failures.len(), pass.failures.join(", ")))
+            condition(
+                "NamespaceDeletionContentFailure",
+                "True",
+                "ContentDeletionFailed",
+                format!(
+                    "Failed to delete all resource types, {} remaining: {}",
+                    pass.failures.len(),
+                    pass.failures.join(", ")
+                ),
+            )
         });
         conditions.push(if pass.remaining.is_empty() {
-            condition("NamespaceContentRemaining", "False", "ContentRemoved", "All content successfully removed".into())
+            condition(
+                "NamespaceContentRemaining",
+                "False",
+                "ContentRemoved",
+                "All content successfully removed".into(),
+            )
         } else {
-            let list: Vec<String> = pass.remaining.iter().map(|(r, n)| format!("{r} has {n} resource instances")).collect();
-            condition("NamespaceContentRemaining", "True", "SomeResourcesRemain", format!("Some resources are remaining: {}", list.join(", ")))
+            let list: Vec<String> = pass
+                .remaining
+                .iter()
+                .map(|(r, n)| format!("{r} has {n} resource instances"))
+                .collect();
+            condition(
+                "NamespaceContentRemaining",
+                "True",
+                "SomeResourcesRemain",
+                format!("Some resources are remaining: {}", list.join(", ")),
+            )
         });
         conditions.push(if pass.finalizers.is_empty() {
-            condition("NamespaceFinalizersRemaining", "False", "ContentHasNoFinalizers", "All content-preserving finalizers finished".into())
+            condition(
+                "NamespaceFinalizersRemaining",
+                "False",
+                "ContentHasNoFinalizers",
+                "All content-preserving finalizers finished".into(),
+            )
         } else {
-            let list: Vec<String> = pass.finalizers.iter().map(|(f, n)| format!("{f} in {n} resource instances")).collect();
-            condition("NamespaceFinalizersRemaining", "True", "SomeFinalizersRemain", format!("Some content in the namespace has finalizers remaining: {}", list.join(", ")))
+            let list: Vec<String> = pass
+                .finalizers
+                .iter()
+                .map(|(f, n)| format!("{f} in {n} resource instances"))
+                .collect();
+            condition(
+                "NamespaceFinalizersRemaining",
+                "True",
+                "SomeFinalizersRemain",
+                format!(
+                    "Some content in the namespace has finalizers remaining: {}",
+                    list.join(", ")
+                ),
+            )
         });
         let ns = self.set_conditions(&ns, conditions).await?;
         if !pass.failures.is_empty() || !pass.remaining.is_empty() {
-            let wait = pass.estimate.unwrap_or(Duration::from_secs(2)).clamp(Duration::from_millis(500), Duration::from_secs(15));
+            let wait = pass
+                .estimate
+                .unwrap_or(Duration::from_secs(2))
+                .clamp(Duration::from_millis(500), Duration::from_secs(15));
             return Ok(Action::RequeueAfter(wait));
         }
         self.finalize(&ns).await?;
@@ -153,34 +220,55 @@ impl NamespaceController {
                 if let Err(e) = api.delete_collection(&params, &ListParams::default()).await
                     && !crate::is_not_found(&e)
                 {
-                    pass.failures.push(format!("{}: {}", r.group_resource(), crate::replicaset::api_message(&e)));
+                    pass.failures.push(format!(
+                        "{}: {}",
+                        r.group_resource(),
+                        crate::replicaset::api_message(&e)
+                    ));
                     continue;
                 }
             } else {
                 let listed = match api.list_metadata(&ListParams::default()).await {
                     Ok(l) => l,
                     Err(e) => {
-                        pass.failures.push(format!("{}: {}", r.group_resource(), crate::replicaset::api_message(&e)));
+                        pass.failures.push(format!(
+                            "{}: {}",
+                            r.group_resource(),
+                            crate::replicaset::api_message(&e)
+                        ));
                         continue;
                     }
                 };
-                for item in listed.items.iter().filter(|i| i.metadata.deletion_timestamp.is_none()) {
+                for item in listed
+                    .items
+                    .iter()
+                    .filter(|i| i.metadata.deletion_timestamp.is_none())
+                {
                     if let Err(e) = api.delete(&item.name_any(), &params).await
                         && !crate::is_not_found(&e)
                     {
-                        pass.failures.push(format!("{}: {}", r.group_resource(), crate::replicaset::api_message(&e)));
+                        pass.failures.push(format!(
+                            "{}: {}",
+                            r.group_resource(),
+                            crate::replicaset::api_message(&e)
+                        ));
                         break;
                     }
                 }
             }
             // What is left (pods terminating gracefully, objects held by finalizers).
-            let left: Vec<PartialObjectMeta<DynamicObject>> = match api.list_metadata(&ListParams::default()).await {
-                Ok(l) => l.items,
-                Err(e) => {
-                    pass.failures.push(format!("{}: {}", r.group_resource(), crate::replicaset::api_message(&e)));
-                    continue;
-                }
-            };
+            let left: Vec<PartialObjectMeta<DynamicObject>> =
+                match api.list_metadata(&ListParams::default()).await {
+                    Ok(l) => l.items,
+                    Err(e) => {
+                        pass.failures.push(format!(
+                            "{}: {}",
+                            r.group_resource(),
+                            crate::replicaset::api_message(&e)
+                        ));
+                        continue;
+                    }
+                };
             if left.is_empty() {
                 continue;
             }
@@ -190,7 +278,8 @@ impl NamespaceController {
                     *pass.finalizers.entry(f.clone()).or_default() += 1;
                 }
                 if let Some(at) = &item.metadata.deletion_timestamp {
-                    let left = Duration::try_from(at.0.duration_since(Timestamp::now())).unwrap_or_default();
+                    let left = Duration::try_from(at.0.duration_since(Timestamp::now()))
+                        .unwrap_or_default();
                     pass.estimate = Some(pass.estimate.map_or(left, |e| e.min(left)));
                 }
             }
@@ -199,7 +288,11 @@ impl NamespaceController {
     }
 
     /// Record the deletion conditions (status writes are skipped when nothing changed).
-    async fn set_conditions(&self, ns: &Namespace, conditions: Vec<NamespaceCondition>) -> Result<Namespace> {
+    async fn set_conditions(
+        &self,
+        ns: &Namespace,
+        conditions: Vec<NamespaceCondition>,
+    ) -> Result<Namespace> {
         let mut updated = ns.clone();
         let status = updated.status.get_or_insert_with(Default::default);
         let old = status.conditions.clone().unwrap_or_default();
@@ -207,7 +300,10 @@ impl NamespaceController {
             .into_iter()
             .map(|mut c| {
                 if let Some(prev) = old.iter().find(|o| o.type_ == c.type_) {
-                    if prev.status == c.status && prev.reason == c.reason && prev.message == c.message {
+                    if prev.status == c.status
+                        && prev.reason == c.reason
+                        && prev.message == c.message
+                    {
                         return prev.clone();
                     }
                     if prev.status == c.status {
@@ -222,10 +318,16 @@ impl NamespaceController {
         }
         status.conditions = Some(merged);
         let api: Api<Namespace> = Api::all(self.client.clone());
-        match api.replace_status(&ns.name_any(), &PostParams::default(), &updated).await {
+        match api
+            .replace_status(&ns.name_any(), &PostParams::default(), &updated)
+            .await
+        {
             Ok(n) => Ok(n),
             Err(e) if crate::is_not_found(&e) => Ok(ns.clone()),
-            Err(e) => Err(Error::Api { action: format!("updating status of namespace {}", ns.name_any()), source: e }),
+            Err(e) => Err(Error::Api {
+                action: format!("updating status of namespace {}", ns.name_any()),
+                source: e,
+            }),
         }
     }
 
@@ -240,11 +342,22 @@ impl NamespaceController {
             .into_iter()
             .filter(|f| f != FINALIZER)
             .collect();
-        updated.spec = Some(NamespaceSpec { finalizers: Some(remaining) });
-        let body = serde_json::to_vec(&updated).map_err(|source| Error::Encode { what: format!("namespace {}", ns.name_any()), source })?;
+        updated.spec = Some(NamespaceSpec {
+            finalizers: Some(remaining),
+        });
+        let body = serde_json::to_vec(&updated).map_err(|source| Error::Encode {
+            what: format!("namespace {}", ns.name_any()),
+            source,
+        })?;
         let request = kube::core::Request::new("/api/v1/namespaces")
             .replace_subresource("finalize", &ns.name_any(), &PostParams::default(), body)
-            .map_err(|e| Error::Api { action: format!("building the finalize request of namespace {}", ns.name_any()), source: kube::Error::BuildRequest(e) })?;
+            .map_err(|e| Error::Api {
+                action: format!(
+                    "building the finalize request of namespace {}",
+                    ns.name_any()
+                ),
+                source: kube::Error::BuildRequest(e),
+            })?;
         match self.client.request::<Namespace>(request).await {
             Ok(_) => Ok(()),
             Err(e) if crate::is_not_found(&e) => Ok(()),

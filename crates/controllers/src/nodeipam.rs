@@ -27,7 +27,10 @@ pub async fn start(ctx: Context) {
     };
     let nodes = ctx.informer::<Node>();
     let queue: WorkQueue<String> = WorkQueue::default();
-    let allocator = Arc::new(Mutex::new(Allocator::new(cidr, ctx.config.node_cidr_mask_size)));
+    let allocator = Arc::new(Mutex::new(Allocator::new(
+        cidr,
+        ctx.config.node_cidr_mask_size,
+    )));
     {
         let allocator = allocator.clone();
         controller::feed(&nodes, &queue, &ctx.stop, move |c| match c {
@@ -51,7 +54,12 @@ pub async fn start(ctx: Context) {
             }
         }
     }
-    let reconciler = Arc::new(NodeIpam { client: ctx.client.clone(), nodes, allocator, recorder: ctx.recorder("node-ipam-controller") });
+    let reconciler = Arc::new(NodeIpam {
+        client: ctx.client.clone(),
+        nodes,
+        allocator,
+        recorder: ctx.recorder("node-ipam-controller"),
+    });
     // One worker: allocation is serial by nature.
     controller::run(reconciler, queue, 1, ctx.stop.clone()).await;
 }
@@ -67,12 +75,18 @@ pub struct Allocator {
 impl Allocator {
     /// Blocks of `/size` from `cidr`.
     pub fn new(cidr: Ipv4Net, size: u8) -> Allocator {
-        Allocator { cidr, size, used: HashMap::new() }
+        Allocator {
+            cidr,
+            size,
+            used: HashMap::new(),
+        }
     }
 
     fn parse(&self, cidr: &str) -> Option<u32> {
         let net: Ipv4Net = cidr.parse().ok()?;
-        (net.prefix == self.size && u32::from(net.addr) & mask(self.cidr.prefix) == u32::from(self.cidr.addr)).then(|| u32::from(net.addr))
+        (net.prefix == self.size
+            && u32::from(net.addr) & mask(self.cidr.prefix) == u32::from(self.cidr.addr))
+        .then(|| u32::from(net.addr))
     }
 
     /// Record a block a node already has.
@@ -130,17 +144,30 @@ impl Reconciler for NodeIpam {
         let Some(node) = self.nodes.get_named("", name) else {
             return Ok(Action::Done);
         };
-        if let Some(cidr) = node.spec.as_ref().and_then(|s| s.pod_cidr.as_deref()).filter(|c| !c.is_empty()) {
+        if let Some(cidr) = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.pod_cidr.as_deref())
+            .filter(|c| !c.is_empty())
+        {
             self.allocator.lock().occupy(cidr, name);
             return Ok(Action::Done);
         }
         let Some(cidr) = self.allocator.lock().allocate(name) else {
-            self.recorder.publish(&reference(node.as_ref()), EventType::Normal, "CIDRNotAvailable", &format!("Node {name} status is now: CIDRNotAvailable"));
+            self.recorder.publish(
+                &reference(node.as_ref()),
+                EventType::Normal,
+                "CIDRNotAvailable",
+                &format!("Node {name} status is now: CIDRNotAvailable"),
+            );
             return Ok(Action::Done);
         };
         let patch = json!({ "spec": { "podCIDR": cidr, "podCIDRs": [cidr] } });
         let api: Api<Node> = Api::all(self.client.clone());
-        match api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        match api
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
             Ok(_) => {
                 tracing::info!(node = %name, %cidr, "allocated pod CIDR");
                 Ok(Action::Done)
@@ -151,8 +178,16 @@ impl Reconciler for NodeIpam {
             }
             Err(e) => {
                 self.allocator.lock().release(&cidr, name);
-                self.recorder.publish(&reference(node.as_ref()), EventType::Warning, "CIDRAssignmentFailed", &format!("Node {name} status is now: CIDRAssignmentFailed"));
-                Err(Error::Api { action: format!("assigning pod CIDR {cidr} to node {name}"), source: e })
+                self.recorder.publish(
+                    &reference(node.as_ref()),
+                    EventType::Warning,
+                    "CIDRAssignmentFailed",
+                    &format!("Node {name} status is now: CIDRAssignmentFailed"),
+                );
+                Err(Error::Api {
+                    action: format!("assigning pod CIDR {cidr} to node {name}"),
+                    source: e,
+                })
             }
         }
     }
@@ -167,7 +202,11 @@ mod tests {
         let mut a = Allocator::new("10.42.0.0/16".parse().unwrap(), 24);
         a.occupy("10.42.0.0/24", "existing");
         assert_eq!(a.allocate("n1").as_deref(), Some("10.42.1.0/24"));
-        assert_eq!(a.allocate("n1").as_deref(), Some("10.42.1.0/24"), "idempotent per node");
+        assert_eq!(
+            a.allocate("n1").as_deref(),
+            Some("10.42.1.0/24"),
+            "idempotent per node"
+        );
         assert_eq!(a.allocate("n2").as_deref(), Some("10.42.2.0/24"));
         a.release("10.42.1.0/24", "n1");
         assert_eq!(a.allocate("n3").as_deref(), Some("10.42.1.0/24"));

@@ -49,7 +49,11 @@ pub fn pods_by_node(ctx: &Context) -> Informer<Pod> {
     if !pods.has_index(POD_NODE_INDEX) {
         pods.add_index(POD_NODE_INDEX, |p: &Pod| {
             let n = pods::node_name(p);
-            if n.is_empty() { Vec::new() } else { vec![n.to_owned()] }
+            if n.is_empty() {
+                Vec::new()
+            } else {
+                vec![n.to_owned()]
+            }
         });
     }
     pods
@@ -96,7 +100,11 @@ struct Bucket {
 
 impl Bucket {
     fn new(rate: f64) -> Bucket {
-        Bucket { rate, tokens: 1.0, at: Instant::now() }
+        Bucket {
+            rate,
+            tokens: 1.0,
+            at: Instant::now(),
+        }
     }
 
     fn set_rate(&mut self, rate: f64) {
@@ -124,9 +132,14 @@ impl Bucket {
 /// Start the controller.
 pub async fn start(ctx: Context) {
     let nodes = ctx.informer::<Node>();
-    let leases: Informer<Lease> = ctx.informers.get_filtered(watcher::Config::default().fields("metadata.namespace=kube-node-lease"));
+    let leases: Informer<Lease> = ctx
+        .informers
+        .get_filtered(watcher::Config::default().fields("metadata.namespace=kube-node-lease"));
     let pods = pods_by_node(&ctx);
-    if !ctx.wait_synced(vec![synced(&nodes), synced(&leases), synced(&pods)]).await {
+    if !ctx
+        .wait_synced(vec![synced(&nodes), synced(&leases), synced(&pods)])
+        .await
+    {
         return;
     }
     let lifecycle = NodeLifecycle {
@@ -162,12 +175,21 @@ struct NodeLifecycle {
 }
 
 fn condition<'n>(node: &'n Node, type_: &str) -> Option<&'n NodeCondition> {
-    node.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == type_)
+    node.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
 }
 
 fn zone_of(node: &Node) -> String {
     let labels = node.metadata.labels.clone().unwrap_or_default();
-    format!("{}:\u{0}:{}", labels.get(REGION_LABEL).cloned().unwrap_or_default(), labels.get(ZONE_LABEL).cloned().unwrap_or_default())
+    format!(
+        "{}:\u{0}:{}",
+        labels.get(REGION_LABEL).cloned().unwrap_or_default(),
+        labels.get(ZONE_LABEL).cloned().unwrap_or_default()
+    )
 }
 
 /// The NoSchedule taints a node's conditions call for (upstream TaintNodesByCondition).
@@ -182,7 +204,10 @@ pub fn condition_taints(node: &Node) -> Vec<&'static str> {
         ("MemoryPressure", "node.kubernetes.io/memory-pressure"),
         ("DiskPressure", "node.kubernetes.io/disk-pressure"),
         ("PIDPressure", "node.kubernetes.io/pid-pressure"),
-        ("NetworkUnavailable", "node.kubernetes.io/network-unavailable"),
+        (
+            "NetworkUnavailable",
+            "node.kubernetes.io/network-unavailable",
+        ),
     ] {
         if condition(node, type_).is_some_and(|c| c.status == "True") {
             out.push(key);
@@ -216,14 +241,20 @@ impl NodeLifecycle {
         }
         for node in &nodes {
             let name = node.name_any();
-            let heartbeat = condition(node, "Ready").and_then(|c| c.last_heartbeat_time.as_ref()).map(|t| t.0);
+            let heartbeat = condition(node, "Ready")
+                .and_then(|c| c.last_heartbeat_time.as_ref())
+                .map(|t| t.0);
             let lease_renew = self
                 .leases
                 .get_named("kube-node-lease", &name)
                 .and_then(|l| l.spec.as_ref()?.renew_time.as_ref().map(|t| t.0));
             let probe = {
                 let mut health = self.health.lock();
-                let h = health.entry(name.clone()).or_insert(Health { probe: Instant::now(), heartbeat, lease_renew });
+                let h = health.entry(name.clone()).or_insert(Health {
+                    probe: Instant::now(),
+                    heartbeat,
+                    lease_renew,
+                });
                 if h.heartbeat != heartbeat || h.lease_renew != lease_renew {
                     h.probe = Instant::now();
                     h.heartbeat = heartbeat;
@@ -232,7 +263,11 @@ impl NodeLifecycle {
                 h.probe
             };
             let ready = condition(node, "Ready");
-            let grace = if ready.is_none() { self.config.node_startup_grace_period } else { self.config.node_monitor_grace_period };
+            let grace = if ready.is_none() {
+                self.config.node_startup_grace_period
+            } else {
+                self.config.node_monitor_grace_period
+            };
             if probe.elapsed() <= grace || ready.is_some_and(|c| c.status == "Unknown") {
                 updated.push((**node).clone());
                 continue;
@@ -257,19 +292,32 @@ impl NodeLifecycle {
         }
         let states: BTreeMap<String, ZoneState> = zones
             .iter()
-            .map(|(z, (r, n))| (z.clone(), zone_state(*r, *n, self.config.unhealthy_zone_threshold)))
+            .map(|(z, (r, n))| {
+                (
+                    z.clone(),
+                    zone_state(*r, *n, self.config.unhealthy_zone_threshold),
+                )
+            })
             .collect();
-        let all_disrupted = !states.is_empty() && states.values().all(|s| *s == ZoneState::FullDisruption);
+        let all_disrupted =
+            !states.is_empty() && states.values().all(|s| *s == ZoneState::FullDisruption);
         {
             let mut buckets = self.buckets.lock();
             for (zone, state) in &states {
                 let size = zones.get(zone).map_or(0, |(r, n)| r + n);
                 let rate = match state {
                     ZoneState::Normal | ZoneState::FullDisruption => self.config.node_eviction_rate,
-                    ZoneState::PartialDisruption if size > self.config.large_cluster_size_threshold => self.config.secondary_node_eviction_rate,
+                    ZoneState::PartialDisruption
+                        if size > self.config.large_cluster_size_threshold =>
+                    {
+                        self.config.secondary_node_eviction_rate
+                    }
                     ZoneState::PartialDisruption => 0.0,
                 };
-                buckets.entry(zone.clone()).or_insert_with(|| Bucket::new(rate)).set_rate(rate);
+                buckets
+                    .entry(zone.clone())
+                    .or_insert_with(|| Bucket::new(rate))
+                    .set_rate(rate);
             }
             buckets.retain(|z, _| states.contains_key(z));
         }
@@ -315,9 +363,17 @@ impl NodeLifecycle {
         let stored = api
             .replace_status(&name, &PostParams::default(), &n)
             .await
-            .map_err(|e| Error::Api { action: format!("marking node {name} unknown"), source: e })?;
+            .map_err(|e| Error::Api {
+                action: format!("marking node {name} unknown"),
+                source: e,
+            })?;
         tracing::info!(node = %name, "node stopped reporting: conditions set to Unknown");
-        self.recorder.publish(&reference(node), EventType::Normal, "NodeNotReady", &format!("Node {name} status is now: NodeNotReady"));
+        self.recorder.publish(
+            &reference(node),
+            EventType::Normal,
+            "NodeNotReady",
+            &format!("Node {name} status is now: NodeNotReady"),
+        );
         self.mark_pods_not_ready(&name).await;
         Ok(stored)
     }
@@ -342,9 +398,17 @@ impl NodeLifecycle {
                     serde_json::to_value(c).unwrap_or_default()
                 })
                 .collect();
-            let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
+            let api: Api<Pod> =
+                Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
             let patch = json!({ "status": { "conditions": conditions } });
-            if let Err(e) = api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+            if let Err(e) = api
+                .patch_status(
+                    &pod.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await
+            {
                 tracing::debug!(pod = %pod.name_any(), error = %e, "marking pod not ready failed");
             }
         }
@@ -352,7 +416,11 @@ impl NodeLifecycle {
 
     /// Keep the node's condition taints (NoSchedule now, NoExecute rate-limited).
     async fn sync_taints(&self, node: &Node, all_disrupted: bool) -> Result<()> {
-        let current: Vec<Taint> = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
+        let current: Vec<Taint> = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.clone())
+            .unwrap_or_default();
         let wanted_no_schedule = condition_taints(node);
         let ready = condition(node, "Ready").map(|c| c.status.clone());
         let wanted_no_execute: Option<&str> = if all_disrupted {
@@ -374,8 +442,16 @@ impl NodeLifecycle {
             .cloned()
             .collect();
         for key in &wanted_no_schedule {
-            if !next.iter().any(|t| t.key == *key && t.effect == "NoSchedule") {
-                next.push(Taint { key: (*key).into(), effect: "NoSchedule".into(), value: None, time_added: None });
+            if !next
+                .iter()
+                .any(|t| t.key == *key && t.effect == "NoSchedule")
+            {
+                next.push(Taint {
+                    key: (*key).into(),
+                    effect: "NoSchedule".into(),
+                    value: None,
+                    time_added: None,
+                });
             }
         }
         if let Some(key) = wanted_no_execute
@@ -383,10 +459,22 @@ impl NodeLifecycle {
         {
             // Swapping not-ready for unreachable is not a new eviction; only a fresh one
             // takes a token.
-            let swap = current.iter().any(|t| t.effect == "NoExecute" && (t.key == NOT_READY || t.key == UNREACHABLE));
-            let allowed = swap || self.buckets.lock().get_mut(&zone_of(node)).is_some_and(Bucket::take);
+            let swap = current
+                .iter()
+                .any(|t| t.effect == "NoExecute" && (t.key == NOT_READY || t.key == UNREACHABLE));
+            let allowed = swap
+                || self
+                    .buckets
+                    .lock()
+                    .get_mut(&zone_of(node))
+                    .is_some_and(Bucket::take);
             if allowed {
-                next.push(Taint { key: key.into(), effect: "NoExecute".into(), value: None, time_added: Some(Time(Timestamp::now())) });
+                next.push(Taint {
+                    key: key.into(),
+                    effect: "NoExecute".into(),
+                    value: None,
+                    time_added: Some(Time(Timestamp::now())),
+                });
                 tracing::info!(node = %node.name_any(), taint = key, "tainting node for eviction");
             }
         }
@@ -398,7 +486,10 @@ impl NodeLifecycle {
         let patch = json!({ "metadata": { "resourceVersion": node.metadata.resource_version }, "spec": { "taints": next } });
         api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
-            .map_err(|e| Error::Api { action: format!("updating taints of node {name}"), source: e })?;
+            .map_err(|e| Error::Api {
+                action: format!("updating taints of node {name}"),
+                source: e,
+            })?;
         Ok(())
     }
 }
@@ -412,7 +503,11 @@ mod tests {
     fn zone_states_follow_upstream_thresholds() {
         assert_eq!(zone_state(0, 1, 0.55), ZoneState::FullDisruption);
         assert_eq!(zone_state(1, 1, 0.55), ZoneState::Normal);
-        assert_eq!(zone_state(2, 2, 0.55), ZoneState::Normal, "at most two down is always normal");
+        assert_eq!(
+            zone_state(2, 2, 0.55),
+            ZoneState::Normal,
+            "at most two down is always normal"
+        );
         assert_eq!(zone_state(2, 3, 0.55), ZoneState::PartialDisruption);
         assert_eq!(zone_state(10, 3, 0.55), ZoneState::Normal);
     }
@@ -431,12 +526,33 @@ mod tests {
 
     #[test]
     fn conditions_map_to_no_schedule_taints() {
-        let cond = |t: &str, s: &str| NodeCondition { type_: t.into(), status: s.into(), ..Default::default() };
-        let node = Node {
-            spec: Some(NodeSpec { unschedulable: Some(true), ..Default::default() }),
-            status: Some(NodeStatus { conditions: Some(vec![cond("Ready", "Unknown"), cond("DiskPressure", "True"), cond("MemoryPressure", "False")]), ..Default::default() }),
+        let cond = |t: &str, s: &str| NodeCondition {
+            type_: t.into(),
+            status: s.into(),
             ..Default::default()
         };
-        assert_eq!(condition_taints(&node), [UNREACHABLE, "node.kubernetes.io/disk-pressure", "node.kubernetes.io/unschedulable"]);
+        let node = Node {
+            spec: Some(NodeSpec {
+                unschedulable: Some(true),
+                ..Default::default()
+            }),
+            status: Some(NodeStatus {
+                conditions: Some(vec![
+                    cond("Ready", "Unknown"),
+                    cond("DiskPressure", "True"),
+                    cond("MemoryPressure", "False"),
+                ]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            condition_taints(&node),
+            [
+                UNREACHABLE,
+                "node.kubernetes.io/disk-pressure",
+                "node.kubernetes.io/unschedulable"
+            ]
+        );
     }
 }

@@ -32,7 +32,13 @@ pub async fn start(ctx: Context) {
     if !ctx.wait_synced(vec![synced(&pods), synced(&nodes)]).await {
         return;
     }
-    let gc = PodGc { client: ctx.client.clone(), pods, nodes, missing_since: Mutex::new(HashMap::new()), threshold: ctx.config.terminated_pod_gc_threshold };
+    let gc = PodGc {
+        client: ctx.client.clone(),
+        pods,
+        nodes,
+        missing_since: Mutex::new(HashMap::new()),
+        threshold: ctx.config.terminated_pod_gc_threshold,
+    };
     loop {
         if let Err(e) = gc.pass().await {
             tracing::warn!(error = %skiff_runtime::controller::ErrorChain(&e), "pod garbage collection failed");
@@ -53,7 +59,10 @@ struct PodGc {
 }
 
 fn node_ready(node: &Node) -> bool {
-    node.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 impl PodGc {
@@ -61,7 +70,10 @@ impl PodGc {
         let all = self.pods.list();
         // 1. Too many finished pods: the oldest go.
         if self.threshold > 0 {
-            let mut finished: Vec<&Arc<Pod>> = all.iter().filter(|p| pods::is_terminal(p) && p.metadata.deletion_timestamp.is_none()).collect();
+            let mut finished: Vec<&Arc<Pod>> = all
+                .iter()
+                .filter(|p| pods::is_terminal(p) && p.metadata.deletion_timestamp.is_none())
+                .collect();
             if finished.len() > self.threshold {
                 finished.sort_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
                 let excess = finished.len() - self.threshold;
@@ -78,9 +90,12 @@ impl PodGc {
             }
             if let Some(n) = self.nodes.get_named("", node)
                 && !node_ready(&n)
-                && scheduling::taints(&n, "NoExecute").chain(scheduling::taints(&n, "NoSchedule")).any(|t| t.key == OUT_OF_SERVICE)
+                && scheduling::taints(&n, "NoExecute")
+                    .chain(scheduling::taints(&n, "NoSchedule"))
+                    .any(|t| t.key == OUT_OF_SERVICE)
             {
-                self.mark_failed(pod, "PodGC: node is out of service").await?;
+                self.mark_failed(pod, "PodGC: node is out of service")
+                    .await?;
                 self.force_delete(pod).await?;
             }
         }
@@ -99,20 +114,31 @@ impl PodGc {
             }
             // Confirm with the API server before deleting anything.
             let api: Api<Node> = Api::all(self.client.clone());
-            let exists = api.get_opt(node).await.map_err(|e| Error::Api { action: format!("reading node {node}"), source: e })?.is_some();
+            let exists = api
+                .get_opt(node)
+                .await
+                .map_err(|e| Error::Api {
+                    action: format!("reading node {node}"),
+                    source: e,
+                })?
+                .is_some();
             if exists {
                 continue;
             }
             tracing::info!(pod = %format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any()), node, "deleting pod of a node that no longer exists");
             if !pods::is_terminal(pod) {
-                self.mark_failed(pod, "PodGC: node no longer exists").await?;
+                self.mark_failed(pod, "PodGC: node no longer exists")
+                    .await?;
             }
             self.force_delete(pod).await?;
         }
         missing.retain(|n, _| seen.contains(n));
         *self.missing_since.lock() = missing;
         // 4. Terminating pods that were never scheduled.
-        for pod in all.iter().filter(|p| p.metadata.deletion_timestamp.is_some() && pods::node_name(p).is_empty()) {
+        for pod in all
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_some() && pods::node_name(p).is_empty())
+        {
             self.force_delete(pod).await?;
         }
         Ok(())
@@ -120,7 +146,8 @@ impl PodGc {
 
     /// Upstream sets phase Failed and a DisruptionTarget condition before deleting.
     async fn mark_failed(&self, pod: &Pod, message: &str) -> Result<()> {
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
+        let api: Api<Pod> =
+            Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
         let now = Timestamp::now().to_string();
         let mut conditions: Vec<serde_json::Value> = pod
             .status
@@ -133,24 +160,49 @@ impl PodGc {
             .collect();
         conditions.push(json!({ "type": "DisruptionTarget", "status": "True", "reason": "DeletionByPodGC", "message": message, "lastTransitionTime": now }));
         let patch = json!({ "status": { "phase": if pods::is_terminal(pod) { pods::phase(pod) } else { "Failed" }, "conditions": conditions } });
-        match api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+        match api
+            .patch_status(
+                &pod.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) if crate::is_not_found(&e) => Ok(()),
-            Err(e) => Err(Error::Api { action: format!("marking pod {}/{} failed", pod.namespace().unwrap_or_default(), pod.name_any()), source: e }),
+            Err(e) => Err(Error::Api {
+                action: format!(
+                    "marking pod {}/{} failed",
+                    pod.namespace().unwrap_or_default(),
+                    pod.name_any()
+                ),
+                source: e,
+            }),
         }
     }
 
     async fn force_delete(&self, pod: &Pod) -> Result<()> {
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
+        let api: Api<Pod> =
+            Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
         let params = DeleteParams {
             grace_period_seconds: Some(0),
-            preconditions: Some(Preconditions { uid: pod.metadata.uid.clone(), resource_version: None }),
+            preconditions: Some(Preconditions {
+                uid: pod.metadata.uid.clone(),
+                resource_version: None,
+            }),
             ..Default::default()
         };
         match api.delete(&pod.name_any(), &params).await {
             Ok(_) => Ok(()),
             Err(e) if crate::is_not_found(&e) || crate::is_conflict(&e) => Ok(()),
-            Err(e) => Err(Error::Api { action: format!("deleting pod {}/{}", pod.namespace().unwrap_or_default(), pod.name_any()), source: e }),
+            Err(e) => Err(Error::Api {
+                action: format!(
+                    "deleting pod {}/{}",
+                    pod.namespace().unwrap_or_default(),
+                    pod.name_any()
+                ),
+                source: e,
+            }),
         }
     }
 }

@@ -404,7 +404,14 @@ impl<K: ReplicaKind> Reconciler for ReplicaController<K> {
         };
         let needs_sync = self.expectations.satisfied(key);
         let deleting = owner.meta().deletion_timestamp.is_some();
-        let owned = crate::claim::claim_pods(&self.client, &self.pods, owner.as_ref(), &selector, pods::is_active).await?;
+        let owned = crate::claim::claim_pods(
+            &self.client,
+            &self.pods,
+            owner.as_ref(),
+            &selector,
+            pods::is_active,
+        )
+        .await?;
         let terminating = owned.iter().filter(|p| pods::is_terminating(p)).count() as i32;
         let claimed: Vec<Arc<Pod>> = owned.into_iter().filter(|p| pods::is_active(p)).collect();
         let mut failure = None;
@@ -429,9 +436,7 @@ impl<K: ReplicaKind> ReplicaController<K> {
         let target = reference(owner);
         if diff < 0 {
             let count = ((-diff) as usize).min(BURST_REPLICAS);
-            let Some(template) = owner.pod_template() else {
-                return None;
-            };
+            let template = owner.pod_template()?;
             self.expectations.expect_creations(key, count);
             let pod = pods::from_template(
                 template,
@@ -569,7 +574,7 @@ impl<K: ReplicaKind> ReplicaController<K> {
         let template_labels: BTreeMap<String, String> = owner
             .pod_template()
             .and_then(|t| t.metadata.as_ref())
-            .map(|m| pods::labels(m))
+            .map(pods::labels)
             .unwrap_or_default();
         let old = owner.replica_status();
         let mut status = ReplicaStatus {

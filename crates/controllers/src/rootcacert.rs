@@ -37,11 +37,21 @@ pub async fn start(ctx: Context) {
         Change::Applied { new, .. } => vec![new.name_any()],
         Change::Deleted(_) => Vec::new(),
     });
-    controller::feed(&maps, &queue, &ctx.stop, |c| vec![c.object().namespace().unwrap_or_default()]);
-    if !ctx.wait_synced(vec![synced(&namespaces), synced(&maps)]).await {
+    controller::feed(&maps, &queue, &ctx.stop, |c| {
+        vec![c.object().namespace().unwrap_or_default()]
+    });
+    if !ctx
+        .wait_synced(vec![synced(&namespaces), synced(&maps)])
+        .await
+    {
         return;
     }
-    let reconciler = Arc::new(Publisher { client: ctx.client.clone(), ca, namespaces, maps });
+    let reconciler = Arc::new(Publisher {
+        client: ctx.client.clone(),
+        ca,
+        namespaces,
+        maps,
+    });
     controller::run(reconciler, queue, ctx.config.workers(1), ctx.stop.clone()).await;
 }
 
@@ -85,25 +95,33 @@ impl Reconciler for Publisher {
                 api.create(&PostParams::default(), &cm).await.map(|_| ())
             }
             Some(existing) => {
-                let has_description = existing
-                    .metadata
-                    .annotations
-                    .as_ref()
-                    .is_some_and(|a| a.get(DESCRIPTION).map(String::as_str) == Some(DESCRIPTION_TEXT));
+                let has_description = existing.metadata.annotations.as_ref().is_some_and(|a| {
+                    a.get(DESCRIPTION).map(String::as_str) == Some(DESCRIPTION_TEXT)
+                });
                 if existing.data.as_ref() == Some(&data) && has_description {
                     return Ok(Action::Done);
                 }
                 let mut cm = (*existing).clone();
                 cm.data = Some(data);
                 cm.binary_data = None;
-                cm.metadata.annotations.get_or_insert_with(BTreeMap::new).extend(annotations);
-                api.replace(NAME, &PostParams::default(), &cm).await.map(|_| ())
+                cm.metadata
+                    .annotations
+                    .get_or_insert_with(BTreeMap::new)
+                    .extend(annotations);
+                api.replace(NAME, &PostParams::default(), &cm)
+                    .await
+                    .map(|_| ())
             }
         };
         match result {
             Ok(()) => Ok(Action::Done),
-            Err(e) if crate::pods::is_namespace_terminating(&e) || crate::is_not_found(&e) => Ok(Action::Done),
-            Err(e) => Err(Error::Api { action: format!("publishing {namespace}/{NAME}"), source: e }),
+            Err(e) if crate::pods::is_namespace_terminating(&e) || crate::is_not_found(&e) => {
+                Ok(Action::Done)
+            }
+            Err(e) => Err(Error::Api {
+                action: format!("publishing {namespace}/{NAME}"),
+                source: e,
+            }),
         }
     }
 }

@@ -5,7 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Node, NodeSelector, NodeSelectorRequirement, PodSpec, Taint, Toleration};
+use k8s_openapi::api::core::v1::{
+    Node, NodeSelector, NodeSelectorRequirement, PodSpec, Taint, Toleration,
+};
 
 /// Upstream `Toleration.ToleratesTaint`.
 pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
@@ -21,7 +23,10 @@ pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
     }
     match operator {
         "Exists" => true,
-        "Equal" | "" => !key.is_empty() && t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or(""),
+        "Equal" | "" => {
+            !key.is_empty()
+                && t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
+        }
         _ => false,
     }
 }
@@ -43,10 +48,17 @@ fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&str>) -> bool
         "Exists" => value.is_some(),
         "DoesNotExist" => value.is_none(),
         "Gt" | "Lt" => {
-            let (Some(v), Some(bound)) = (value.and_then(|v| v.parse::<i64>().ok()), values.first().and_then(|b| b.parse::<i64>().ok())) else {
+            let (Some(v), Some(bound)) = (
+                value.and_then(|v| v.parse::<i64>().ok()),
+                values.first().and_then(|b| b.parse::<i64>().ok()),
+            ) else {
                 return false;
             };
-            if r.operator == "Gt" { v > bound } else { v < bound }
+            if r.operator == "Gt" {
+                v > bound
+            } else {
+                v < bound
+            }
         }
         _ => false,
     }
@@ -63,8 +75,12 @@ pub fn selector_matches(sel: &NodeSelector, node: &Node) -> bool {
         if exprs.is_empty() && fields.is_empty() {
             return false;
         }
-        exprs.iter().all(|r| requirement_matches(r, labels.get(&r.key).map(String::as_str)))
-            && fields.iter().all(|r| r.key == "metadata.name" && requirement_matches(r, Some(&name)))
+        exprs
+            .iter()
+            .all(|r| requirement_matches(r, labels.get(&r.key).map(String::as_str)))
+            && fields
+                .iter()
+                .all(|r| r.key == "metadata.name" && requirement_matches(r, Some(&name)))
     })
 }
 
@@ -80,7 +96,10 @@ pub fn node_matches(spec: &PodSpec, node: &Node) -> bool {
         .affinity
         .as_ref()
         .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|n| n.required_during_scheduling_ignored_during_execution.as_ref());
+        .and_then(|n| {
+            n.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        });
     required.is_none_or(|sel| selector_matches(sel, node))
 }
 
@@ -99,10 +118,18 @@ pub fn target_node(spec: &PodSpec) -> Option<String> {
     if let Some(n) = spec.node_name.clone().filter(|n| !n.is_empty()) {
         return Some(n);
     }
-    let sel = spec.affinity.as_ref()?.node_affinity.as_ref()?.required_during_scheduling_ignored_during_execution.as_ref()?;
+    let sel = spec
+        .affinity
+        .as_ref()?
+        .node_affinity
+        .as_ref()?
+        .required_during_scheduling_ignored_during_execution
+        .as_ref()?;
     sel.node_selector_terms.iter().find_map(|t| {
         t.match_fields.iter().flatten().find_map(|f| {
-            (f.key == "metadata.name" && f.operator == "In").then(|| f.values.clone().unwrap_or_default().into_iter().next()).flatten()
+            (f.key == "metadata.name" && f.operator == "In")
+                .then(|| f.values.clone().unwrap_or_default().into_iter().next())
+                .flatten()
         })
     })
 }
@@ -110,11 +137,16 @@ pub fn target_node(spec: &PodSpec) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{NodeAffinity, NodeSelectorTerm, Affinity};
+    use k8s_openapi::api::core::v1::{Affinity, NodeAffinity, NodeSelectorTerm};
     use kube::api::ObjectMeta;
 
     fn taint(key: &str, value: &str, effect: &str) -> Taint {
-        Taint { key: key.into(), value: Some(value.into()), effect: effect.into(), time_added: None }
+        Taint {
+            key: key.into(),
+            value: Some(value.into()),
+            effect: effect.into(),
+            time_added: None,
+        }
     }
 
     fn toleration(key: &str, op: &str, value: &str, effect: &str) -> Toleration {
@@ -130,34 +162,91 @@ mod tests {
     #[test]
     fn tolerations_match_like_upstream() {
         let t = taint("dedicated", "gpu", "NoSchedule");
-        assert!(tolerates(&toleration("dedicated", "Equal", "gpu", "NoSchedule"), &t));
-        assert!(!tolerates(&toleration("dedicated", "Equal", "cpu", "NoSchedule"), &t));
+        assert!(tolerates(
+            &toleration("dedicated", "Equal", "gpu", "NoSchedule"),
+            &t
+        ));
+        assert!(!tolerates(
+            &toleration("dedicated", "Equal", "cpu", "NoSchedule"),
+            &t
+        ));
         assert!(tolerates(&toleration("dedicated", "Exists", "", ""), &t));
-        assert!(!tolerates(&toleration("dedicated", "Exists", "", "NoExecute"), &t));
-        assert!(tolerates(&toleration("", "Exists", "", ""), &t), "an empty key with Exists tolerates everything");
+        assert!(!tolerates(
+            &toleration("dedicated", "Exists", "", "NoExecute"),
+            &t
+        ));
+        assert!(
+            tolerates(&toleration("", "Exists", "", ""), &t),
+            "an empty key with Exists tolerates everything"
+        );
     }
 
     #[test]
     fn node_selectors_and_affinity_terms() {
         let node = Node {
-            metadata: ObjectMeta { name: Some("n1".into()), labels: Some([("zone".to_owned(), "a".to_owned()), ("cores".to_owned(), "8".to_owned())].into()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some("n1".into()),
+                labels: Some(
+                    [
+                        ("zone".to_owned(), "a".to_owned()),
+                        ("cores".to_owned(), "8".to_owned()),
+                    ]
+                    .into(),
+                ),
+                ..Default::default()
+            },
             ..Default::default()
         };
-        let req = |key: &str, op: &str, vals: &[&str]| NodeSelectorRequirement { key: key.into(), operator: op.into(), values: Some(vals.iter().map(|v| v.to_string()).collect()) };
+        let req = |key: &str, op: &str, vals: &[&str]| NodeSelectorRequirement {
+            key: key.into(),
+            operator: op.into(),
+            values: Some(vals.iter().map(|v| v.to_string()).collect()),
+        };
         let spec_with = |terms: Vec<NodeSelectorTerm>| PodSpec {
-            affinity: Some(Affinity { node_affinity: Some(NodeAffinity { required_during_scheduling_ignored_during_execution: Some(NodeSelector { node_selector_terms: terms }), ..Default::default() }), ..Default::default() }),
+            affinity: Some(Affinity {
+                node_affinity: Some(NodeAffinity {
+                    required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+                        node_selector_terms: terms,
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
             ..Default::default()
         };
-        let fields = |name: &str| NodeSelectorTerm { match_fields: Some(vec![req("metadata.name", "In", &[name])]), match_expressions: None };
+        let fields = |name: &str| NodeSelectorTerm {
+            match_fields: Some(vec![req("metadata.name", "In", &[name])]),
+            match_expressions: None,
+        };
         assert!(node_matches(&spec_with(vec![fields("n1")]), &node));
         assert!(!node_matches(&spec_with(vec![fields("n2")]), &node));
-        assert_eq!(target_node(&spec_with(vec![fields("n2")])).as_deref(), Some("n2"));
-        let expr = |r| NodeSelectorTerm { match_expressions: Some(vec![r]), match_fields: None };
-        assert!(node_matches(&spec_with(vec![expr(req("cores", "Gt", &["4"]))]), &node));
-        assert!(!node_matches(&spec_with(vec![expr(req("zone", "NotIn", &["a"]))]), &node));
-        assert!(node_matches(&spec_with(vec![expr(req("zone", "NotIn", &["a"])), expr(req("zone", "Exists", &[]))]), &node));
-        let mut sel = PodSpec::default();
-        sel.node_selector = Some([("zone".to_owned(), "b".to_owned())].into());
+        assert_eq!(
+            target_node(&spec_with(vec![fields("n2")])).as_deref(),
+            Some("n2")
+        );
+        let expr = |r| NodeSelectorTerm {
+            match_expressions: Some(vec![r]),
+            match_fields: None,
+        };
+        assert!(node_matches(
+            &spec_with(vec![expr(req("cores", "Gt", &["4"]))]),
+            &node
+        ));
+        assert!(!node_matches(
+            &spec_with(vec![expr(req("zone", "NotIn", &["a"]))]),
+            &node
+        ));
+        assert!(node_matches(
+            &spec_with(vec![
+                expr(req("zone", "NotIn", &["a"])),
+                expr(req("zone", "Exists", &[]))
+            ]),
+            &node
+        ));
+        let sel = PodSpec {
+            node_selector: Some([("zone".to_owned(), "b".to_owned())].into()),
+            ..Default::default()
+        };
         assert!(!node_matches(&sel, &node));
     }
 }

@@ -30,10 +30,17 @@ pub async fn start(ctx: Context) {
         }
         _ => Vec::new(),
     });
-    if !ctx.wait_synced(vec![synced(&namespaces), synced(&accounts)]).await {
+    if !ctx
+        .wait_synced(vec![synced(&namespaces), synced(&accounts)])
+        .await
+    {
         return;
     }
-    let reconciler = Arc::new(ServiceAccounts { client: ctx.client.clone(), namespaces, accounts });
+    let reconciler = Arc::new(ServiceAccounts {
+        client: ctx.client.clone(),
+        namespaces,
+        accounts,
+    });
     controller::run(reconciler, queue, ctx.config.workers(1), ctx.stop.clone()).await;
 }
 
@@ -64,14 +71,26 @@ impl Reconciler for ServiceAccounts {
                 continue;
             }
             let sa = ServiceAccount {
-                metadata: ObjectMeta { name: Some(name.into()), namespace: Some(namespace.clone()), ..Default::default() },
+                metadata: ObjectMeta {
+                    name: Some(name.into()),
+                    namespace: Some(namespace.clone()),
+                    ..Default::default()
+                },
                 ..Default::default()
             };
             match api.create(&PostParams::default(), &sa).await {
                 Ok(_) => {}
                 // Already there (the cache lags), or the namespace started terminating.
-                Err(e) if crate::is_conflict(&e) || crate::pods::is_namespace_terminating(&e) || crate::is_not_found(&e) => {}
-                Err(e) => return Err(Error::Api { action: format!("creating service account {namespace}/{name}"), source: e }),
+                Err(e)
+                    if crate::is_conflict(&e)
+                        || crate::pods::is_namespace_terminating(&e)
+                        || crate::is_not_found(&e) => {}
+                Err(e) => {
+                    return Err(Error::Api {
+                        action: format!("creating service account {namespace}/{name}"),
+                        source: e,
+                    });
+                }
             }
         }
         Ok(Action::Done)

@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet, StatefulSetStatus};
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, PodTemplateSpec, Volume};
+use k8s_openapi::api::core::v1::{
+    PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, PodTemplateSpec, Volume,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Client, ResourceExt};
@@ -45,18 +47,32 @@ pub async fn start(ctx: Context) {
     let revisions = history::informer(&ctx);
     let claims = ctx.informer::<PersistentVolumeClaim>();
     let queue: WorkQueue<ObjectKey> = WorkQueue::default();
-    controller::feed(&sets, &queue, &ctx.stop, |c| vec![ObjectKey::of(c.object().as_ref())]);
+    controller::feed(&sets, &queue, &ctx.stop, |c| {
+        vec![ObjectKey::of(c.object().as_ref())]
+    });
     controller::feed(&pods, &queue, &ctx.stop, |c| {
         let mut keys = Vec::new();
         for pod in std::iter::once(c.object()).chain(c.previous()) {
-            if let Some(r) = owner::controller_of(&pod.metadata).filter(|r| r.kind == "StatefulSet") {
-                keys.push(ObjectKey::new(pod.namespace().unwrap_or_default(), r.name.clone()));
+            if let Some(r) = owner::controller_of(&pod.metadata).filter(|r| r.kind == "StatefulSet")
+            {
+                keys.push(ObjectKey::new(
+                    pod.namespace().unwrap_or_default(),
+                    r.name.clone(),
+                ));
             }
         }
         keys.dedup();
         keys
     });
-    if !ctx.wait_synced(vec![synced(&sets), synced(&pods), synced(&revisions), synced(&claims)]).await {
+    if !ctx
+        .wait_synced(vec![
+            synced(&sets),
+            synced(&pods),
+            synced(&revisions),
+            synced(&claims),
+        ])
+        .await
+    {
         return;
     }
     let reconciler = Arc::new(SetController {
@@ -90,12 +106,18 @@ pub fn claim_name(template: &str, pod: &str) -> String {
 }
 
 fn revision_of(pod: &Pod) -> Option<&str> {
-    pod.metadata.labels.as_ref()?.get(REVISION_LABEL).map(String::as_str)
+    pod.metadata
+        .labels
+        .as_ref()?
+        .get(REVISION_LABEL)
+        .map(String::as_str)
 }
 
 /// Running, Ready (and available for minReadySeconds), not terminating.
 fn healthy(pod: &Pod, min_ready: i32, now: Timestamp) -> bool {
-    pods::phase(pod) == "Running" && pod.metadata.deletion_timestamp.is_none() && pods::is_available(pod, min_ready, now)
+    pods::phase(pod) == "Running"
+        && pod.metadata.deletion_timestamp.is_none()
+        && pods::is_available(pod, min_ready, now)
 }
 
 impl Reconciler for SetController {
@@ -123,7 +145,14 @@ impl Reconciler for SetController {
         let uid = set.metadata.uid.clone().unwrap_or_default();
         let existing = history::owned(&self.revisions, &uid);
         let status = set.status.clone().unwrap_or_default();
-        let revs = history::ensure_update_revision(&self.client, &set, &spec.template, &existing, status.collision_count).await?;
+        let revs = history::ensure_update_revision(
+            &self.client,
+            &set,
+            &spec.template,
+            &existing,
+            status.collision_count,
+        )
+        .await?;
         let update = revs.update.clone();
         let current = status
             .current_revision
@@ -147,7 +176,14 @@ impl Reconciler for SetController {
             .filter_map(|p| revision_of(p).map(str::to_owned))
             .chain([run.current.name_any(), run.update.name_any()])
             .collect();
-        history::truncate(&self.client, &key.namespace, &revs.all, &live, spec.revision_history_limit.unwrap_or(10)).await?;
+        history::truncate(
+            &self.client,
+            &key.namespace,
+            &revs.all,
+            &live,
+            spec.revision_history_limit.unwrap_or(10),
+        )
+        .await?;
         Ok(requeue)
     }
 }
@@ -176,7 +212,9 @@ impl<'a> SetSync<'a> {
     }
 
     fn event(&self, kind: EventType, reason: &str, message: String) {
-        self.c.recorder.publish(&reference(&self.set), kind, reason, &message);
+        self.c
+            .recorder
+            .publish(&reference(&self.set), kind, reason, &message);
     }
 
     fn rolling(&self) -> bool {
@@ -233,7 +271,9 @@ impl<'a> SetSync<'a> {
         for ordinal in range.clone() {
             let pod = self.pod(ordinal).cloned();
             match pod {
-                Some(pod) if pods::is_terminal(&pod) && pod.metadata.deletion_timestamp.is_none() => {
+                Some(pod)
+                    if pods::is_terminal(&pod) && pod.metadata.deletion_timestamp.is_none() =>
+                {
                     // A finished pod is replaced (upstream deletes failed pods and recreates them).
                     self.delete_pod(&pod, "recreate").await?;
                     if !self.parallel() {
@@ -245,7 +285,8 @@ impl<'a> SetSync<'a> {
                     self.ensure_claims(ordinal, Some(&pod)).await?;
                     if !self.parallel() && !healthy(&pod, self.min_ready(), self.now) {
                         if let Some(left) = pods::available_in(&pod, self.min_ready(), self.now) {
-                            requeue = requeue.min(Action::RequeueAfter(left + Duration::from_millis(100)));
+                            requeue = requeue
+                                .min(Action::RequeueAfter(left + Duration::from_millis(100)));
                         }
                         blocked = true;
                         break;
@@ -265,11 +306,16 @@ impl<'a> SetSync<'a> {
         let mut condemned: Vec<Arc<Pod>> = self
             .pods
             .iter()
-            .filter(|p| ordinal_of(&self.name(), &p.name_any()).is_some_and(|o| !range.contains(&o)))
+            .filter(|p| {
+                ordinal_of(&self.name(), &p.name_any()).is_some_and(|o| !range.contains(&o))
+            })
             .cloned()
             .collect();
         condemned.sort_by_key(|p| std::cmp::Reverse(ordinal_of(&self.name(), &p.name_any())));
-        let all_healthy = range.clone().all(|o| self.pod(o).is_some_and(|p| healthy(p, self.min_ready(), self.now)));
+        let all_healthy = range.clone().all(|o| {
+            self.pod(o)
+                .is_some_and(|p| healthy(p, self.min_ready(), self.now))
+        });
         for pod in &condemned {
             let ordinal = ordinal_of(&self.name(), &pod.name_any()).unwrap_or(0);
             self.ensure_claims(ordinal, Some(pod)).await?;
@@ -295,10 +341,20 @@ impl<'a> SetSync<'a> {
                 if ordinal < floor {
                     break;
                 }
-                let Some(pod) = self.pod(ordinal).cloned() else { break };
+                let Some(pod) = self.pod(ordinal).cloned() else {
+                    break;
+                };
                 if revision_of(&pod) != Some(self.update.name_any().as_str()) {
                     if pod.metadata.deletion_timestamp.is_none() {
-                        self.event(EventType::Normal, "SuccessfulDelete", format!("delete Pod {} in StatefulSet {} successful", pod.name_any(), self.name()));
+                        self.event(
+                            EventType::Normal,
+                            "SuccessfulDelete",
+                            format!(
+                                "delete Pod {} in StatefulSet {} successful",
+                                pod.name_any(),
+                                self.name()
+                            ),
+                        );
                         self.delete_pod_quiet(&pod).await?;
                     }
                     break;
@@ -321,18 +377,25 @@ impl<'a> SetSync<'a> {
             return Ok(());
         }
         let pod_name = format!("{}-{ordinal}", self.name());
-        let policy = spec.persistent_volume_claim_retention_policy.clone().unwrap_or_default();
+        let policy = spec
+            .persistent_volume_claim_retention_policy
+            .clone()
+            .unwrap_or_default();
         let delete_with_set = policy.when_deleted.as_deref() == Some("Delete");
         let delete_on_scale = policy.when_scaled.as_deref() == Some("Delete");
         let replicas = spec.replicas.unwrap_or(1);
-        let condemned = ordinal >= self.start_ordinal() + replicas || ordinal < self.start_ordinal();
+        let condemned =
+            ordinal >= self.start_ordinal() + replicas || ordinal < self.start_ordinal();
         let mut wanted: Vec<OwnerReference> = Vec::new();
         if delete_with_set {
             let mut r = owner::controller_reference(&self.set);
             r.controller = Some(false);
             wanted.push(r);
         }
-        if delete_on_scale && condemned && let Some(p) = pod {
+        if delete_on_scale
+            && condemned
+            && let Some(p) = pod
+        {
             let mut r = owner::controller_reference(p.as_ref());
             r.controller = Some(false);
             wanted.push(r);
@@ -347,7 +410,8 @@ impl<'a> SetSync<'a> {
                     if condemned {
                         continue;
                     }
-                    let mut labels: BTreeMap<String, String> = t.metadata.labels.clone().unwrap_or_default();
+                    let mut labels: BTreeMap<String, String> =
+                        t.metadata.labels.clone().unwrap_or_default();
                     labels.extend(match_labels.clone());
                     let claim = PersistentVolumeClaim {
                         metadata: ObjectMeta {
@@ -362,32 +426,59 @@ impl<'a> SetSync<'a> {
                         status: None,
                     };
                     match api.create(&PostParams::default(), &claim).await {
-                        Ok(_) => self.event(EventType::Normal, "SuccessfulCreate", format!("create Claim {name} Pod {pod_name} in StatefulSet {} success", self.name())),
+                        Ok(_) => self.event(
+                            EventType::Normal,
+                            "SuccessfulCreate",
+                            format!(
+                                "create Claim {name} Pod {pod_name} in StatefulSet {} success",
+                                self.name()
+                            ),
+                        ),
                         Err(e) if crate::is_conflict(&e) => {}
                         Err(e) => {
                             self.event(EventType::Warning, "FailedCreate", format!("create Claim {name} for Pod {pod_name} in StatefulSet {} failed error: {}", self.name(), api_message(&e)));
-                            return Err(Error::Api { action: format!("creating claim {}/{name}", self.ns()), source: e });
+                            return Err(Error::Api {
+                                action: format!("creating claim {}/{name}", self.ns()),
+                                source: e,
+                            });
                         }
                     }
                 }
                 Some(claim) => {
                     // Owner references for retention: ours are the set's and the pod's uids.
-                    let ours = [self.set.metadata.uid.clone(), pod.and_then(|p| p.metadata.uid.clone())];
+                    let ours = [
+                        self.set.metadata.uid.clone(),
+                        pod.and_then(|p| p.metadata.uid.clone()),
+                    ];
                     let mut refs: Vec<OwnerReference> = claim
                         .metadata
                         .owner_references
                         .clone()
                         .unwrap_or_default()
                         .into_iter()
-                        .filter(|r| !ours.iter().flatten().any(|u| *u == r.uid) && !(r.kind == "Pod" && r.name == pod_name))
+                        .filter(|r| {
+                            !(ours.iter().flatten().any(|u| *u == r.uid)
+                                || (r.kind == "Pod" && r.name == pod_name))
+                        })
                         .collect();
                     refs.extend(wanted.clone());
                     if claim.metadata.owner_references.clone().unwrap_or_default() != refs {
                         let patch = json!({ "metadata": { "ownerReferences": refs, "uid": claim.metadata.uid, "resourceVersion": claim.metadata.resource_version } });
-                        match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                        match api
+                            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                            .await
+                        {
                             Ok(_) => {}
                             Err(e) if crate::is_not_found(&e) || crate::is_conflict(&e) => {}
-                            Err(e) => return Err(Error::Api { action: format!("updating owners of claim {}/{name}", self.ns()), source: e }),
+                            Err(e) => {
+                                return Err(Error::Api {
+                                    action: format!(
+                                        "updating owners of claim {}/{name}",
+                                        self.ns()
+                                    ),
+                                    source: e,
+                                });
+                            }
                         }
                     }
                 }
@@ -399,9 +490,16 @@ impl<'a> SetSync<'a> {
     /// A pod for `ordinal` from the revision it should run.
     fn new_pod(&self, ordinal: i32) -> Pod {
         let rev = self.revision_for(ordinal);
-        let template: PodTemplateSpec = history::template_of(rev).unwrap_or_else(|| self.spec().template.clone());
+        let template: PodTemplateSpec =
+            history::template_of(rev).unwrap_or_else(|| self.spec().template.clone());
         let name = format!("{}-{ordinal}", self.name());
-        let mut pod = pods::from_template(&template, &self.ns(), owner::controller_reference(&self.set), Some(name.clone()), None);
+        let mut pod = pods::from_template(
+            &template,
+            &self.ns(),
+            owner::controller_reference(&self.set),
+            Some(name.clone()),
+            None,
+        );
         let labels = pod.metadata.labels.get_or_insert_with(BTreeMap::new);
         labels.insert(POD_NAME_LABEL.into(), name.clone());
         labels.insert(POD_INDEX_LABEL.into(), ordinal.to_string());
@@ -416,7 +514,10 @@ impl<'a> SetSync<'a> {
                 volumes.retain(|v| v.name != tname);
                 volumes.push(Volume {
                     name: tname.clone(),
-                    persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource { claim_name: claim_name(&tname, &name), read_only: None }),
+                    persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                        claim_name: claim_name(&tname, &name),
+                        read_only: None,
+                    }),
                     ..Default::default()
                 });
             }
@@ -430,30 +531,65 @@ impl<'a> SetSync<'a> {
         let api: Api<Pod> = Api::namespaced(self.c.client.clone(), &self.ns());
         match api.create(&PostParams::default(), &pod).await {
             Ok(_) => {
-                self.event(EventType::Normal, "SuccessfulCreate", format!("create Pod {name} in StatefulSet {} successful", self.name()));
+                self.event(
+                    EventType::Normal,
+                    "SuccessfulCreate",
+                    format!(
+                        "create Pod {name} in StatefulSet {} successful",
+                        self.name()
+                    ),
+                );
                 Ok(())
             }
             // The cache has not seen our pod yet, or it is still being deleted.
             Err(e) if crate::is_conflict(&e) || pods::is_namespace_terminating(&e) => Ok(()),
             Err(e) => {
-                self.event(EventType::Warning, "FailedCreate", format!("create Pod {name} in StatefulSet {} failed error: {}", self.name(), api_message(&e)));
-                Err(Error::Api { action: format!("creating pod {}/{name}", self.ns()), source: e })
+                self.event(
+                    EventType::Warning,
+                    "FailedCreate",
+                    format!(
+                        "create Pod {name} in StatefulSet {} failed error: {}",
+                        self.name(),
+                        api_message(&e)
+                    ),
+                );
+                Err(Error::Api {
+                    action: format!("creating pod {}/{name}", self.ns()),
+                    source: e,
+                })
             }
         }
     }
 
     async fn delete_pod(&self, pod: &Pod, _why: &str) -> Result<()> {
-        self.event(EventType::Normal, "SuccessfulDelete", format!("delete Pod {} in StatefulSet {} successful", pod.name_any(), self.name()));
+        self.event(
+            EventType::Normal,
+            "SuccessfulDelete",
+            format!(
+                "delete Pod {} in StatefulSet {} successful",
+                pod.name_any(),
+                self.name()
+            ),
+        );
         self.delete_pod_quiet(pod).await
     }
 
     async fn delete_pod_quiet(&self, pod: &Pod) -> Result<()> {
         let api: Api<Pod> = Api::namespaced(self.c.client.clone(), &self.ns());
-        let params = DeleteParams { preconditions: Some(Preconditions { uid: pod.metadata.uid.clone(), resource_version: None }), ..Default::default() };
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: pod.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
         match api.delete(&pod.name_any(), &params).await {
             Ok(_) => Ok(()),
             Err(e) if crate::is_not_found(&e) || crate::is_conflict(&e) => Ok(()),
-            Err(e) => Err(Error::Api { action: format!("deleting pod {}/{}", self.ns(), pod.name_any()), source: e }),
+            Err(e) => Err(Error::Api {
+                action: format!("deleting pod {}/{}", self.ns(), pod.name_any()),
+                source: e,
+            }),
         }
     }
 
@@ -462,8 +598,14 @@ impl<'a> SetSync<'a> {
         let mut current_name = self.current.name_any();
         let live: Vec<&Arc<Pod>> = self.pods.iter().filter(|p| !pods::is_terminal(p)).collect();
         let count = |rev: &str| live.iter().filter(|p| revision_of(p) == Some(rev)).count() as i32;
-        let ready = live.iter().filter(|p| pods::is_ready(p) && p.metadata.deletion_timestamp.is_none()).count() as i32;
-        let available = live.iter().filter(|p| healthy(p, self.min_ready(), self.now)).count() as i32;
+        let ready = live
+            .iter()
+            .filter(|p| pods::is_ready(p) && p.metadata.deletion_timestamp.is_none())
+            .count() as i32;
+        let available = live
+            .iter()
+            .filter(|p| healthy(p, self.min_ready(), self.now))
+            .count() as i32;
         let mut status = StatefulSetStatus {
             observed_generation: self.set.metadata.generation,
             replicas: live.len() as i32,
@@ -478,7 +620,8 @@ impl<'a> SetSync<'a> {
         };
         // Upstream `completeRollingUpdate`: once every pod runs the update revision, it is current.
         let updated = status.updated_replicas.unwrap_or(0);
-        if self.rolling() && updated == replicas && ready == replicas && status.replicas == replicas {
+        if self.rolling() && updated == replicas && ready == replicas && status.replicas == replicas
+        {
             current_name = update_name.clone();
             status.current_revision = Some(current_name);
             status.current_replicas = Some(updated);
@@ -490,7 +633,13 @@ impl<'a> SetSync<'a> {
         let api: Api<StatefulSet> = Api::namespaced(self.c.client.clone(), &self.ns());
         api.replace_status(&self.name(), &PostParams::default(), &self.set)
             .await
-            .during(|| format!("updating status of statefulset {}/{}", self.ns(), self.name()))?;
+            .during(|| {
+                format!(
+                    "updating status of statefulset {}/{}",
+                    self.ns(),
+                    self.name()
+                )
+            })?;
         Ok(())
     }
 }

@@ -26,7 +26,9 @@ pub async fn start(ctx: Context) {
     let pods = pods_by_node(&ctx);
     let queue: WorkQueue<ObjectKey> = WorkQueue::default();
     controller::feed(&pods, &queue, &ctx.stop, |c| match c {
-        Change::Applied { new, .. } if !pods::node_name(new).is_empty() => vec![ObjectKey::of(new.as_ref())],
+        Change::Applied { new, .. } if !pods::node_name(new).is_empty() => {
+            vec![ObjectKey::of(new.as_ref())]
+        }
         _ => Vec::new(),
     });
     {
@@ -34,19 +36,33 @@ pub async fn start(ctx: Context) {
         controller::feed(&nodes, &queue, &ctx.stop, move |c| {
             let node = c.object();
             let taints_changed = match c {
-                Change::Applied { old: Some(old), new } => old.spec.as_ref().and_then(|s| s.taints.clone()) != new.spec.as_ref().and_then(|s| s.taints.clone()),
+                Change::Applied {
+                    old: Some(old),
+                    new,
+                } => {
+                    old.spec.as_ref().and_then(|s| s.taints.clone())
+                        != new.spec.as_ref().and_then(|s| s.taints.clone())
+                }
                 _ => true,
             };
             if !taints_changed {
                 return Vec::new();
             }
-            pods.by_index(POD_NODE_INDEX, &node.name_any()).iter().map(|p| ObjectKey::of(p.as_ref())).collect()
+            pods.by_index(POD_NODE_INDEX, &node.name_any())
+                .iter()
+                .map(|p| ObjectKey::of(p.as_ref()))
+                .collect()
         });
     }
     if !ctx.wait_synced(vec![synced(&nodes), synced(&pods)]).await {
         return;
     }
-    let reconciler = Arc::new(TaintEviction { client: ctx.client.clone(), nodes, pods, recorder: ctx.recorder("taint-eviction-controller") });
+    let reconciler = Arc::new(TaintEviction {
+        client: ctx.client.clone(),
+        nodes,
+        pods,
+        recorder: ctx.recorder("taint-eviction-controller"),
+    });
     controller::run(reconciler, queue, ctx.config.workers(8), ctx.stop.clone()).await;
 }
 
@@ -58,14 +74,23 @@ struct TaintEviction {
 }
 
 /// When a pod must leave a node with these NoExecute taints: `Some(None)` now, `Some(t)` at
-/// `t`, `None` never (upstream `getMinTolerationTime` over the matching tolerations).
-pub fn eviction_time(taints: &[Taint], tolerations: &[Toleration], now: Timestamp) -> Option<Option<Timestamp>> {
+/// `t`, `None` never (upstream `getMinTolerationTime` over the matching tolerations). Time
+/// counts from when the taint was added, or from `arrived` for a pod that came later.
+pub fn eviction_time(
+    taints: &[Taint],
+    tolerations: &[Toleration],
+    arrived: Option<Timestamp>,
+    now: Timestamp,
+) -> Option<Option<Timestamp>> {
     if taints.is_empty() {
         return None;
     }
     let mut deadline: Option<Timestamp> = None;
     for taint in taints {
-        let matching: Vec<&Toleration> = tolerations.iter().filter(|t| scheduling::tolerates(t, taint)).collect();
+        let matching: Vec<&Toleration> = tolerations
+            .iter()
+            .filter(|t| scheduling::tolerates(t, taint))
+            .collect();
         if matching.is_empty() {
             return Some(None);
         }
@@ -73,11 +98,16 @@ pub fn eviction_time(taints: &[Taint], tolerations: &[Toleration], now: Timestam
         if matching.iter().any(|t| t.toleration_seconds.is_none()) {
             continue;
         }
-        let seconds = matching.iter().filter_map(|t| t.toleration_seconds).max().unwrap_or(0);
+        let seconds = matching
+            .iter()
+            .filter_map(|t| t.toleration_seconds)
+            .max()
+            .unwrap_or(0);
         if seconds <= 0 {
             return Some(None);
         }
-        let since = taint.time_added.as_ref().map_or(now, |t| t.0);
+        let added = taint.time_added.as_ref().map_or(now, |t| t.0);
+        let since = arrived.map_or(added, |a| a.max(added));
         let at = since + Duration::from_secs(seconds as u64);
         deadline = Some(deadline.map_or(at, |d| d.min(at)));
     }
@@ -103,9 +133,14 @@ impl Reconciler for TaintEviction {
             return Ok(Action::Done);
         };
         let taints: Vec<Taint> = scheduling::taints(&node, "NoExecute").cloned().collect();
-        let tolerations = pod.spec.as_ref().and_then(|s| s.tolerations.clone()).unwrap_or_default();
+        let tolerations = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.tolerations.clone())
+            .unwrap_or_default();
         let now = Timestamp::now();
-        match eviction_time(&taints, &tolerations, now) {
+        let arrived = pod.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        match eviction_time(&taints, &tolerations, arrived, now) {
             None => Ok(Action::Done),
             Some(Some(at)) if at > now => {
                 let left = Duration::try_from(at.duration_since(now)).unwrap_or_default();
@@ -124,7 +159,12 @@ impl TaintEviction {
         let ns = pod.namespace().unwrap_or_default();
         let name = pod.name_any();
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
-        self.recorder.publish(&reference(pod), EventType::Normal, "TaintManagerEviction", &format!("Marking for deletion Pod {ns}/{name}"));
+        self.recorder.publish(
+            &reference(pod),
+            EventType::Normal,
+            "TaintManagerEviction",
+            &format!("Marking for deletion Pod {ns}/{name}"),
+        );
         let mut conditions: Vec<serde_json::Value> = pod
             .status
             .as_ref()
@@ -136,19 +176,36 @@ impl TaintEviction {
             .collect();
         conditions.push(json!({ "type": "DisruptionTarget", "status": "True", "reason": "DeletionByTaintManager", "message": "Taint manager: deleting due to NoExecute taint", "lastTransitionTime": Timestamp::now().to_string() }));
         let patch = json!({ "metadata": { "uid": pod.metadata.uid }, "status": { "conditions": conditions } });
-        match api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        match api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
             Ok(_) => {}
             Err(e) if crate::is_not_found(&e) || crate::is_conflict(&e) => return Ok(()),
-            Err(e) => return Err(Error::Api { action: format!("marking pod {ns}/{name} for eviction"), source: e }),
+            Err(e) => {
+                return Err(Error::Api {
+                    action: format!("marking pod {ns}/{name} for eviction"),
+                    source: e,
+                });
+            }
         }
-        let params = DeleteParams { preconditions: Some(Preconditions { uid: pod.metadata.uid.clone(), resource_version: None }), ..Default::default() };
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: pod.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
         match api.delete(&name, &params).await {
             Ok(_) => {
                 tracing::info!(pod = %format!("{ns}/{name}"), node = pods::node_name(pod), "evicted pod from a NoExecute-tainted node");
                 Ok(())
             }
             Err(e) if crate::is_not_found(&e) || crate::is_conflict(&e) => Ok(()),
-            Err(e) => Err(Error::Api { action: format!("evicting pod {ns}/{name}"), source: e }),
+            Err(e) => Err(Error::Api {
+                action: format!("evicting pod {ns}/{name}"),
+                source: e,
+            }),
         }
     }
 }
@@ -159,11 +216,22 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn taint(key: &str, added: Timestamp) -> Taint {
-        Taint { key: key.into(), effect: "NoExecute".into(), value: None, time_added: Some(Time(added)) }
+        Taint {
+            key: key.into(),
+            effect: "NoExecute".into(),
+            value: None,
+            time_added: Some(Time(added)),
+        }
     }
 
     fn toleration(key: &str, seconds: Option<i64>) -> Toleration {
-        Toleration { key: Some(key.into()), operator: Some("Exists".into()), effect: Some("NoExecute".into()), value: None, toleration_seconds: seconds }
+        Toleration {
+            key: Some(key.into()),
+            operator: Some("Exists".into()),
+            effect: Some("NoExecute".into()),
+            value: None,
+            toleration_seconds: seconds,
+        }
     }
 
     #[test]
@@ -171,11 +239,53 @@ mod tests {
         let now: Timestamp = "2024-01-01T00:01:00Z".parse().unwrap();
         let added: Timestamp = "2024-01-01T00:00:00Z".parse().unwrap();
         let t = [taint("node.kubernetes.io/unreachable", added)];
-        assert_eq!(eviction_time(&t, &[], now), Some(None), "untolerated: now");
-        assert_eq!(eviction_time(&t, &[toleration("node.kubernetes.io/unreachable", None)], now), None, "forever");
-        let at = eviction_time(&t, &[toleration("node.kubernetes.io/unreachable", Some(300))], now).unwrap().unwrap();
+        assert_eq!(
+            eviction_time(&t, &[], None, now),
+            Some(None),
+            "untolerated: now"
+        );
+        assert_eq!(
+            eviction_time(
+                &t,
+                &[toleration("node.kubernetes.io/unreachable", None)],
+                None,
+                now
+            ),
+            None,
+            "forever"
+        );
+        let at = eviction_time(
+            &t,
+            &[toleration("node.kubernetes.io/unreachable", Some(300))],
+            None,
+            now,
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(at.to_string(), "2024-01-01T00:05:00Z");
-        assert_eq!(eviction_time(&t, &[toleration("node.kubernetes.io/unreachable", Some(0))], now), Some(None));
-        assert_eq!(eviction_time(&[], &[], now), None);
+        let late: Timestamp = "2024-01-01T00:02:00Z".parse().unwrap();
+        let at = eviction_time(
+            &t,
+            &[toleration("node.kubernetes.io/unreachable", Some(300))],
+            Some(late),
+            now,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            at.to_string(),
+            "2024-01-01T00:07:00Z",
+            "a pod arriving later gets its full toleration"
+        );
+        assert_eq!(
+            eviction_time(
+                &t,
+                &[toleration("node.kubernetes.io/unreachable", Some(0))],
+                None,
+                now
+            ),
+            Some(None)
+        );
+        assert_eq!(eviction_time(&[], &[], None, now), None);
     }
 }

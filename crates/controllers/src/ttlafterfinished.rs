@@ -22,7 +22,12 @@ pub async fn start(ctx: Context) {
     let queue: WorkQueue<ObjectKey> = WorkQueue::default();
     controller::feed(&jobs, &queue, &ctx.stop, |c| {
         let job = c.object();
-        if job.spec.as_ref().and_then(|s| s.ttl_seconds_after_finished).is_some() {
+        if job
+            .spec
+            .as_ref()
+            .and_then(|s| s.ttl_seconds_after_finished)
+            .is_some()
+        {
             vec![ObjectKey::of(job.as_ref())]
         } else {
             Vec::new()
@@ -31,7 +36,10 @@ pub async fn start(ctx: Context) {
     if !ctx.wait_synced(vec![synced(&jobs)]).await {
         return;
     }
-    let reconciler = Arc::new(TtlController { client: ctx.client.clone(), jobs });
+    let reconciler = Arc::new(TtlController {
+        client: ctx.client.clone(),
+        jobs,
+    });
     controller::run(reconciler, queue, ctx.config.workers(5), ctx.stop.clone()).await;
 }
 
@@ -50,7 +58,10 @@ pub fn expires_at(job: &Job) -> Option<Timestamp> {
         .flatten()
         .find(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")?;
     let at = if finished.type_ == "Complete" {
-        status.completion_time.as_ref().or(finished.last_transition_time.as_ref())
+        status
+            .completion_time
+            .as_ref()
+            .or(finished.last_transition_time.as_ref())
     } else {
         finished.last_transition_time.as_ref()
     }?;
@@ -81,7 +92,10 @@ impl Reconciler for TtlController {
             return Ok(Action::RequeueAfter(left + Duration::from_millis(100)));
         }
         let api: Api<Job> = Api::namespaced(self.client.clone(), &key.namespace);
-        let fresh = api.get_opt(&key.name).await.during(|| format!("reading job {key}"))?;
+        let fresh = api
+            .get_opt(&key.name)
+            .await
+            .during(|| format!("reading job {key}"))?;
         let Some(fresh) = fresh.filter(|f| f.metadata.uid == job.metadata.uid) else {
             return Ok(Action::Done);
         };
@@ -92,13 +106,19 @@ impl Reconciler for TtlController {
         tracing::info!(job = %key, "deleting finished job after its TTL");
         let params = DeleteParams {
             propagation_policy: Some(PropagationPolicy::Foreground),
-            preconditions: Some(Preconditions { uid: fresh.metadata.uid.clone(), resource_version: fresh.metadata.resource_version.clone() }),
+            preconditions: Some(Preconditions {
+                uid: fresh.metadata.uid.clone(),
+                resource_version: fresh.metadata.resource_version.clone(),
+            }),
             ..Default::default()
         };
         match api.delete(&fresh.name_any(), &params).await {
             Ok(_) => Ok(Action::Done),
             Err(e) if crate::is_not_found(&e) || crate::is_conflict(&e) => Ok(Action::Done),
-            Err(e) => Err(Error::Api { action: format!("deleting expired job {key}"), source: e }),
+            Err(e) => Err(Error::Api {
+                action: format!("deleting expired job {key}"),
+                source: e,
+            }),
         }
     }
 }
@@ -113,15 +133,25 @@ mod tests {
     fn jobs_expire_ttl_after_finishing() {
         let done: Timestamp = "2024-01-01T00:00:00Z".parse().unwrap();
         let job = Job {
-            spec: Some(JobSpec { ttl_seconds_after_finished: Some(30), ..Default::default() }),
+            spec: Some(JobSpec {
+                ttl_seconds_after_finished: Some(30),
+                ..Default::default()
+            }),
             status: Some(JobStatus {
                 completion_time: Some(Time(done)),
-                conditions: Some(vec![JobCondition { type_: "Complete".into(), status: "True".into(), ..Default::default() }]),
+                conditions: Some(vec![JobCondition {
+                    type_: "Complete".into(),
+                    status: "True".into(),
+                    ..Default::default()
+                }]),
                 ..Default::default()
             }),
             ..Default::default()
         };
-        assert_eq!(expires_at(&job).unwrap().to_string(), "2024-01-01T00:00:30Z");
+        assert_eq!(
+            expires_at(&job).unwrap().to_string(),
+            "2024-01-01T00:00:30Z"
+        );
         let mut running = job.clone();
         running.status.as_mut().unwrap().conditions = None;
         assert!(expires_at(&running).is_none());
