@@ -36,7 +36,9 @@ pub async fn start(ctx: Context) {
     controller::feed(&quotas, &queue, &ctx.stop, |c| {
         vec![ObjectKey::of(c.object().as_ref())]
     });
-    // Replenishment: a counted object appearing, finishing or going away.
+    // Replenishment (upstream): usage is recalculated when counted objects go away or pods
+    // finish. Creations are charged by admission; recalculating on them would race the
+    // cache and could undo a charge the cache has not caught up with.
     fn in_namespace<K: ResourceExt>(quotas: &Informer<ResourceQuota>, obj: &K) -> Vec<ObjectKey> {
         quotas
             .list_namespace(&obj.namespace().unwrap_or_default())
@@ -44,26 +46,25 @@ pub async fn start(ctx: Context) {
             .map(|q| ObjectKey::of(q.as_ref()))
             .collect()
     }
+    fn pod_phase(p: &Pod) -> &str {
+        p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("")
+    }
     {
         let quotas = quotas.clone();
         controller::feed(&pods, &queue, &ctx.stop, move |c| match c {
-            Change::Applied {
-                old: Some(old),
-                new,
-            } if quota::pod_counts(&serde_json::to_value(old.as_ref()).unwrap_or_default())
-                == quota::pod_counts(&serde_json::to_value(new.as_ref()).unwrap_or_default()) =>
-            {
-                Vec::new()
+            Change::Applied { old: Some(old), new } if pod_phase(old) != pod_phase(new) && matches!(pod_phase(new), "Succeeded" | "Failed") => {
+                in_namespace(&quotas, new.as_ref())
             }
-            _ => in_namespace(&quotas, c.object().as_ref()),
+            Change::Deleted(gone) => in_namespace(&quotas, gone.as_ref()),
+            _ => Vec::new(),
         });
     }
     macro_rules! replenish {
         ($informer:expr) => {{
             let quotas = quotas.clone();
             controller::feed(&$informer, &queue, &ctx.stop, move |c| match c {
-                Change::Applied { old: Some(_), .. } => Vec::new(),
-                _ => in_namespace(&quotas, c.object().as_ref()),
+                Change::Deleted(gone) => in_namespace(&quotas, gone.as_ref()),
+                _ => Vec::new(),
             });
         }};
     }
