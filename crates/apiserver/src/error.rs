@@ -265,6 +265,13 @@ impl ApiError {
         .with_details(json!({ "causes": [{ "message": message }] }))
     }
 
+    /// 429 TooManyRequests with one cause (a disruption budget refusing an eviction).
+    pub fn too_many_requests(message: &str, cause_reason: &str, cause_message: &str) -> Self {
+        Self::new(429, "TooManyRequests", message).with_details(
+            json!({ "causes": [{ "reason": cause_reason, "message": cause_message }] }),
+        )
+    }
+
     /// 503 ServiceUnavailable.
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(503, "ServiceUnavailable", message)

@@ -9,6 +9,7 @@
 //! The API server is the only component that talks to the store; every other component is a
 //! client of this API.
 
+pub mod admission;
 pub mod allocator;
 pub mod apply;
 pub mod bootstrap;

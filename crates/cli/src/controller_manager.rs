@@ -175,6 +175,14 @@ impl ControllerOptions {
                     .into(),
             );
         }
+        match skiff_controllers::registry() {
+            Ok(registry) => {
+                if let Err(e) = registry.select(&self.controllers) {
+                    problems.push(format!("--controllers: {e}"));
+                }
+            }
+            Err(e) => problems.push(format!("--controllers: {e}")),
+        }
         if self.leader_elect_retry_period.is_zero() {
             problems.push("--leader-elect-retry-period must be positive".into());
         }
@@ -222,6 +230,7 @@ impl ControllerOptions {
             node_cidr_mask_size: self.node_cidr_mask_size,
             root_ca_pem,
             node_monitor_period: self.node_monitor_period,
+            pod_gc_period: self.node_monitor_period * 4,
             node_monitor_grace_period: self.node_monitor_grace_period,
             node_startup_grace_period: self.node_startup_grace_period,
             node_eviction_rate: self.node_eviction_rate,

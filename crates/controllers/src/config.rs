@@ -89,7 +89,7 @@ pub struct Config {
     pub unhealthy_zone_threshold: f64,
     /// `--terminated-pod-gc-threshold`.
     pub terminated_pod_gc_threshold: usize,
-    /// How often the pod garbage collector runs.
+    /// How often the pod garbage collector runs (4 × `node_monitor_period`).
     pub pod_gc_period: Duration,
     /// `--horizontal-pod-autoscaler-sync-period`.
     pub hpa_sync_period: Duration,

@@ -26,7 +26,14 @@ pub struct Context {
     /// Cancelled when leadership is lost or the process stops.
     pub stop: CancellationToken,
     recorders: Arc<Mutex<HashMap<&'static str, Recorder>>>,
+    discovered: Arc<tokio::sync::Mutex<Option<Discovered>>>,
 }
+
+/// A discovery answer and when it was fetched.
+type Discovered = (tokio::time::Instant, Arc<Resources>);
+
+/// How long a cached discovery answer is reused.
+const DISCOVERY_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Context {
     /// A context whose informers stop with `stop`.
@@ -37,6 +44,7 @@ impl Context {
             config,
             stop,
             recorders: Arc::new(Mutex::new(HashMap::new())),
+            discovered: Arc::new(tokio::sync::Mutex::new(None)),
         }
     }
 
@@ -67,9 +75,30 @@ impl Context {
 
     /// What the API server serves now.
     pub async fn resources(&self) -> Result<Resources> {
-        Resources::discover(&self.client)
+        let fresh = Resources::discover(&self.client)
             .await
-            .map_err(Error::Runtime)
+            .map_err(Error::Runtime)?;
+        *self.discovered.lock().await =
+            Some((tokio::time::Instant::now(), Arc::new(fresh.clone())));
+        Ok(fresh)
+    }
+
+    /// What the API server serves, from a discovery answer at most 30 s old (for loops that
+    /// map kinds to resources on every sync).
+    pub async fn cached_resources(&self) -> Result<Arc<Resources>> {
+        let mut cached = self.discovered.lock().await;
+        if let Some((at, r)) = cached.as_ref()
+            && at.elapsed() < DISCOVERY_TTL
+        {
+            return Ok(r.clone());
+        }
+        let fresh = Arc::new(
+            Resources::discover(&self.client)
+                .await
+                .map_err(Error::Runtime)?,
+        );
+        *cached = Some((tokio::time::Instant::now(), fresh.clone()));
+        Ok(fresh)
     }
 
     /// Wait until every informer in `synced` has listed once, or the term ends; returns

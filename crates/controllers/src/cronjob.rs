@@ -110,6 +110,26 @@ pub fn time_zone(cj: &CronJob) -> Option<TimeZone> {
     }
 }
 
+/// What `concurrencyPolicy` says about a due run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Concurrency {
+    /// Start it.
+    Start,
+    /// Forbid: a previous run is still active.
+    Skip,
+    /// Replace: delete the active runs, then start.
+    ReplaceThenStart,
+}
+
+/// Upstream's concurrency decision for a due run with `active` runs going.
+pub fn concurrency(policy: Option<&str>, active: usize) -> Concurrency {
+    match policy.unwrap_or("Allow") {
+        "Forbid" if active > 0 => Concurrency::Skip,
+        "Replace" if active > 0 => Concurrency::ReplaceThenStart,
+        _ => Concurrency::Start,
+    }
+}
+
 /// Upstream `mostRecentScheduleTime`: the latest start time in `(earliest, now]`, and
 /// whether more than [`MAX_MISSED`] were missed.
 pub fn most_recent(
@@ -350,12 +370,12 @@ impl CronJobController {
         let ns = cj.namespace().unwrap_or_default();
         let jobs: Api<Job> = Api::namespaced(self.client.clone(), &ns);
         let active = status.active.clone().unwrap_or_default();
-        match spec.concurrency_policy.as_deref().unwrap_or("Allow") {
-            "Forbid" if !active.is_empty() => {
+        match concurrency(spec.concurrency_policy.as_deref(), active.len()) {
+            Concurrency::Skip => {
                 self.recorder.publish(&target, EventType::Normal, "JobAlreadyActive", "Not starting job because prior execution is running and concurrency policy is Forbid");
                 return Ok(next_in(now));
             }
-            "Replace" => {
+            Concurrency::ReplaceThenStart => {
                 for r in &active {
                     let name = r.name.clone().unwrap_or_default();
                     let params = DeleteParams {
@@ -381,7 +401,7 @@ impl CronJobController {
                 status.active = None;
                 cj.status = Some(status.clone());
             }
-            _ => {}
+            Concurrency::Start => {}
         }
         let template = spec.job_template.clone();
         let tmeta = template.metadata.unwrap_or_default();
@@ -500,6 +520,15 @@ impl CronJobController {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn concurrency_policies_decide_about_a_due_run() {
+        assert_eq!(concurrency(None, 3), Concurrency::Start, "Allow is the default");
+        assert_eq!(concurrency(Some("Forbid"), 1), Concurrency::Skip);
+        assert_eq!(concurrency(Some("Forbid"), 0), Concurrency::Start);
+        assert_eq!(concurrency(Some("Replace"), 2), Concurrency::ReplaceThenStart);
+        assert_eq!(concurrency(Some("Replace"), 0), Concurrency::Start);
+    }
 
     #[test]
     fn the_most_recent_missed_time_wins_and_many_misses_are_flagged() {

@@ -229,6 +229,8 @@ pub fn pin_to_node(spec: &mut PodSpec, node: &str) {
     });
 }
 
+type NodePods = (Vec<Arc<Pod>>, Vec<Arc<Pod>>);
+
 fn hash_of(rev: &ControllerRevision) -> String {
     rev.metadata
         .labels
@@ -458,7 +460,8 @@ impl DaemonController {
         if max_surge == 0 && max_unavailable == 0 {
             max_unavailable = 1;
         }
-        let mut per_node: BTreeMap<&str, (Vec<Arc<Pod>>, Vec<Arc<Pod>>)> = BTreeMap::new();
+        // Per node: (pods of the current revision, older ones).
+        let mut per_node: BTreeMap<&str, NodePods> = BTreeMap::new();
         for pod in owned
             .iter()
             .filter(|p| p.metadata.deletion_timestamp.is_none() && pods::phase(p) != "Failed")
@@ -695,8 +698,10 @@ mod tests {
             should_run(&spec, &node("a", vec![evict], false)),
             (false, false)
         );
-        let mut picky = PodSpec::default();
-        picky.node_selector = Some([("role".to_owned(), "db".to_owned())].into());
+        let picky = PodSpec {
+            node_selector: Some([("role".to_owned(), "db".to_owned())].into()),
+            ..Default::default()
+        };
         assert_eq!(
             should_run(&picky, &node("a", vec![], false)),
             (false, false)

@@ -1412,11 +1412,13 @@ mod tests {
 
     #[test]
     fn the_hash_label_does_not_make_templates_differ() {
-        let mut a = PodTemplateSpec::default();
-        a.metadata = Some(ObjectMeta {
-            labels: Some([("app".to_owned(), "web".to_owned())].into()),
+        let a = PodTemplateSpec {
+            metadata: Some(ObjectMeta {
+                labels: Some([("app".to_owned(), "web".to_owned())].into()),
+                ..Default::default()
+            }),
             ..Default::default()
-        });
+        };
         let mut b = a.clone();
         b.metadata
             .as_mut()

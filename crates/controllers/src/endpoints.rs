@@ -179,16 +179,17 @@ struct EndpointsController {
     endpoints: Informer<Endpoints>,
 }
 
+/// Resolved ports: (name, number, protocol, appProtocol).
+type PortSet = Vec<(String, i32, String, Option<String>)>;
+
 /// The subsets for a Service (upstream `syncService` + `RepackSubsets`).
 pub fn desired_subsets(svc: &Service, selected: &[Arc<Pod>]) -> (Vec<EndpointSubset>, bool) {
     let spec = svc.spec.clone().unwrap_or_default();
     let publish_not_ready = spec.publish_not_ready_addresses.unwrap_or(false);
     let ports = spec.ports.clone().unwrap_or_default();
     // (ready?, address, ports) triples grouped by the port set.
-    let mut groups: BTreeMap<
-        Vec<(String, i32, String, Option<String>)>,
-        (Vec<EndpointAddress>, Vec<EndpointAddress>),
-    > = BTreeMap::new();
+    let mut groups: BTreeMap<PortSet, (Vec<EndpointAddress>, Vec<EndpointAddress>)> =
+        BTreeMap::new();
     let mut total = 0;
     for pod in selected {
         if pods::is_terminal(pod) || pod.metadata.deletion_timestamp.is_some() {

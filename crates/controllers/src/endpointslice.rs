@@ -156,10 +156,7 @@ pub fn desired_endpoints(
         groups.entry(set).or_default().push(Endpoint {
             addresses: vec![ip],
             conditions: Some(EndpointConditions {
-                ready: Some(
-                    (serving || publish_not_ready) && !terminating
-                        || (publish_not_ready && terminating),
-                ),
+                ready: Some(publish_not_ready || (serving && !terminating)),
                 serving: Some(serving),
                 terminating: Some(terminating),
             }),

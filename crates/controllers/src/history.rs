@@ -273,11 +273,13 @@ mod tests {
 
     #[test]
     fn revisions_round_trip_their_template_and_name_by_hash() {
-        let mut template = PodTemplateSpec::default();
-        template.metadata = Some(ObjectMeta {
-            labels: Some([("app".to_owned(), "web".to_owned())].into()),
+        let template = PodTemplateSpec {
+            metadata: Some(ObjectMeta {
+                labels: Some([("app".to_owned(), "web".to_owned())].into()),
+                ..Default::default()
+            }),
             ..Default::default()
-        });
+        };
         let set = StatefulSet {
             metadata: ObjectMeta {
                 name: Some("web".into()),

@@ -369,6 +369,15 @@ impl Reconciler for JobController {
     }
 }
 
+/// Where a job stands, for deciding how many pods to run.
+struct Progress<'a> {
+    completed: &'a BTreeSet<i32>,
+    failed_indexes: &'a BTreeSet<i32>,
+    terminating: i32,
+    succeeded: i32,
+    failed: i32,
+}
+
 /// One sync of one Job.
 struct JobSync<'a> {
     c: &'a JobController,
@@ -696,18 +705,14 @@ impl<'a> JobSync<'a> {
             self.delete_pods(key, &active).await?;
             self.status.active = Some(0);
         } else if self.c.expectations.satisfied(key) {
-            requeue = requeue.min(
-                self.manage(
-                    key,
-                    &active,
-                    &completed,
-                    &failed_indexes,
-                    terminating,
-                    succeeded_all,
-                    failed_all,
-                )
-                .await?,
-            );
+            let progress = Progress {
+                completed: &completed,
+                failed_indexes: &failed_indexes,
+                terminating,
+                succeeded: succeeded_all,
+                failed: failed_all,
+            };
+            requeue = requeue.min(self.manage(key, &active, progress).await?);
         }
         let active_now: Vec<&Arc<Pod>> = if suspended {
             Vec::new()
@@ -784,12 +789,15 @@ impl<'a> JobSync<'a> {
         &self,
         key: &ObjectKey,
         active: &[Arc<Pod>],
-        completed: &BTreeSet<i32>,
-        failed_indexes: &BTreeSet<i32>,
-        terminating: i32,
-        succeeded: i32,
-        failed: i32,
+        progress: Progress<'_>,
     ) -> Result<Action> {
+        let Progress {
+            completed,
+            failed_indexes,
+            terminating,
+            succeeded,
+            failed,
+        } = progress;
         let spec = self.spec();
         let parallelism = spec.parallelism.unwrap_or(1).max(0);
         let want = match (spec.completions, self.indexed()) {

@@ -436,9 +436,7 @@ impl<K: ReplicaKind> ReplicaController<K> {
         let target = reference(owner);
         if diff < 0 {
             let count = ((-diff) as usize).min(BURST_REPLICAS);
-            let Some(template) = owner.pod_template() else {
-                return None;
-            };
+            let template = owner.pod_template()?;
             self.expectations.expect_creations(key, count);
             let pod = pods::from_template(
                 template,
@@ -576,7 +574,7 @@ impl<K: ReplicaKind> ReplicaController<K> {
         let template_labels: BTreeMap<String, String> = owner
             .pod_template()
             .and_then(|t| t.metadata.as_ref())
-            .map(|m| pods::labels(m))
+            .map(pods::labels)
             .unwrap_or_default();
         let old = owner.replica_status();
         let mut status = ReplicaStatus {

@@ -243,8 +243,10 @@ mod tests {
             ]),
             &node
         ));
-        let mut sel = PodSpec::default();
-        sel.node_selector = Some([("zone".to_owned(), "b".to_owned())].into());
+        let sel = PodSpec {
+            node_selector: Some([("zone".to_owned(), "b".to_owned())].into()),
+            ..Default::default()
+        };
         assert!(!node_matches(&sel, &node));
     }
 }

@@ -457,8 +457,8 @@ impl<'a> SetSync<'a> {
                         .unwrap_or_default()
                         .into_iter()
                         .filter(|r| {
-                            !ours.iter().flatten().any(|u| *u == r.uid)
-                                && !(r.kind == "Pod" && r.name == pod_name)
+                            !(ours.iter().flatten().any(|u| *u == r.uid)
+                                || (r.kind == "Pod" && r.name == pod_name))
                         })
                         .collect();
                     refs.extend(wanted.clone());

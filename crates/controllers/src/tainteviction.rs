@@ -74,10 +74,12 @@ struct TaintEviction {
 }
 
 /// When a pod must leave a node with these NoExecute taints: `Some(None)` now, `Some(t)` at
-/// `t`, `None` never (upstream `getMinTolerationTime` over the matching tolerations).
+/// `t`, `None` never (upstream `getMinTolerationTime` over the matching tolerations). Time
+/// counts from when the taint was added, or from `arrived` for a pod that came later.
 pub fn eviction_time(
     taints: &[Taint],
     tolerations: &[Toleration],
+    arrived: Option<Timestamp>,
     now: Timestamp,
 ) -> Option<Option<Timestamp>> {
     if taints.is_empty() {
@@ -104,7 +106,8 @@ pub fn eviction_time(
         if seconds <= 0 {
             return Some(None);
         }
-        let since = taint.time_added.as_ref().map_or(now, |t| t.0);
+        let added = taint.time_added.as_ref().map_or(now, |t| t.0);
+        let since = arrived.map_or(added, |a| a.max(added));
         let at = since + Duration::from_secs(seconds as u64);
         deadline = Some(deadline.map_or(at, |d| d.min(at)));
     }
@@ -136,7 +139,8 @@ impl Reconciler for TaintEviction {
             .and_then(|s| s.tolerations.clone())
             .unwrap_or_default();
         let now = Timestamp::now();
-        match eviction_time(&taints, &tolerations, now) {
+        let arrived = pod.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        match eviction_time(&taints, &tolerations, arrived, now) {
             None => Ok(Action::Done),
             Some(Some(at)) if at > now => {
                 let left = Duration::try_from(at.duration_since(now)).unwrap_or_default();
@@ -235,11 +239,16 @@ mod tests {
         let now: Timestamp = "2024-01-01T00:01:00Z".parse().unwrap();
         let added: Timestamp = "2024-01-01T00:00:00Z".parse().unwrap();
         let t = [taint("node.kubernetes.io/unreachable", added)];
-        assert_eq!(eviction_time(&t, &[], now), Some(None), "untolerated: now");
+        assert_eq!(
+            eviction_time(&t, &[], None, now),
+            Some(None),
+            "untolerated: now"
+        );
         assert_eq!(
             eviction_time(
                 &t,
                 &[toleration("node.kubernetes.io/unreachable", None)],
+                None,
                 now
             ),
             None,
@@ -248,19 +257,35 @@ mod tests {
         let at = eviction_time(
             &t,
             &[toleration("node.kubernetes.io/unreachable", Some(300))],
+            None,
             now,
         )
         .unwrap()
         .unwrap();
         assert_eq!(at.to_string(), "2024-01-01T00:05:00Z");
+        let late: Timestamp = "2024-01-01T00:02:00Z".parse().unwrap();
+        let at = eviction_time(
+            &t,
+            &[toleration("node.kubernetes.io/unreachable", Some(300))],
+            Some(late),
+            now,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            at.to_string(),
+            "2024-01-01T00:07:00Z",
+            "a pod arriving later gets its full toleration"
+        );
         assert_eq!(
             eviction_time(
                 &t,
                 &[toleration("node.kubernetes.io/unreachable", Some(0))],
+                None,
                 now
             ),
             Some(None)
         );
-        assert_eq!(eviction_time(&[], &[], now), None);
+        assert_eq!(eviction_time(&[], &[], None, now), None);
     }
 }

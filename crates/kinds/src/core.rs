@@ -656,7 +656,10 @@ fn pvc_validate(
     {
         let mut comparable = spec.clone();
         comparable.resources = old_spec.resources.clone();
-        comparable.volume_name = old_spec.volume_name.clone().or(comparable.volume_name);
+        // Binding sets volumeName once (upstream allows exactly that change).
+        if old_spec.volume_name.as_deref().unwrap_or("").is_empty() {
+            comparable.volume_name = old_spec.volume_name.clone();
+        }
         if comparable != old_spec {
             errors.push(FieldError::forbidden(&Path::new("spec"), "spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims"));
         }

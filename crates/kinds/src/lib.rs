@@ -6,9 +6,11 @@
 //! No IO here: the API server calls these from its handlers.
 
 pub mod core;
+pub mod limitrange;
 pub mod other;
 pub mod pod;
 mod print;
+pub mod quota;
 pub mod strategy;
 pub mod validation;
 pub mod workloads;

@@ -312,6 +312,12 @@ async fn eviction(ctx: &mut Ctx, body: Bytes) -> ApiResult<Response> {
     }
     opts.dry_run |= ctx.query.dry_run()?;
     let name = ctx.name().to_owned();
+    let (pod, _) = ctx
+        .state
+        .objects
+        .get_existing(&ctx.info, ctx.namespace(), &name)
+        .await?;
+    crate::admission::check_eviction(&ctx.state, &pod, opts.dry_run).await?;
     write::delete_named(ctx, &name, &opts).await?;
     Ok(output::json_response(
         StatusCode::CREATED,

@@ -167,6 +167,7 @@ pub async fn create_object(ctx: &mut Ctx, mut obj: Value, dry_run: bool) -> ApiR
                 .insert("name".into(), json!(generated_name(&generate_name)));
         }
         let name = meta_str(&candidate, "name").to_owned();
+        crate::admission::mutate_create(&ctx.state, &ctx.info, &mut candidate).await?;
         let admitted = ctx
             .info
             .strategy
@@ -181,6 +182,12 @@ pub async fn create_object(ctx: &mut Ctx, mut obj: Value, dry_run: bool) -> ApiR
         hooks_state
             .before_create(&ctx.info, &mut admitted, dry_run)
             .await?;
+        if let Err(e) =
+            crate::admission::validate_create(&ctx.state, &ctx.info, &admitted, dry_run).await
+        {
+            hooks_state.release(&ctx.info, &admitted).await;
+            return Err(e);
+        }
         if dry_run {
             return Ok(admitted);
         }
