@@ -2,6 +2,7 @@
 //! its own module and wires library components into one tokio runtime.
 
 pub mod components;
+pub mod scheduler;
 pub mod server;
 
 use clap::{Parser, Subcommand};
@@ -20,6 +21,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the control plane (API server on the embedded store).
     Server(server::ServerArgs),
+    /// Run the scheduler against an API server.
+    Scheduler(scheduler::SchedulerArgs),
 }
 
 /// Why a command failed.
@@ -46,13 +49,19 @@ pub enum Error {
     /// The API server failed to start.
     #[error("starting the API server failed")]
     ApiServer(#[source] skiff_apiserver::Error),
+    /// Connecting a component to the API server failed.
+    #[error("connecting to the API server failed")]
+    Runtime(#[source] skiff_runtime::Error),
+    /// The scheduler failed.
+    #[error("the scheduler failed")]
+    Scheduler(#[source] skiff_scheduler::Error),
 }
 
 impl Error {
     /// The process exit code: 2 for usage/configuration errors, 1 for runtime failures.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Config(_) => 2,
+            Error::Config(_) | Error::Scheduler(skiff_scheduler::Error::Config { .. }) => 2,
             _ => 1,
         }
     }
@@ -62,5 +71,17 @@ impl Error {
 pub async fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Server(args) => server::run(args).await,
+        Command::Scheduler(args) => scheduler::run(args).await,
     }
+}
+
+/// An error with its sources: `a: b: c`.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        message.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    message
 }

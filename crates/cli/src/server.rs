@@ -43,6 +43,15 @@ pub struct ServerArgs {
     /// Run the control plane only: no kubelet on this machine.
     #[arg(long)]
     pub disable_agent: bool,
+    /// Do not run the scheduler (pods wait for another scheduler).
+    #[arg(long)]
+    pub disable_scheduler: bool,
+    /// KubeSchedulerConfiguration file for the in-process scheduler.
+    #[arg(long)]
+    pub scheduler_config: Option<PathBuf>,
+    /// Address of the scheduler's plain-HTTP `/metrics` ("" to disable).
+    #[arg(long, default_value = "127.0.0.1:10259")]
+    pub scheduler_metrics_address: String,
 }
 
 /// Validated `skiff server` configuration.
@@ -60,6 +69,8 @@ pub struct ServerConfig {
     pub tls_san: Vec<String>,
     /// Kubeconfig path.
     pub kubeconfig: PathBuf,
+    /// The in-process scheduler's options (`None`: disabled).
+    pub scheduler: Option<skiff_scheduler::Options>,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -104,6 +115,27 @@ impl ServerArgs {
                     })
                     .unwrap_or(Ipv4Addr::LOCALHOST),
             });
+        let scheduler = if self.disable_scheduler {
+            None
+        } else {
+            match crate::scheduler::options(
+                self.scheduler_config.as_deref(),
+                &self.scheduler_metrics_address,
+            ) {
+                Ok(o) => Some(o),
+                Err(Error::Config(p)) => {
+                    problems
+                        .extend(p.into_iter().map(|p| {
+                            p.replace("--metrics-address", "--scheduler-metrics-address")
+                        }));
+                    None
+                }
+                Err(e) => {
+                    problems.push(format!("--scheduler-config: {}", crate::error_chain(&e)));
+                    None
+                }
+            }
+        };
         let (Some(service_cidr), true) = (service_cidr, problems.is_empty()) else {
             return Err(Error::Config(problems));
         };
@@ -118,12 +150,13 @@ impl ServerArgs {
             service_cidr,
             tls_san: self.tls_san,
             kubeconfig,
+            scheduler,
         })
     }
 }
 
 /// Resolve when SIGTERM or SIGINT arrives.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
@@ -187,7 +220,23 @@ pub async fn run(args: ServerArgs) -> Result<(), Error> {
 
     // Each in-process component reaches the API through its own kubeconfig and client
     // certificate, as it would running alone.
-    let components = crate::components::Components::new(&config.data_dir);
+    let mut components = crate::components::Components::new(&config.data_dir);
+    if let Some(options) = config.scheduler.clone() {
+        let path = components.kubeconfig_path("kube-scheduler");
+        let cred_dir = path.parent().unwrap_or(&config.data_dir).to_owned();
+        std::fs::create_dir_all(&cred_dir).map_err(|source| Error::DataDir {
+            path: cred_dir,
+            source,
+        })?;
+        pki.write_client_kubeconfig(&path, &url, "kube-scheduler", "system:kube-scheduler", &[])
+            .map_err(Error::Pki)?;
+        let stop = components.shutdown_token();
+        components.spawn("scheduler", async move {
+            crate::scheduler::run_with(path, options, stop)
+                .await
+                .map_err(|e| crate::error_chain(&e))
+        });
+    }
 
     shutdown_signal().await;
     components.stop().await;
