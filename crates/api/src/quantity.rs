@@ -1,149 +1,159 @@
-//! Resource quantities (`resource.Quantity`): parsing `100m`, `1.5Gi`, `2e3`, `128974848` and
-//! reading them at a scale, rounding up as upstream's `Value()` and `MilliValue()` do.
+//! Resource quantities (`100m`, `1.5`, `128Mi`, `1e3`, `2G`): parsing and exact arithmetic,
+//! with upstream's rounding (`Value` and `MilliValue` round up).
 //!
-//! Grammar (k8s.io/apimachinery/pkg/api/resource): an optional sign, digits with an optional
-//! fraction, then a suffix — binary (`Ki` … `Ei`), decimal (`n`, `u`, `m`, ``, `k`, `M`, `G`,
-//! `T`, `P`, `E`) or a decimal exponent (`e3`, `E-2`).
+//! A quantity is held as an integer count of nano-units, which represents every quantity a
+//! user can write for cpu, memory, storage and extended resources without rounding.
 
-/// A parsed quantity: `mantissa × 10^exponent × 1024^binary`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Quantity {
-    mantissa: i128,
-    exponent: i32,
-    binary: u32,
-}
+use std::fmt;
 
-/// Why a string is not a quantity.
+/// A parsed quantity in nano-units (1 = 10⁻⁹).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Quantity(pub i128);
+
+/// Why a quantity did not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
 )]
 pub struct QuantityError;
 
+const NANO: i128 = 1_000_000_000;
+
 impl Quantity {
-    /// Parse a quantity string.
+    /// Zero.
+    pub const ZERO: Quantity = Quantity(0);
+
+    /// A whole number of units.
+    pub fn from_units(units: i64) -> Quantity {
+        Quantity(units as i128 * NANO)
+    }
+
+    /// Thousandths of a unit (millicores).
+    pub fn from_milli(milli: i64) -> Quantity {
+        Quantity(milli as i128 * 1_000_000)
+    }
+
+    /// Parse upstream's quantity syntax.
     pub fn parse(s: &str) -> Result<Quantity, QuantityError> {
         let s = s.trim();
-        let (negative, rest) = match s.as_bytes().first() {
-            Some(b'-') => (true, &s[1..]),
-            Some(b'+') => (false, &s[1..]),
-            _ => (false, s),
+        if s.is_empty() {
+            return Err(QuantityError);
+        }
+        let (sign, rest) = match s.as_bytes()[0] {
+            b'-' => (-1, &s[1..]),
+            b'+' => (1, &s[1..]),
+            _ => (1, s),
         };
-        let number_end = rest
+        let split = rest
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(rest.len());
-        let (number, suffix) = rest.split_at(number_end);
+        let (number, suffix) = rest.split_at(split);
         if number.is_empty() || number == "." || number.matches('.').count() > 1 {
             return Err(QuantityError);
         }
-        let (int_part, frac_part) = number.split_once('.').unwrap_or((number, ""));
-        let mut mantissa: i128 = 0;
-        let mut exponent: i32 = 0;
-        for c in int_part.chars().chain(frac_part.chars()) {
-            let digit = i128::from(c as u8 - b'0');
-            // Precision beyond 30 digits cannot matter for resources; drop it (rounding up
-            // happens at read time).
-            if mantissa < 10i128.pow(30) {
-                mantissa = mantissa * 10 + digit;
-            } else {
-                exponent += 1;
-            }
-        }
-        exponent -= frac_part.len() as i32;
-        let (dec, binary) = match suffix {
-            "" => (0, 0),
-            "n" => (-9, 0),
-            "u" => (-6, 0),
-            "m" => (-3, 0),
-            "k" => (3, 0),
-            "M" => (6, 0),
-            "G" => (9, 0),
-            "T" => (12, 0),
-            "P" => (15, 0),
-            "E" => (18, 0),
-            "Ki" => (0, 1),
-            "Mi" => (0, 2),
-            "Gi" => (0, 3),
-            "Ti" => (0, 4),
-            "Pi" => (0, 5),
-            "Ei" => (0, 6),
-            other => {
-                let Some(exp) = other.strip_prefix(['e', 'E']) else {
-                    return Err(QuantityError);
-                };
-                let value: i32 = exp.parse().map_err(|_| QuantityError)?;
-                if !(-100..=100).contains(&value) {
-                    return Err(QuantityError);
-                }
-                (value, 0)
-            }
-        };
-        exponent += dec;
-        if negative {
-            mantissa = -mantissa;
-        }
-        Ok(Quantity {
-            mantissa,
-            exponent,
-            binary,
-        })
-    }
-
-    /// The value at `10^scale` units, rounded up (away from zero for positive values, as
-    /// upstream's `ScaledValue`): scale 0 is `Value()`, scale -3 is `MilliValue()`. Saturates at
-    /// the `i64` range.
-    pub fn scaled(&self, scale: i32) -> i64 {
-        let mut value = self.mantissa;
-        for _ in 0..self.binary {
-            value = value.saturating_mul(1024);
-        }
-        let shift = self.exponent - scale;
-        let value = if shift >= 0 {
-            let mut v = value;
-            for _ in 0..shift.min(40) {
-                v = v.saturating_mul(10);
-            }
-            v
+        let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
+        // Value as an integer with `frac.len()` decimal places.
+        let digits = format!("{whole}{frac}");
+        let mantissa: i128 = if digits.is_empty() {
+            0
         } else {
-            let divisor = 10i128.checked_pow((-shift) as u32);
-            match divisor {
-                Some(d) => {
-                    let q = value / d;
-                    if value % d > 0 { q + 1 } else { q }
-                }
-                None => i128::from(value > 0),
-            }
+            digits.parse().map_err(|_| QuantityError)?
         };
-        value.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+        let mut scale_num: i128 = NANO;
+        let mut scale_den: i128 = 10i128.checked_pow(frac.len() as u32).ok_or(QuantityError)?;
+        let pow = |base: i128, exp: u32| base.checked_pow(exp).ok_or(QuantityError);
+        match suffix {
+            "" => {}
+            "n" => scale_den *= NANO,
+            "u" => scale_den *= 1_000_000,
+            "m" => scale_den *= 1_000,
+            "k" => scale_num *= 1_000,
+            "M" => scale_num *= pow(10, 6)?,
+            "G" => scale_num *= pow(10, 9)?,
+            "T" => scale_num *= pow(10, 12)?,
+            "P" => scale_num *= pow(10, 15)?,
+            "E" => scale_num *= pow(10, 18)?,
+            "Ki" => scale_num *= 1 << 10,
+            "Mi" => scale_num *= 1 << 20,
+            "Gi" => scale_num *= 1 << 30,
+            "Ti" => scale_num *= 1 << 40,
+            "Pi" => scale_num *= 1 << 50,
+            "Ei" => scale_num *= 1 << 60,
+            exp if exp.starts_with(['e', 'E']) => {
+                let e: i32 = exp[1..].parse().map_err(|_| QuantityError)?;
+                if !(-18..=18).contains(&e) {
+                    return Err(QuantityError);
+                }
+                if e >= 0 {
+                    scale_num *= pow(10, e as u32)?;
+                } else {
+                    scale_den *= pow(10, (-e) as u32)?;
+                }
+            }
+            _ => return Err(QuantityError),
+        }
+        let scaled = mantissa.checked_mul(scale_num).ok_or(QuantityError)?;
+        // Round up, like upstream's conversion of sub-nano precision.
+        let value = (scaled + scale_den - 1) / scale_den;
+        Ok(Quantity(sign * value))
     }
 
-    /// `Value()`: whole units, rounded up.
-    pub fn value(&self) -> i64 {
-        self.scaled(0)
+    /// Whole units, rounded up (upstream `Value()`).
+    pub fn value(self) -> i64 {
+        div_ceil(self.0, NANO) as i64
     }
 
-    /// `MilliValue()`: thousandths, rounded up.
-    pub fn milli_value(&self) -> i64 {
-        self.scaled(-3)
+    /// Thousandths, rounded up (upstream `MilliValue()`).
+    pub fn milli_value(self) -> i64 {
+        div_ceil(self.0, 1_000_000) as i64
     }
 
     /// Whether the quantity is zero.
-    pub fn is_zero(&self) -> bool {
-        self.mantissa == 0
+    pub fn is_zero(self) -> bool {
+        self.0 == 0
     }
 }
 
-impl std::str::FromStr for Quantity {
-    type Err = QuantityError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Quantity::parse(s)
+fn div_ceil(a: i128, b: i128) -> i128 {
+    let q = a / b;
+    if a % b != 0 && (a > 0) == (b > 0) {
+        q + 1
+    } else {
+        q
     }
 }
 
-/// Parse `s` and read it at `10^scale` units; unparseable quantities read as zero (the API
-/// server validates quantities, so only hand-edited stores could hold such values).
-pub fn scaled_or_zero(s: &str, scale: i32) -> i64 {
-    Quantity::parse(s).map_or(0, |q| q.scaled(scale))
+impl std::ops::Add for Quantity {
+    type Output = Quantity;
+    fn add(self, o: Quantity) -> Quantity {
+        Quantity(self.0.saturating_add(o.0))
+    }
+}
+
+impl std::ops::AddAssign for Quantity {
+    fn add_assign(&mut self, o: Quantity) {
+        self.0 = self.0.saturating_add(o.0);
+    }
+}
+
+impl std::ops::Sub for Quantity {
+    type Output = Quantity;
+    fn sub(self, o: Quantity) -> Quantity {
+        Quantity(self.0.saturating_sub(o.0))
+    }
+}
+
+impl fmt::Display for Quantity {
+    /// A canonical decimal form (`1500m`, `2`, `134217728`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 % NANO == 0 {
+            write!(f, "{}", self.0 / NANO)
+        } else if self.0 % 1_000_000 == 0 {
+            write!(f, "{}m", self.0 / 1_000_000)
+        } else {
+            write!(f, "{}n", self.0)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -155,43 +165,39 @@ mod tests {
     }
 
     #[test]
-    fn decimal_and_binary_suffixes() {
+    fn cpu_quantities() {
         assert_eq!(q("100m").milli_value(), 100);
         assert_eq!(q("1").milli_value(), 1000);
         assert_eq!(q("1.5").milli_value(), 1500);
         assert_eq!(q("0.1").milli_value(), 100);
-        assert_eq!(q("500Mi").value(), 500 * 1024 * 1024);
-        assert_eq!(q("32Gi").value(), 32 * 1024 * 1024 * 1024);
-        assert_eq!(q("1k").value(), 1000);
-        assert_eq!(q("2M").value(), 2_000_000);
-        assert_eq!(q("128974848").value(), 128_974_848);
-        assert_eq!(q("129e6").value(), 129_000_000);
-        assert_eq!(q("1E3").value(), 1000);
-        assert_eq!(q("110").value(), 110);
-        assert_eq!(q("-1").value(), -1);
+        assert_eq!(q("250m").value(), 1, "Value rounds up");
+        assert_eq!(q("1e3").value(), 1000);
+        assert_eq!(q("1500u").milli_value(), 2, "MilliValue rounds up");
     }
 
     #[test]
-    fn reading_rounds_up_like_upstream() {
-        // MilliValue of 1n is 1 (rounded up), Value of 100m is 1.
-        assert_eq!(q("1n").milli_value(), 1);
-        assert_eq!(q("100m").value(), 1);
-        assert_eq!(q("1.0001").milli_value(), 1001);
-        assert_eq!(q("0").value(), 0);
-        assert!(q("0m").is_zero());
+    fn memory_quantities() {
+        assert_eq!(q("128Mi").value(), 128 << 20);
+        assert_eq!(q("1Gi").value(), 1 << 30);
+        assert_eq!(q("1G").value(), 1_000_000_000);
+        assert_eq!(q("1.5Gi").value(), 3 << 29);
+        assert_eq!(q("256Gi").value(), 256 << 30);
+        assert_eq!(q("1Ki").value(), 1024);
+        assert_eq!(q("500k").value(), 500_000);
     }
 
     #[test]
-    fn rejects_garbage() {
-        for bad in ["", "abc", "1.2.3", "1Qi", ".", "1e", "Mi"] {
+    fn bad_quantities_are_refused() {
+        for bad in ["", "abc", "1.2.3", "1Qi", "--1", "1e99", "."] {
             assert!(Quantity::parse(bad).is_err(), "{bad}");
         }
-        assert_eq!(scaled_or_zero("nope", 0), 0);
     }
 
     #[test]
-    fn huge_values_saturate() {
-        assert_eq!(q("10E").value(), i64::MAX);
-        assert_eq!(q("1e100").milli_value(), i64::MAX);
+    fn arithmetic_and_printing() {
+        assert_eq!((q("100m") + q("1.9")).to_string(), "2");
+        assert_eq!((q("1") - q("250m")).to_string(), "750m");
+        assert_eq!(q("-1").value(), -1);
+        assert!(q("0").is_zero());
     }
 }

@@ -2,6 +2,7 @@
 //! its own module and wires library components into one tokio runtime.
 
 pub mod components;
+pub mod hollow;
 pub mod scheduler;
 pub mod server;
 
@@ -23,6 +24,9 @@ pub enum Command {
     Server(server::ServerArgs),
     /// Run the scheduler against an API server.
     Scheduler(scheduler::SchedulerArgs),
+    /// Simulate nodes: register them, keep their Leases alive and report their pods Running
+    /// without running containers (for scale tests and scheduling rehearsals).
+    HollowNodes(hollow::HollowArgs),
 }
 
 /// Why a command failed.
@@ -49,9 +53,12 @@ pub enum Error {
     /// The API server failed to start.
     #[error("starting the API server failed")]
     ApiServer(#[source] skiff_apiserver::Error),
-    /// Connecting a component to the API server failed.
+    /// Building an API client failed.
     #[error("connecting to the API server failed")]
-    Runtime(#[source] skiff_runtime::Error),
+    Client(#[source] skiff_runtime::Error),
+    /// Hollow nodes stopped with an error.
+    #[error("hollow nodes failed")]
+    Hollow(#[source] skiff_hollow::Error),
     /// The scheduler failed.
     #[error("the scheduler failed")]
     Scheduler(#[source] skiff_scheduler::Error),
@@ -72,6 +79,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Server(args) => server::run(args).await,
         Command::Scheduler(args) => scheduler::run(args).await,
+        Command::HollowNodes(args) => hollow::run(args).await,
     }
 }
 

@@ -62,7 +62,7 @@ pub async fn run_with(
 ) -> Result<(), Error> {
     let client = skiff_runtime::client::from_kubeconfig(&kubeconfig)
         .await
-        .map_err(Error::Runtime)?;
+        .map_err(Error::Client)?;
     skiff_scheduler::run(client, options, shutdown)
         .await
         .map_err(Error::Scheduler)

@@ -156,7 +156,7 @@ impl ServerArgs {
 }
 
 /// Resolve when SIGTERM or SIGINT arrives.
-pub(crate) async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");

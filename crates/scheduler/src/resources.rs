@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Container, Node, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use skiff_api::quantity::scaled_or_zero;
+use skiff_api::quantity::Quantity as Parsed;
 
 /// Resource names with dedicated fields.
 pub const CPU: &str = "cpu";
@@ -41,6 +41,17 @@ pub struct Resource {
     pub allowed_pod_number: i64,
     /// Extended resources, hugepages and anything else, by name.
     pub scalar: BTreeMap<String, i64>,
+}
+
+/// A quantity in thousandths, rounded up; unparseable quantities (which the API server does
+/// not accept) count as zero.
+pub fn milli(quantity: &str) -> i64 {
+    Parsed::parse(quantity).map_or(0, Parsed::milli_value)
+}
+
+/// A quantity in whole units, rounded up; unparseable quantities count as zero.
+pub fn units(quantity: &str) -> i64 {
+    Parsed::parse(quantity).map_or(0, Parsed::value)
 }
 
 /// Whether a resource is counted in [`Resource::scalar`] (upstream `IsScalarResourceName`:
@@ -75,13 +86,12 @@ impl Resource {
 
     fn add_named(&mut self, name: &str, quantity: &str, sign: i64) {
         match name {
-            CPU => self.milli_cpu += sign * scaled_or_zero(quantity, -3),
-            MEMORY => self.memory += sign * scaled_or_zero(quantity, 0),
-            EPHEMERAL_STORAGE => self.ephemeral_storage += sign * scaled_or_zero(quantity, 0),
-            PODS => self.allowed_pod_number += sign * scaled_or_zero(quantity, 0),
+            CPU => self.milli_cpu += sign * milli(quantity),
+            MEMORY => self.memory += sign * units(quantity),
+            EPHEMERAL_STORAGE => self.ephemeral_storage += sign * units(quantity),
+            PODS => self.allowed_pod_number += sign * units(quantity),
             other if is_scalar(other) => {
-                *self.scalar.entry(other.to_owned()).or_insert(0) +=
-                    sign * scaled_or_zero(quantity, 0)
+                *self.scalar.entry(other.to_owned()).or_insert(0) += sign * units(quantity)
             }
             _ => {}
         }

@@ -279,6 +279,86 @@ impl TestCluster {
     }
 }
 
+/// A child process killed when dropped (hollow nodes, a second component instance, …).
+pub struct ChildGuard {
+    child: Child,
+    log: PathBuf,
+}
+
+impl ChildGuard {
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What the process logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Kill the process now (SIGKILL).
+    pub fn kill(&mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl TestCluster {
+    /// Run `skiff <args…> --kubeconfig <admin kubeconfig>` beside the server, logging to
+    /// `<data-dir>/<log_name>.log`; killed when the guard drops.
+    pub fn spawn_skiff(&self, log_name: &str, args: &[&str]) -> Result<ChildGuard> {
+        let log = self.data_dir.path().join(format!("{log_name}.log"));
+        let file = std::fs::File::create(&log)?;
+        let child = Command::new(skiff_binary())
+            .args(args)
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .context("starting skiff")?;
+        Ok(ChildGuard { child, log })
+    }
+
+    /// Start `count` hollow nodes (`hollow-node-0` …) with extra flags and wait until they
+    /// are all registered and Ready.
+    pub fn hollow_nodes(&self, count: usize, extra: &[&str]) -> Result<ChildGuard> {
+        let count_arg = count.to_string();
+        let mut args = vec!["hollow-nodes", "--count", &count_arg];
+        args.extend_from_slice(extra);
+        let guard = self.spawn_skiff("hollow-nodes", &args)?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = self
+                .k(&[
+                    "get",
+                    "nodes",
+                    "-l",
+                    "skiff.io/hollow-node=true",
+                    "-o",
+                    "jsonpath={range .items[*]}{.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}{end}",
+                ])
+                .unwrap_or_default();
+            if ready.lines().filter(|l| *l == "True").count() >= count {
+                return Ok(guard);
+            }
+            if Instant::now() > deadline {
+                bail!("hollow nodes not ready after 60s:\n{}", guard.log());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
 impl Drop for TestCluster {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {

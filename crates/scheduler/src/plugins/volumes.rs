@@ -25,7 +25,6 @@ use kube::api::{Api, Patch, PatchParams};
 use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use skiff_api::quantity::scaled_or_zero;
 use skiff_api::selector::LabelSelector;
 use skiff_runtime::Informer;
 
@@ -491,7 +490,7 @@ impl VolumeBinding {
             .as_ref()
             .and_then(|r| r.requests.as_ref())
             .and_then(|r| r.get("storage"))
-            .map_or(0, |q| scaled_or_zero(&q.0, 0));
+            .map_or(0, |q| crate::resources::units(&q.0));
         let modes: Vec<String> = spec.access_modes.clone().unwrap_or_default();
         let class = claim_class(claim);
         let mode = spec
@@ -542,7 +541,7 @@ impl VolumeBinding {
                 .capacity
                 .as_ref()
                 .and_then(|c| c.get("storage"))
-                .map_or(0, |q| scaled_or_zero(&q.0, 0));
+                .map_or(0, |q| crate::resources::units(&q.0));
             if size < want {
                 continue;
             }

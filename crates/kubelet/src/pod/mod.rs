@@ -1,0 +1,5 @@
+//! Running pods: observed state, planning, status.
+
+pub mod observed;
+pub mod plan;
+pub mod status;
