@@ -392,7 +392,8 @@ impl SchedulingQueue {
     }
 
     /// Put a pod where it belongs: gated → unschedulable, backing off → backoff, else active.
-    /// Returns whether the active queue grew.
+    /// Returns whether the popper must look again (the active queue grew, or a backoff may
+    /// expire before the popper planned to wake).
     fn place(&self, s: &mut State, mut qpi: QueuedPodInfo, to_unschedulable: bool) -> bool {
         let key = qpi.pod.key.clone();
         if !self.pre_enqueue(&mut qpi) || to_unschedulable {
@@ -404,7 +405,7 @@ impl SchedulingQueue {
             let slot = (self.backoff_expiry(&qpi), s.sequence);
             s.backoff.insert(slot, key.clone());
             s.backoff_items.insert(key, (qpi, slot));
-            return false;
+            return true;
         }
         s.active.push(qpi);
         true
@@ -826,6 +827,24 @@ mod tests {
         let again = q.pop().await.unwrap();
         assert_eq!(start.elapsed(), Duration::from_secs(1));
         assert_eq!(again.attempts, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sleeping_popper_wakes_for_a_pod_moved_into_backoff() {
+        let q = Arc::new(queue());
+        q.add(pod("a", 0));
+        let mut p = q.pop().await.unwrap();
+        let cycle = q.scheduling_cycle();
+        p.unschedulable_plugins.insert("NodeResourcesFit");
+        q.add_unschedulable_if_not_present(p, cycle, false);
+        let popper = {
+            let q = q.clone();
+            tokio::spawn(async move { q.pop().await.map(|p| Instant::now() - p.timestamp) })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        q.move_on_event(&events::NODE_ADD, &EventObject::None, &EventObject::None);
+        let waited = popper.await.unwrap().unwrap();
+        assert!(waited <= Duration::from_secs(2), "popped after {waited:?}");
     }
 
     #[tokio::test(start_paused = true)]

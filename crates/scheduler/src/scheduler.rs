@@ -428,7 +428,12 @@ impl Shared {
         if let Some(n) = nominated {
             status_patch["nominatedNodeName"] = if n.is_empty() { json!(null) } else { json!(n) };
         }
-        let patch = json!({ "status": status_patch });
+        // The version we decided on: if the pod changed meanwhile (bound by someone else,
+        // updated), the API server refuses the patch instead of overwriting newer state.
+        let patch = json!({
+            "metadata": { "resourceVersion": pod.metadata.resource_version },
+            "status": status_patch,
+        });
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
         let name = pod.metadata.name.clone().unwrap_or_default();
         tokio::spawn(async move {

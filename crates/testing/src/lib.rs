@@ -88,6 +88,16 @@ impl TestCluster {
             ])
             .args(["--https-port", &self.port.to_string()])
             .args(&self.extra)
+            // Parallel test servers must not fight over the scheduler's default metrics port.
+            .args(
+                (!self
+                    .extra
+                    .iter()
+                    .any(|a| a.starts_with("--scheduler-metrics-address")))
+                .then_some(["--scheduler-metrics-address", "127.0.0.1:0"])
+                .into_iter()
+                .flatten(),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
