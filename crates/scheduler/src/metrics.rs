@@ -107,8 +107,6 @@ pub struct Metrics {
     pub e2e: Histogram,
     /// Preemption attempts.
     pub preemption_attempts: AtomicU64,
-    /// Victims per preemption.
-    pub preemption_victims: AtomicU64,
     /// Pods bound.
     pub bound: AtomicU64,
     /// Whether this instance leads.
@@ -122,7 +120,6 @@ impl Default for Metrics {
             attempts: Mutex::new(BTreeMap::new()),
             e2e: Histogram::exponential(0.01, 2.0, 20),
             preemption_attempts: AtomicU64::new(0),
-            preemption_victims: AtomicU64::new(0),
             bound: AtomicU64::new(0),
             leader: AtomicBool::new(false),
             queue: Mutex::new(Weak::new()),
@@ -210,13 +207,6 @@ impl Metrics {
             out,
             "scheduler_preemption_attempts_total {}",
             self.preemption_attempts.load(Ordering::Relaxed)
-        );
-        out.push_str("# HELP scheduler_preemption_victims_total Pods evicted by preemption.\n");
-        out.push_str("# TYPE scheduler_preemption_victims_total counter\n");
-        let _ = writeln!(
-            out,
-            "scheduler_preemption_victims_total {}",
-            self.preemption_victims.load(Ordering::Relaxed)
         );
         out.push_str("# HELP scheduler_pods_bound_total Pods bound to a node.\n");
         out.push_str("# TYPE scheduler_pods_bound_total counter\n");

@@ -72,6 +72,8 @@ impl Default for Args {
 pub struct DefaultPreemption {
     args: Args,
     handle: Handle,
+    /// Pods whose victims are being evicted in the background.
+    preempting: Arc<parking_lot::Mutex<std::collections::HashSet<String>>>,
 }
 
 /// Factory.
@@ -97,6 +99,7 @@ pub fn new(args: Option<&Value>, handle: &Handle) -> Result<Arc<dyn Plugin>, Str
     Ok(Arc::new(DefaultPreemption {
         args,
         handle: handle.clone(),
+        preempting: Default::default(),
     }))
 }
 
@@ -316,6 +319,13 @@ impl DefaultPreemption {
         if spec.and_then(|s| s.preemption_policy.as_deref()) == Some("Never") {
             return Err("not eligible due to preemptionPolicy=Never.".into());
         }
+        if self
+            .preempting
+            .lock()
+            .contains(&crate::nodeinfo::pod_key(pod))
+        {
+            return Err("waiting for the preemption for this pod to be finished".into());
+        }
         let nominated = pod
             .status
             .as_ref()
@@ -401,82 +411,86 @@ impl DefaultPreemption {
         fine.extend(violating);
         (fine, statuses)
     }
+}
 
-    /// Evict the victims and clear lower-priority nominations on the node.
-    async fn prepare(&self, candidate: &Candidate, pod: &Pod) -> Result<(), String> {
-        let Some(client) = self.handle.client.clone() else {
-            return Err("no API client to preempt with".into());
-        };
-        let scheduler = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.scheduler_name.clone())
-            .unwrap_or_else(|| crate::config::DEFAULT_SCHEDULER_NAME.into());
-        for victim in &candidate.victims {
-            if victim.pod.metadata.deletion_timestamp.is_some() {
-                continue;
-            }
-            let ns = victim.namespace();
-            let name = victim.pod.metadata.name.as_deref().unwrap_or("");
-            let api: Api<Pod> = Api::namespaced(client.clone(), ns);
-            let condition = json!({ "status": { "conditions": [{
-                "type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler",
-                "message": format!("{scheduler}: preempting to accommodate a higher priority pod"),
-                "lastTransitionTime": jiff::Timestamp::now().round(jiff::Unit::Second).map_err(|e| e.to_string())?,
-            }]}});
-            match api
-                .patch_status(name, &PatchParams::default(), &Patch::Strategic(&condition))
-                .await
-            {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 => continue,
-                Err(e) => {
-                    return Err(format!(
-                        "marking victim {} failed: {e}",
-                        pod_name(&victim.pod)
-                    ));
+/// What the background eviction needs.
+struct Eviction {
+    client: kube::Client,
+    recorder: Option<skiff_runtime::events::Recorder>,
+    node: String,
+    victims: Vec<Arc<PodInfo>>,
+    /// Lower-priority pods nominated to the node, whose nominations are cleared.
+    displaced: Vec<Arc<PodInfo>>,
+    preemptor_uid: String,
+    scheduler: String,
+}
+
+/// Mark each victim `DisruptionTarget` and delete it (all victims at once), then clear the
+/// nominations of lower-priority pods on the node.
+async fn evict(e: Eviction) -> Result<(), String> {
+    let condition = json!({ "status": { "conditions": [{
+        "type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler",
+        "message": format!("{}: preempting to accommodate a higher priority pod", e.scheduler),
+        "lastTransitionTime": jiff::Timestamp::now().round(jiff::Unit::Second).map_err(|x| x.to_string())?,
+    }]}});
+    let results = futures::future::join_all(
+        e.victims
+            .iter()
+            .filter(|v| v.pod.metadata.deletion_timestamp.is_none())
+            .map(|victim| {
+                let api: Api<Pod> = Api::namespaced(e.client.clone(), victim.namespace());
+                let condition = &condition;
+                let e = &e;
+                async move {
+                    let name = victim.pod.metadata.name.as_deref().unwrap_or("");
+                    match api
+                        .patch_status(name, &PatchParams::default(), &Patch::Strategic(condition))
+                        .await
+                    {
+                        Ok(_) => {}
+                        Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+                        Err(err) => {
+                            return Err(format!(
+                                "marking victim {} failed: {err}",
+                                pod_name(&victim.pod)
+                            ));
+                        }
+                    }
+                    match api.delete(name, &DeleteParams::default()).await {
+                        Ok(_) => {}
+                        Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+                        Err(err) => {
+                            return Err(format!(
+                                "preempting victim {} failed: {err}",
+                                pod_name(&victim.pod)
+                            ));
+                        }
+                    }
+                    if let Some(recorder) = &e.recorder {
+                        recorder.publish(
+                            &reference(&*victim.pod),
+                            EventType::Normal,
+                            "Preempted",
+                            &format!("Preempted by pod {} on node {}", e.preemptor_uid, e.node),
+                        );
+                    }
+                    Ok(())
                 }
-            }
-            match api.delete(name, &DeleteParams::default()).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 => continue,
-                Err(e) => {
-                    return Err(format!(
-                        "preempting victim {} failed: {e}",
-                        pod_name(&victim.pod)
-                    ));
-                }
-            }
-            if let Some(recorder) = &self.handle.recorder {
-                recorder.publish(
-                    &reference(&*victim.pod),
-                    EventType::Normal,
-                    "Preempted",
-                    &format!(
-                        "Preempted by pod {} on node {}",
-                        pod.metadata.uid.as_deref().unwrap_or(""),
-                        candidate.node
-                    ),
-                );
-            }
+            }),
+    )
+    .await;
+    for nominated in &e.displaced {
+        let api: Api<Pod> = Api::namespaced(e.client.clone(), nominated.namespace());
+        let patch = json!({ "status": { "nominatedNodeName": null } });
+        let name = nominated.pod.metadata.name.as_deref().unwrap_or("");
+        if let Err(err) = api
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            tracing::debug!(pod = %pod_name(&nominated.pod), error = %err, "clearing a nomination failed");
         }
-        let priority = pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
-        for nominated in self.handle.nominator.pods_for_node(&candidate.node) {
-            if nominated.priority >= priority {
-                continue;
-            }
-            let api: Api<Pod> = Api::namespaced(client.clone(), nominated.namespace());
-            let patch = json!({ "status": { "nominatedNodeName": null } });
-            let name = nominated.pod.metadata.name.as_deref().unwrap_or("");
-            if let Err(e) = api
-                .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                tracing::debug!(pod = %pod_name(&nominated.pod), error = %e, "clearing a nomination failed");
-            }
-        }
-        Ok(())
     }
+    results.into_iter().collect()
 }
 
 impl Plugin for DefaultPreemption {
@@ -515,9 +529,40 @@ impl PostFilterPlugin for DefaultPreemption {
                 }),
             );
         };
-        if let Err(e) = self.prepare(best, &pod).await {
-            return (Status::error(e), None);
-        }
+        let Some(client) = self.handle.client.clone() else {
+            return (Status::error("no API client to preempt with"), None);
+        };
+        let priority = pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
+        let eviction = Eviction {
+            client,
+            recorder: self.handle.recorder.clone(),
+            node: best.node.clone(),
+            victims: best.victims.clone(),
+            displaced: self
+                .handle
+                .nominator
+                .pods_for_node(&best.node)
+                .into_iter()
+                .filter(|n| n.priority < priority)
+                .collect(),
+            preemptor_uid: pod.metadata.uid.clone().unwrap_or_default(),
+            scheduler: pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.scheduler_name.clone())
+                .unwrap_or_else(|| crate::config::DEFAULT_SCHEDULER_NAME.into()),
+        };
+        // Evict in the background (upstream's async preemption): the scheduling loop goes on,
+        // and this pod does not preempt again until the evictions were sent.
+        let key = ctx.pod.key.clone();
+        self.preempting.lock().insert(key.clone());
+        let preempting = self.preempting.clone();
+        tokio::spawn(async move {
+            if let Err(e) = evict(eviction).await {
+                tracing::warn!(error = %e, "preemption failed");
+            }
+            preempting.lock().remove(&key);
+        });
         (
             Status::success(),
             Some(PostFilterResult {
@@ -560,6 +605,7 @@ mod tests {
         let plugin = DefaultPreemption {
             args: Args::default(),
             handle: f.handle.clone(),
+            preempting: Default::default(),
         };
         let nodes = vec![
             node("n1").alloc(&[("cpu", "2"), ("pods", "10")]).with(vec![
@@ -598,6 +644,7 @@ mod tests {
         let plugin = DefaultPreemption {
             args: Args::default(),
             handle: f.handle.clone(),
+            preempting: Default::default(),
         };
         let snap = snapshot(vec![
             node("n1")
@@ -662,6 +709,7 @@ mod tests {
         let plugin = DefaultPreemption {
             args: Args::default(),
             handle: f.handle.clone(),
+            preempting: Default::default(),
         };
         let mut p = pod("p").priority(10);
         p.0.spec.as_mut().unwrap().preemption_policy = Some("Never".into());
@@ -687,6 +735,7 @@ mod tests {
         let plugin = DefaultPreemption {
             args: Args::default(),
             handle: Handle::for_tests(),
+            preempting: Default::default(),
         };
         assert_eq!(plugin.num_candidates(50), 50);
         assert_eq!(plugin.num_candidates(5000), 500);

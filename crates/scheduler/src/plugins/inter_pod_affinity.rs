@@ -28,7 +28,7 @@ use crate::framework::{
     ActionType, ClusterEvent, Code, CycleState, EventObject, FilterPlugin, Handle, MAX_NODE_SCORE,
     Plugin, PreFilterPlugin, PreFilterResult, PreScorePlugin, ScorePlugin, Status,
 };
-use crate::helpers::pod_labels;
+use crate::helpers::{TopologyCounts, pod_labels};
 use crate::nodeinfo::{AffinityTerm, NodeInfo, PodInfo};
 use crate::registry::decode_args;
 
@@ -90,8 +90,6 @@ pub fn new(args: Option<&Value>, handle: &Handle) -> Result<Arc<dyn Plugin>, Str
     }))
 }
 
-type Pair = (String, String);
-
 /// Namespace labels, looked up once per namespace per cycle.
 struct NsLabels<'a> {
     informer: &'a Informer<Namespace>,
@@ -123,23 +121,17 @@ impl NsLabels<'_> {
 
 #[derive(Clone, Default)]
 struct FilterState {
-    existing_anti_affinity: HashMap<Pair, i64>,
-    affinity: HashMap<Pair, i64>,
-    anti_affinity: HashMap<Pair, i64>,
+    existing_anti_affinity: TopologyCounts,
+    affinity: TopologyCounts,
+    anti_affinity: TopologyCounts,
     /// The incoming pod's namespace labels.
     ns_labels: BTreeMap<String, String>,
     /// Whether the incoming pod matches all its own affinity terms.
     self_match: bool,
 }
 
-fn bump(map: &mut HashMap<Pair, i64>, node: &NodeInfo, key: &str, delta: i64) {
-    if let Some(value) = node.labels().get(key) {
-        let e = map.entry((key.to_owned(), value.clone())).or_insert(0);
-        *e += delta;
-        if *e == 0 {
-            map.remove(&(key.to_owned(), value.clone()));
-        }
-    }
+fn bump(map: &mut TopologyCounts, node: &NodeInfo, key: &str, delta: i64) {
+    map.add_node(node.labels(), key, delta);
 }
 
 impl InterPodAffinity {
@@ -354,12 +346,7 @@ impl FilterPlugin for InterPodAffinity {
                 match labels.get(&t.topology_key) {
                     None => return Status::unresolvable(REASON_AFFINITY),
                     Some(v) => {
-                        if s.affinity
-                            .get(&(t.topology_key.clone(), v.clone()))
-                            .copied()
-                            .unwrap_or(0)
-                            <= 0
-                        {
+                        if s.affinity.get(&t.topology_key, v) <= 0 {
                             all_exist = false;
                         }
                     }
@@ -370,20 +357,12 @@ impl FilterPlugin for InterPodAffinity {
             }
         }
         for t in &pod.required_anti_affinity {
-            if let Some(v) = labels.get(&t.topology_key)
-                && s.anti_affinity
-                    .get(&(t.topology_key.clone(), v.clone()))
-                    .copied()
-                    .unwrap_or(0)
-                    > 0
-            {
+            if s.anti_affinity.of_node(labels, &t.topology_key) > 0 {
                 return Status::new(Code::Unschedulable, vec![REASON_ANTI_AFFINITY.into()]);
             }
         }
-        for ((key, value), count) in &s.existing_anti_affinity {
-            if *count > 0 && labels.get(key) == Some(value) {
-                return Status::unschedulable(REASON_EXISTING_ANTI_AFFINITY);
-            }
+        if s.existing_anti_affinity.any_on(labels) {
+            return Status::unschedulable(REASON_EXISTING_ANTI_AFFINITY);
         }
         Status::success()
     }

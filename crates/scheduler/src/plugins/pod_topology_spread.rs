@@ -11,7 +11,7 @@
 //! the cluster default constraints, whose selector comes from the Services, ReplicaSets,
 //! StatefulSets and ReplicationControllers selecting the pod.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
@@ -28,6 +28,7 @@ use crate::framework::{
     ActionType, ClusterEvent, CycleState, EventObject, FilterPlugin, Handle, MAX_NODE_SCORE,
     Plugin, PreFilterPlugin, PreFilterResult, PreScorePlugin, ScorePlugin, Status,
 };
+use crate::helpers::TopologyCounts;
 use crate::helpers::{
     RequiredNodeAffinity, first_untolerated, node_taints, pod_labels, pod_tolerations,
 };
@@ -353,7 +354,7 @@ impl CriticalPaths {
 #[derive(Debug, Clone, Default)]
 struct FilterState {
     constraints: Vec<Constraint>,
-    pair_counts: HashMap<(String, String), i64>,
+    pair_counts: TopologyCounts,
     critical: Vec<CriticalPaths>,
     domains: Vec<i64>,
     affinity: Option<RequiredNodeAffinity>,
@@ -380,12 +381,10 @@ impl FilterState {
                 continue;
             }
             let value = node.labels()[&c.topology_key].clone();
-            let e = self
-                .pair_counts
-                .entry((c.topology_key.clone(), value.clone()))
-                .or_insert(0);
-            *e += delta;
-            let n = *e;
+            self.pair_counts.ensure(&c.topology_key, &value);
+            self.pair_counts
+                .add_existing(&c.topology_key, &value, delta);
+            let n = self.pair_counts.get(&c.topology_key, &value);
             self.critical[i].update(&value, n);
         }
     }
@@ -465,17 +464,15 @@ impl PreFilterPlugin for PodTopologySpread {
                     continue;
                 }
                 let count = count_matching(&node.pods, &c.selector, ns);
-                *s.pair_counts
-                    .entry((c.topology_key.clone(), labels[&c.topology_key].clone()))
-                    .or_insert(0) += count;
+                let value = &labels[&c.topology_key];
+                s.pair_counts.ensure(&c.topology_key, value);
+                s.pair_counts.add_existing(&c.topology_key, value, count);
             }
         }
         for (i, c) in constraints.iter().enumerate() {
-            for ((key, value), count) in &s.pair_counts {
-                if *key == c.topology_key {
-                    s.domains[i] += 1;
-                    s.critical[i].update(value, *count);
-                }
+            for (value, count) in s.pair_counts.values(&c.topology_key) {
+                s.domains[i] += 1;
+                s.critical[i].update(value, count);
             }
         }
         s.constraints = constraints;
@@ -527,11 +524,7 @@ impl FilterPlugin for PodTopologySpread {
                 return Status::unresolvable(REASON_LABEL);
             };
             let self_match = i64::from(c.selector.matches(own));
-            let matched = s
-                .pair_counts
-                .get(&(c.topology_key.clone(), value.clone()))
-                .copied()
-                .unwrap_or(0);
+            let matched = s.pair_counts.get(&c.topology_key, value);
             let skew = matched + self_match - s.min_match(i);
             if skew > c.max_skew {
                 return Status::unschedulable(REASON_CONSTRAINTS);
@@ -545,7 +538,7 @@ impl FilterPlugin for PodTopologySpread {
 struct ScoreState {
     constraints: Vec<Constraint>,
     ignored: HashSet<String>,
-    pair_counts: HashMap<(String, String), i64>,
+    pair_counts: TopologyCounts,
     weights: Vec<f64>,
 }
 
@@ -587,9 +580,7 @@ impl PreScorePlugin for PodTopologySpread {
                     .get(&c.topology_key)
                     .cloned()
                     .unwrap_or_default();
-                let key = (c.topology_key.clone(), value);
-                if let std::collections::hash_map::Entry::Vacant(e) = s.pair_counts.entry(key) {
-                    e.insert(0);
+                if s.pair_counts.ensure(&c.topology_key, &value) {
                     sizes[i] += 1;
                 }
             }
@@ -619,11 +610,9 @@ impl PreScorePlugin for PodTopologySpread {
                 let Some(value) = node.labels().get(&c.topology_key) else {
                     continue;
                 };
-                if let Some(count) = s
-                    .pair_counts
-                    .get_mut(&(c.topology_key.clone(), value.clone()))
-                {
-                    *count += count_matching(&node.pods, &c.selector, ns);
+                if s.pair_counts.contains(&c.topology_key, value) {
+                    let n = count_matching(&node.pods, &c.selector, ns);
+                    s.pair_counts.add_existing(&c.topology_key, value, n);
                 }
             }
         }
@@ -650,10 +639,7 @@ impl ScorePlugin for PodTopologySpread {
             let count = if c.topology_key == HOSTNAME {
                 count_matching(&node.pods, &c.selector, pod.namespace())
             } else {
-                s.pair_counts
-                    .get(&(c.topology_key.clone(), value.clone()))
-                    .copied()
-                    .unwrap_or(0)
+                s.pair_counts.get(&c.topology_key, value)
             };
             score += count as f64 * s.weights[i] + (c.max_skew - 1) as f64;
         }
