@@ -8,6 +8,7 @@
 //! - [`listmeta`]: which lists merge by key or as sets (the upstream `x-kubernetes-list-*` and
 //!   `patchMergeKey` metadata), shared by strategic merge patch, server-side apply and OpenAPI.
 //! - [`managedfields`]: field ownership (`managedFields`) and server-side apply.
+//! - [`quantity`]: resource quantities (`100m`, `1Gi`) read at a scale, rounding up.
 
 pub use k8s_openapi;
 

@@ -1,5 +1,6 @@
 //! What a fresh (or restarted) API server ensures exists: the default namespaces, the
-//! `kubernetes` Service with its Endpoints/EndpointSlice pointing at this server, and the
+//! `kubernetes` Service with its Endpoints/EndpointSlice pointing at this server, the built-in
+//! `system-node-critical`/`system-cluster-critical` PriorityClasses, and the
 //! resources of every stored CustomResourceDefinition (kept current by a store watch, so CRDs
 //! created through another API server appear here too).
 
@@ -102,6 +103,9 @@ pub async fn run(state: &Arc<State>) -> ApiResult<()> {
         "volumeBindingMode": "WaitForFirstConsumer",
     });
     ensure(state, "storage.k8s.io", "v1", "storageclasses", local_path).await?;
+    for class in crate::priority::system_classes() {
+        ensure(state, "scheduling.k8s.io", "v1", "priorityclasses", class).await?;
+    }
     Ok(())
 }
 

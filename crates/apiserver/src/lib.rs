@@ -28,6 +28,7 @@ pub mod objects;
 pub mod openapi;
 pub mod output;
 pub mod patch;
+pub mod priority;
 pub mod registry;
 pub mod request;
 pub mod schema;

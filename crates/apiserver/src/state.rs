@@ -1,6 +1,7 @@
 //! Server state shared by every request, and the per-resource hooks that need storage
 //! (upstream's REST-storage specialisations): namespace lifecycle checks, Service ClusterIP and
-//! NodePort allocation, and CustomResourceDefinition status and registration.
+//! NodePort allocation, pod priority admission (`priority.rs`), and CustomResourceDefinition
+//! status and registration.
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
@@ -182,6 +183,10 @@ impl State {
                 Err(_) => None,
             };
             crate::serviceaccount::mount_token(obj, automount);
+            self.admit_pod_priority(obj).await?;
+        }
+        if is(info, "scheduling.k8s.io", "priorityclasses") {
+            self.check_single_default(obj).await?;
         }
         if is(info, "apiextensions.k8s.io", "customresourcedefinitions") {
             if let Some(err) = crd::name_conflict(obj) {
@@ -254,6 +259,9 @@ impl State {
         if is(info, "", "services") {
             carry_service_allocations(old, new);
             return self.allocate_service(new, Some(old), dry_run).await;
+        }
+        if is(info, "scheduling.k8s.io", "priorityclasses") {
+            return self.check_single_default(new).await;
         }
         if is(info, "apiextensions.k8s.io", "customresourcedefinitions") {
             crd::prepare(new);

@@ -6,6 +6,7 @@ pub mod components;
 pub mod controller_manager;
 pub mod hollow;
 pub mod images;
+pub mod scheduler;
 pub mod server;
 pub mod snapshot;
 
@@ -29,6 +30,8 @@ pub enum Command {
     Agent(agent::AgentArgs),
     /// Run the controller manager (the control loops) against an API server.
     ControllerManager(controller_manager::ControllerManagerArgs),
+    /// Run the scheduler against an API server.
+    Scheduler(scheduler::SchedulerArgs),
     /// Simulate nodes: register them, keep their Leases alive and report their pods Running
     /// without running containers (for scale tests and scheduling rehearsals).
     HollowNodes(hollow::HollowArgs),
@@ -83,13 +86,16 @@ pub enum Error {
     /// Saving or restoring a snapshot failed.
     #[error("snapshot failed: {0}")]
     Snapshot(String),
+    /// The scheduler failed.
+    #[error("the scheduler failed")]
+    Scheduler(#[source] skiff_scheduler::Error),
 }
 
 impl Error {
     /// The process exit code: 2 for usage/configuration errors, 1 for runtime failures.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Config(_) => 2,
+            Error::Config(_) | Error::Scheduler(skiff_scheduler::Error::Config { .. }) => 2,
             _ => 1,
         }
     }
@@ -100,6 +106,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Server(args) => server::run(*args).await,
         Command::ControllerManager(args) => controller_manager::run(args).await,
+        Command::Scheduler(args) => scheduler::run(args).await,
         Command::HollowNodes(args) => hollow::run(args).await,
         Command::Agent(args) => agent::run(args).await,
         Command::Images(args) => images::run(args).await,
@@ -123,4 +130,15 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             }
         },
     }
+}
+
+/// An error with its sources: `a: b: c`.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        message.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    message
 }

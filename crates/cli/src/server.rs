@@ -43,6 +43,15 @@ pub struct ServerArgs {
     /// Run the control plane only: no kubelet on this machine.
     #[arg(long)]
     pub disable_agent: bool,
+    /// Do not run the scheduler (pods wait for another scheduler).
+    #[arg(long)]
+    pub disable_scheduler: bool,
+    /// KubeSchedulerConfiguration file for the in-process scheduler.
+    #[arg(long)]
+    pub scheduler_config: Option<PathBuf>,
+    /// Address of the scheduler's plain-HTTP `/metrics` ("" to disable).
+    #[arg(long, default_value = "127.0.0.1:10259")]
+    pub scheduler_metrics_address: String,
     /// Do not run the controller manager in this process.
     #[arg(long)]
     pub disable_controller_manager: bool,
@@ -127,6 +136,8 @@ pub struct ServerConfig {
     pub snapshots: Option<crate::snapshot::Scheduled>,
     /// Encryption at rest, if configured.
     pub encryption: Option<skiff_apiserver::encryption::EncryptionConfig>,
+    /// The in-process scheduler's options (`None`: disabled).
+    pub scheduler: Option<skiff_scheduler::Options>,
 }
 
 /// The default data directory: `/var/lib/skiff` as root, else `~/.local/share/skiff`.
@@ -238,6 +249,27 @@ impl ServerArgs {
                     })
                     .unwrap_or(Ipv4Addr::LOCALHOST),
             });
+        let scheduler = if self.disable_scheduler {
+            None
+        } else {
+            match crate::scheduler::options(
+                self.scheduler_config.as_deref(),
+                &self.scheduler_metrics_address,
+            ) {
+                Ok(o) => Some(o),
+                Err(Error::Config(p)) => {
+                    problems
+                        .extend(p.into_iter().map(|p| {
+                            p.replace("--metrics-address", "--scheduler-metrics-address")
+                        }));
+                    None
+                }
+                Err(e) => {
+                    problems.push(format!("--scheduler-config: {}", crate::error_chain(&e)));
+                    None
+                }
+            }
+        };
         let schedule = match &self.snapshot_schedule {
             Some(text) => match text.parse::<crate::snapshot::Schedule>() {
                 Ok(schedule) => Some(schedule),
@@ -295,6 +327,7 @@ impl ServerArgs {
             ),
             snapshots,
             encryption,
+            scheduler,
         })
     }
 }
@@ -446,6 +479,26 @@ pub async fn run(args: ServerArgs) -> Result<(), Error> {
         let stop = components.shutdown_token();
         components.spawn("controller-manager", async move {
             crate::controller_manager::run_with(&path, controllers, stop).await
+        });
+    }
+    if let Some(options) = config.scheduler.clone() {
+        let path = components.kubeconfig_path("kube-scheduler");
+        let cred_dir = path.parent().unwrap_or(&config.data_dir).to_owned();
+        std::fs::create_dir_all(&cred_dir).map_err(|source| Error::DataDir {
+            path: cred_dir,
+            source,
+        })?;
+        pki.write_client_kubeconfig(
+            &path,
+            &local_url,
+            "kube-scheduler",
+            "system:kube-scheduler",
+            &[],
+        )
+        .map_err(Error::Pki)?;
+        let stop = components.shutdown_token();
+        components.spawn("scheduler", async move {
+            crate::scheduler::run_with(path, options, stop).await
         });
     }
 

@@ -523,10 +523,17 @@ mod tests {
 
     #[test]
     fn concurrency_policies_decide_about_a_due_run() {
-        assert_eq!(concurrency(None, 3), Concurrency::Start, "Allow is the default");
+        assert_eq!(
+            concurrency(None, 3),
+            Concurrency::Start,
+            "Allow is the default"
+        );
         assert_eq!(concurrency(Some("Forbid"), 1), Concurrency::Skip);
         assert_eq!(concurrency(Some("Forbid"), 0), Concurrency::Start);
-        assert_eq!(concurrency(Some("Replace"), 2), Concurrency::ReplaceThenStart);
+        assert_eq!(
+            concurrency(Some("Replace"), 2),
+            Concurrency::ReplaceThenStart
+        );
         assert_eq!(concurrency(Some("Replace"), 0), Concurrency::Start);
     }
 

@@ -47,12 +47,20 @@ pub async fn start(ctx: Context) {
             .collect()
     }
     fn pod_phase(p: &Pod) -> &str {
-        p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("")
+        p.status
+            .as_ref()
+            .and_then(|s| s.phase.as_deref())
+            .unwrap_or("")
     }
     {
         let quotas = quotas.clone();
         controller::feed(&pods, &queue, &ctx.stop, move |c| match c {
-            Change::Applied { old: Some(old), new } if pod_phase(old) != pod_phase(new) && matches!(pod_phase(new), "Succeeded" | "Failed") => {
+            Change::Applied {
+                old: Some(old),
+                new,
+            } if pod_phase(old) != pod_phase(new)
+                && matches!(pod_phase(new), "Succeeded" | "Failed") =>
+            {
                 in_namespace(&quotas, new.as_ref())
             }
             Change::Deleted(gone) => in_namespace(&quotas, gone.as_ref()),

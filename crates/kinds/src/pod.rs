@@ -1,12 +1,13 @@
 //! Pods and pod templates: upstream defaulting (pkg/apis/core/v1/defaults.go plus the
-//! admission defaults every cluster applies: service account, default tolerations, priority),
-//! validation of the fields users get wrong, update rules, and kubectl's pod printing.
+//! admission defaults every cluster applies: service account, default tolerations; priority is
+//! resolved by the API server's priority admission), validation of the fields users get wrong,
+//! update rules, and kubectl's pod printing.
 
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1::{
-    Container, EphemeralContainer, Pod, PodSecurityContext, PodSpec, PodStatus, PodTemplateSpec,
-    Toleration,
+    Container, EphemeralContainer, Pod, PodCondition, PodSecurityContext, PodSpec, PodStatus,
+    PodTemplateSpec, Toleration,
 };
 use serde_json::Value;
 use skiff_api::field::{ErrorList, FieldError, Path};
@@ -186,13 +187,26 @@ pub fn prepare(pod: &mut Pod, old: Option<&Pod>, op: Operation) {
         }
         spec.service_account = spec.service_account_name.clone();
         not_ready_tolerations(spec);
-        spec.priority.get_or_insert(0);
-        spec.preemption_policy
-            .get_or_insert_with(|| "PreemptLowerPriority".into());
+        // spec.priority and spec.preemptionPolicy come from priority admission (the API
+        // server's storage hooks), which must see what the client sent.
         let qos = qos_class(spec).to_owned();
+        let gated = spec
+            .scheduling_gates
+            .as_ref()
+            .is_some_and(|g| !g.is_empty());
         pod.status = Some(PodStatus {
             phase: Some("Pending".into()),
             qos_class: Some(qos),
+            // Upstream marks gated pods at creation so users see why they wait.
+            conditions: gated.then(|| {
+                vec![PodCondition {
+                    type_: "PodScheduled".into(),
+                    status: "False".into(),
+                    reason: Some("SchedulingGated".into()),
+                    message: Some("Scheduling is blocked due to non-empty scheduling gates".into()),
+                    ..Default::default()
+                }]
+            }),
             ..Default::default()
         });
     } else if op == Operation::UpdateStatus
@@ -381,6 +395,16 @@ pub fn validate(pod: &Pod, old: Option<&Pod>, op: Operation) -> ErrorList {
             c.image = o.image.clone();
         }
         comparable.active_deadline_seconds = old_spec.active_deadline_seconds;
+        // Scheduling gates may be removed (not added) while the pod waits.
+        let old_gates = old_spec.scheduling_gates.clone().unwrap_or_default();
+        if spec
+            .scheduling_gates
+            .iter()
+            .flatten()
+            .all(|g| old_gates.contains(g))
+        {
+            comparable.scheduling_gates = old_spec.scheduling_gates.clone();
+        }
         comparable.termination_grace_period_seconds = old_spec.termination_grace_period_seconds;
         let old_tolerations = old_spec.tolerations.clone().unwrap_or_default();
         let adds_only = old_tolerations

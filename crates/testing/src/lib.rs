@@ -337,6 +337,16 @@ impl TestCluster {
             })
             .args(["--https-port", &self.port.to_string()])
             .args(&self.flags)
+            // Parallel test servers must not fight over the scheduler's default metrics port.
+            .args(
+                (!self
+                    .flags
+                    .iter()
+                    .any(|a| a.starts_with("--scheduler-metrics-address")))
+                .then_some(["--scheduler-metrics-address", "127.0.0.1:0"])
+                .into_iter()
+                .flatten(),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);

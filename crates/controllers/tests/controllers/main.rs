@@ -85,7 +85,8 @@ pub async fn make_ready(pods: &Api<Pod>, name: &str, ip: &str) -> Result<()> {
             { "type": "ContainersReady", "status": "True", "lastTransitionTime": since }
         ]
     } });
-    pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
     Ok(())
 }
 
@@ -96,7 +97,8 @@ pub async fn finish(pods: &Api<Pod>, name: &str, phase: &str, exit_code: i32) ->
         "containerStatuses": [{ "name": "main", "ready": false, "restartCount": 0, "image": "busybox", "imageID": "",
             "state": { "terminated": { "exitCode": exit_code, "reason": if exit_code == 0 { "Completed" } else { "Error" } } } }]
     } });
-    pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
     Ok(())
 }
 

@@ -18,7 +18,10 @@ fn pod_template(app: &str) -> serde_json::Value {
 }
 
 async fn pods_with(pods: &Api<Pod>, selector: &str) -> Result<Vec<Pod>> {
-    Ok(pods.list(&ListParams::default().labels(selector)).await?.items)
+    Ok(pods
+        .list(&ListParams::default().labels(selector))
+        .await?
+        .items)
 }
 
 #[tokio::test]
@@ -32,11 +35,21 @@ async fn replicasets_keep_replicas_adopt_orphans_and_report_status() -> Result<(
             "spec": { "replicas": 3, "minReadySeconds": 1, "selector": { "matchLabels": { "app": "web" } }, "template": pod_template("web") }
         })))
         .await?;
-    let created = eventually("three pods", 20, || async { Ok(Some(pods_with(&pods, "app=web").await?).filter(|p| p.len() == 3)) }).await?;
+    let created = eventually("three pods", 20, || async {
+        Ok(Some(pods_with(&pods, "app=web").await?).filter(|p| p.len() == 3))
+    })
+    .await?;
     for p in &created {
         let r = p.owner_references();
         assert_eq!(r.len(), 1);
-        assert_eq!((r[0].kind.as_str(), r[0].controller, r[0].block_owner_deletion), ("ReplicaSet", Some(true), Some(true)));
+        assert_eq!(
+            (
+                r[0].kind.as_str(),
+                r[0].controller,
+                r[0].block_owner_deletion
+            ),
+            ("ReplicaSet", Some(true), Some(true))
+        );
         assert!(p.name_any().starts_with("web-"));
     }
     for (i, p) in created.iter().take(2).enumerate() {
@@ -48,40 +61,84 @@ async fn replicasets_keep_replicas_adopt_orphans_and_report_status() -> Result<(
         Ok((s.ready_replicas == Some(2) && s.available_replicas == Some(2)).then_some(s))
     })
     .await?;
-    assert_eq!((status.replicas, status.fully_labeled_replicas), (3, Some(3)));
+    assert_eq!(
+        (status.replicas, status.fully_labeled_replicas),
+        (3, Some(3))
+    );
     assert_eq!(status.observed_generation, Some(1));
 
     // An orphan that matches is adopted, and one surplus pod goes: the unready one.
     pods.create(&PostParams::default(), &obj(json!({ "metadata": { "name": "stray", "labels": { "app": "web" } }, "spec": { "containers": [{ "name": "main", "image": "busybox" }] } })))
         .await?;
-    eventually("the orphan adopted and the count back to three", 20, || async {
-        let all = pods_with(&pods, "app=web").await?;
-        let live: Vec<&Pod> = all.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect();
-        let adopted = pods.get_opt("stray").await?.is_none_or(|p| p.owner_references().iter().any(|r| r.kind == "ReplicaSet"));
-        Ok((live.len() == 3 && adopted).then_some(()))
-    })
+    eventually(
+        "the orphan adopted and the count back to three",
+        20,
+        || async {
+            let all = pods_with(&pods, "app=web").await?;
+            let live: Vec<&Pod> = all
+                .iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .collect();
+            let adopted = pods
+                .get_opt("stray")
+                .await?
+                .is_none_or(|p| p.owner_references().iter().any(|r| r.kind == "ReplicaSet"));
+            Ok((live.len() == 3 && adopted).then_some(()))
+        },
+    )
     .await?;
     let ready_names: Vec<String> = created.iter().take(2).map(|p| p.name_any()).collect();
     for name in &ready_names {
-        assert!(pods.get_opt(name).await?.is_some(), "a ready pod {name} was deleted before unready ones");
+        assert!(
+            pods.get_opt(name).await?.is_some(),
+            "a ready pod {name} was deleted before unready ones"
+        );
     }
 
     // A pod whose labels stop matching is released.
     let victim = ready_names[0].clone();
-    pods.patch(&victim, &PatchParams::default(), &Patch::Merge(&json!({ "metadata": { "labels": { "app": "other" } } }))).await?;
+    pods.patch(
+        &victim,
+        &PatchParams::default(),
+        &Patch::Merge(&json!({ "metadata": { "labels": { "app": "other" } } })),
+    )
+    .await?;
     eventually("the relabelled pod released and replaced", 20, || async {
         let released = pods.get(&victim).await?.owner_references().is_empty();
-        let count = pods_with(&pods, "app=web").await?.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).count();
+        let count = pods_with(&pods, "app=web")
+            .await?
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .count();
         Ok((released && count == 3).then_some(()))
     })
     .await?;
 
     // Scale down through the scale subresource.
-    rs_api.patch_scale("web", &PatchParams::default(), &Patch::Merge(&json!({ "spec": { "replicas": 1 } }))).await?;
-    eventually("one pod left", 20, || async { Ok((pods_with(&pods, "app=web").await?.len() == 1).then_some(())) }).await?;
+    rs_api
+        .patch_scale(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({ "spec": { "replicas": 1 } })),
+        )
+        .await?;
+    eventually("one pod left", 20, || async {
+        Ok((pods_with(&pods, "app=web").await?.len() == 1).then_some(()))
+    })
+    .await?;
     let events: Api<Event> = Api::namespaced(e.client.clone(), "default");
-    let reasons: Vec<String> = events.list(&ListParams::default()).await?.items.into_iter().filter_map(|e| e.reason).collect();
-    assert!(reasons.iter().any(|r| r == "SuccessfulCreate") && reasons.iter().any(|r| r == "SuccessfulDelete"), "{reasons:?}");
+    let reasons: Vec<String> = events
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r == "SuccessfulCreate")
+            && reasons.iter().any(|r| r == "SuccessfulDelete"),
+        "{reasons:?}"
+    );
     Ok(())
 }
 
@@ -95,14 +152,18 @@ async fn replication_controllers_share_the_replicaset_logic() -> Result<()> {
         "spec": { "replicas": 2, "selector": { "app": "legacy" }, "template": pod_template("legacy") }
     })))
     .await?;
-    let created = eventually("two pods", 20, || async { Ok(Some(pods_with(&pods, "app=legacy").await?).filter(|p| p.len() == 2)) }).await?;
+    let created = eventually("two pods", 20, || async {
+        Ok(Some(pods_with(&pods, "app=legacy").await?).filter(|p| p.len() == 2))
+    })
+    .await?;
     make_ready(&pods, &created[0].name_any(), "10.0.1.1").await?;
     eventually("status", 20, || async {
         let s = rcs.get("legacy").await?.status.unwrap_or_default();
         Ok((s.replicas == 2 && s.ready_replicas == Some(1)).then_some(()))
     })
     .await?;
-    pods.delete(&created[1].name_any(), &DeleteParams::default()).await?;
+    pods.delete(&created[1].name_any(), &DeleteParams::default())
+        .await?;
     eventually("a replacement", 20, || async {
         let now = names(&pods_with(&pods, "app=legacy").await?);
         Ok((now.len() == 2 && !now.contains(&created[1].name_any())).then_some(()))
@@ -128,7 +189,13 @@ async fn deployments_roll_recreate_clean_up_and_time_out() -> Result<()> {
     let ready_all = || async {
         let mut n = 0;
         for p in pods_with(&pods, "app=web").await? {
-            if p.metadata.deletion_timestamp.is_none() && !p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| c.iter().any(|c| c.type_ == "Ready")) {
+            if p.metadata.deletion_timestamp.is_none()
+                && !p
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready"))
+            {
                 n += 1;
                 make_ready(&pods, &p.name_any(), &format!("10.1.0.{n}")).await?;
             }
@@ -142,9 +209,28 @@ async fn deployments_roll_recreate_clean_up_and_time_out() -> Result<()> {
         Ok((s.available_replicas == Some(4) && s.updated_replicas == Some(4)).then_some(d))
     })
     .await?;
-    assert_eq!(first.annotations().get("deployment.kubernetes.io/revision").map(String::as_str), Some("1"));
-    let progressing = first.status.as_ref().unwrap().conditions.as_ref().unwrap().iter().find(|c| c.type_ == "Progressing").cloned().unwrap();
-    assert_eq!(progressing.reason.as_deref(), Some("NewReplicaSetAvailable"));
+    assert_eq!(
+        first
+            .annotations()
+            .get("deployment.kubernetes.io/revision")
+            .map(String::as_str),
+        Some("1")
+    );
+    let progressing = first
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|c| c.type_ == "Progressing")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        progressing.reason.as_deref(),
+        Some("NewReplicaSetAvailable")
+    );
 
     // A new template rolls over without dropping below 4 available pods (maxUnavailable 0)
     // and never above 5 pods (maxSurge 1).
@@ -152,20 +238,64 @@ async fn deployments_roll_recreate_clean_up_and_time_out() -> Result<()> {
         .patch("web", &PatchParams::default(), &Patch::Merge(&json!({ "metadata": { "annotations": { "kubernetes.io/change-cause": "second" } }, "spec": { "template": { "spec": { "containers": [{ "name": "main", "image": "busybox:2" }] } } } })))
         .await?;
     eventually("the second rollout", 40, || async {
-        let live: Vec<Pod> = pods_with(&pods, "app=web").await?.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect();
-        assert!(live.len() <= 5, "more than replicas + maxSurge pods: {}", live.len());
-        let ready = live.iter().filter(|p| p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))).count();
-        assert!(ready >= 4, "fewer than replicas - maxUnavailable ready pods: {ready}");
+        let live: Vec<Pod> = pods_with(&pods, "app=web")
+            .await?
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect();
+        assert!(
+            live.len() <= 5,
+            "more than replicas + maxSurge pods: {}",
+            live.len()
+        );
+        let ready = live
+            .iter()
+            .filter(|p| {
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            })
+            .count();
+        assert!(
+            ready >= 4,
+            "fewer than replicas - maxUnavailable ready pods: {ready}"
+        );
         ready_all().await?;
         let d = deploys.get("web").await?;
         let s = d.status.unwrap_or_default();
-        Ok((s.updated_replicas == Some(4) && s.replicas == Some(4) && s.available_replicas == Some(4) && s.observed_generation == Some(2)).then_some(()))
+        Ok((s.updated_replicas == Some(4)
+            && s.replicas == Some(4)
+            && s.available_replicas == Some(4)
+            && s.observed_generation == Some(2))
+        .then_some(()))
     })
     .await?;
-    let all = rsets.list(&ListParams::default().labels("app=web")).await?.items;
-    assert_eq!(all.len(), 2, "revisionHistoryLimit 1 keeps one old replica set");
-    let newest = all.iter().find(|r| r.annotations().get("deployment.kubernetes.io/revision").map(String::as_str) == Some("2")).expect("revision 2");
-    assert_eq!(newest.annotations().get("kubernetes.io/change-cause").map(String::as_str), Some("second"));
+    let all = rsets
+        .list(&ListParams::default().labels("app=web"))
+        .await?
+        .items;
+    assert_eq!(
+        all.len(),
+        2,
+        "revisionHistoryLimit 1 keeps one old replica set"
+    );
+    let newest = all
+        .iter()
+        .find(|r| {
+            r.annotations()
+                .get("deployment.kubernetes.io/revision")
+                .map(String::as_str)
+                == Some("2")
+        })
+        .expect("revision 2");
+    assert_eq!(
+        newest
+            .annotations()
+            .get("kubernetes.io/change-cause")
+            .map(String::as_str),
+        Some("second")
+    );
     assert!(newest.labels().contains_key("pod-template-hash"));
 
     // Recreate: the old pods are gone before any new one exists.
@@ -174,11 +304,25 @@ async fn deployments_roll_recreate_clean_up_and_time_out() -> Result<()> {
         .await?;
     eventually("the recreate rollout", 40, || async {
         let all = pods_with(&pods, "app=web").await?;
-        let images: std::collections::BTreeSet<String> = all.iter().map(|p| p.spec.as_ref().unwrap().containers[0].image.clone().unwrap_or_default()).collect();
-        assert!(!(images.contains("busybox:2") && images.contains("busybox:3")), "old and new pods at once: {images:?}");
+        let images: std::collections::BTreeSet<String> = all
+            .iter()
+            .map(|p| {
+                p.spec.as_ref().unwrap().containers[0]
+                    .image
+                    .clone()
+                    .unwrap_or_default()
+            })
+            .collect();
+        assert!(
+            !(images.contains("busybox:2") && images.contains("busybox:3")),
+            "old and new pods at once: {images:?}"
+        );
         ready_all().await?;
         let s = deploys.get("web").await?.status.unwrap_or_default();
-        Ok((s.updated_replicas == Some(4) && s.available_replicas == Some(4) && s.replicas == Some(4)).then_some(()))
+        Ok((s.updated_replicas == Some(4)
+            && s.available_replicas == Some(4)
+            && s.replicas == Some(4))
+        .then_some(()))
     })
     .await?;
 
@@ -192,7 +336,13 @@ async fn deployments_roll_recreate_clean_up_and_time_out() -> Result<()> {
     eventually("ProgressDeadlineExceeded", 30, || async {
         let d = deploys.get("stuck").await?;
         let c = d.status.and_then(|s| s.conditions).unwrap_or_default();
-        Ok(c.iter().any(|c| c.type_ == "Progressing" && c.status == "False" && c.reason.as_deref() == Some("ProgressDeadlineExceeded")).then_some(()))
+        Ok(c.iter()
+            .any(|c| {
+                c.type_ == "Progressing"
+                    && c.status == "False"
+                    && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+            })
+            .then_some(()))
     })
     .await?;
     Ok(())
@@ -213,19 +363,48 @@ async fn statefulsets_create_in_order_with_claims_and_update_from_the_top() -> R
         }
     })))
     .await?;
-    let db0 = eventually("db-0", 20, || async { pods.get_opt("db-0").await.map_err(Into::into) }).await?;
+    let db0 = eventually("db-0", 20, || async {
+        pods.get_opt("db-0").await.map_err(Into::into)
+    })
+    .await?;
     assert_eq!(db0.spec.as_ref().unwrap().hostname.as_deref(), Some("db-0"));
     assert_eq!(db0.spec.as_ref().unwrap().subdomain.as_deref(), Some("db"));
-    assert_eq!(db0.labels().get("statefulset.kubernetes.io/pod-name").map(String::as_str), Some("db-0"));
-    assert_eq!(db0.labels().get("apps.kubernetes.io/pod-index").map(String::as_str), Some("0"));
-    let volumes = db0.spec.as_ref().unwrap().volumes.clone().unwrap_or_default();
-    assert!(volumes.iter().any(|v| v.persistent_volume_claim.as_ref().is_some_and(|c| c.claim_name == "data-db-0")));
+    assert_eq!(
+        db0.labels()
+            .get("statefulset.kubernetes.io/pod-name")
+            .map(String::as_str),
+        Some("db-0")
+    );
+    assert_eq!(
+        db0.labels()
+            .get("apps.kubernetes.io/pod-index")
+            .map(String::as_str),
+        Some("0")
+    );
+    let volumes = db0
+        .spec
+        .as_ref()
+        .unwrap()
+        .volumes
+        .clone()
+        .unwrap_or_default();
+    assert!(volumes.iter().any(|v| {
+        v.persistent_volume_claim
+            .as_ref()
+            .is_some_and(|c| c.claim_name == "data-db-0")
+    }));
     assert!(claims.get_opt("data-db-0").await?.is_some());
     // OrderedReady: db-1 waits for db-0.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(pods.get_opt("db-1").await?.is_none(), "db-1 created before db-0 was ready");
+    assert!(
+        pods.get_opt("db-1").await?.is_none(),
+        "db-1 created before db-0 was ready"
+    );
     for (i, name) in ["db-0", "db-1", "db-2"].iter().enumerate() {
-        eventually(name, 20, || async { pods.get_opt(name).await.map_err(Into::into) }).await?;
+        eventually(name, 20, || async {
+            pods.get_opt(name).await.map_err(Into::into)
+        })
+        .await?;
         make_ready(&pods, name, &format!("10.2.0.{i}")).await?;
     }
     let s = eventually("3 ready replicas", 20, || async {
@@ -236,29 +415,52 @@ async fn statefulsets_create_in_order_with_claims_and_update_from_the_top() -> R
     assert_eq!(s.current_revision, s.update_revision);
 
     // A partitioned update touches only ordinals at or above the partition, highest first.
-    sets.patch("db", &PatchParams::default(), &Patch::Merge(&json!({ "spec": {
+    sets.patch(
+        "db",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({ "spec": {
         "updateStrategy": { "type": "RollingUpdate", "rollingUpdate": { "partition": 1 } },
-        "template": { "spec": { "containers": [{ "name": "main", "image": "busybox:2" }] } } } })))
-        .await?;
-    let image = |p: &Pod| p.spec.as_ref().unwrap().containers[0].image.clone().unwrap_or_default();
+        "template": { "spec": { "containers": [{ "name": "main", "image": "busybox:2" }] } } } })),
+    )
+    .await?;
+    let image = |p: &Pod| {
+        p.spec.as_ref().unwrap().containers[0]
+            .image
+            .clone()
+            .unwrap_or_default()
+    };
     for name in ["db-2", "db-1"] {
-        eventually(&format!("{name} recreated with the new template"), 30, || async {
-            match pods.get_opt(name).await? {
-                Some(p) if image(&p) == "busybox:2" && p.metadata.deletion_timestamp.is_none() => {
-                    make_ready(&pods, name, "10.2.0.9").await?;
-                    Ok(Some(()))
+        eventually(
+            &format!("{name} recreated with the new template"),
+            30,
+            || async {
+                match pods.get_opt(name).await? {
+                    Some(p)
+                        if image(&p) == "busybox:2" && p.metadata.deletion_timestamp.is_none() =>
+                    {
+                        make_ready(&pods, name, "10.2.0.9").await?;
+                        Ok(Some(()))
+                    }
+                    Some(p) if image(&p) == "busybox" && name == "db-1" => {
+                        assert_eq!(
+                            image(&pods.get("db-2").await?),
+                            "busybox:2",
+                            "db-1 updated before db-2"
+                        );
+                        Ok(None)
+                    }
+                    _ => Ok(None),
                 }
-                Some(p) if image(&p) == "busybox" && name == "db-1" => {
-                    assert_eq!(image(&pods.get("db-2").await?), "busybox:2", "db-1 updated before db-2");
-                    Ok(None)
-                }
-                _ => Ok(None),
-            }
-        })
+            },
+        )
         .await?;
     }
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert_eq!(image(&pods.get("db-0").await?), "busybox", "the partition protects db-0");
+    assert_eq!(
+        image(&pods.get("db-0").await?),
+        "busybox",
+        "the partition protects db-0"
+    );
     let s = eventually("updated count", 20, || async {
         let s = sets.get("db").await?.status.unwrap_or_default();
         Ok((s.updated_replicas == Some(2)).then_some(s))
@@ -267,14 +469,27 @@ async fn statefulsets_create_in_order_with_claims_and_update_from_the_top() -> R
     assert_ne!(s.current_revision, s.update_revision);
 
     // Scaling down removes the highest ordinal, and whenScaled: Delete removes its claim.
-    sets.patch_scale("db", &PatchParams::default(), &Patch::Merge(&json!({ "spec": { "replicas": 2 } }))).await?;
+    sets.patch_scale(
+        "db",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({ "spec": { "replicas": 2 } })),
+    )
+    .await?;
     eventually("db-2 and its claim gone", 30, || async {
         let claim = claims.get_opt("data-db-2").await?;
-        let claim_owned_by_pod = claim.as_ref().is_some_and(|c| c.owner_references().iter().any(|r| r.kind == "Pod"));
-        Ok((pods.get_opt("db-2").await?.is_none() && (claim.is_none() || claim_owned_by_pod)).then_some(()))
+        let claim_owned_by_pod = claim
+            .as_ref()
+            .is_some_and(|c| c.owner_references().iter().any(|r| r.kind == "Pod"));
+        Ok(
+            (pods.get_opt("db-2").await?.is_none() && (claim.is_none() || claim_owned_by_pod))
+                .then_some(()),
+        )
     })
     .await?;
-    assert!(claims.get_opt("data-db-0").await?.is_some(), "retained claims stay");
+    assert!(
+        claims.get_opt("data-db-0").await?.is_some(),
+        "retained claims stay"
+    );
     Ok(())
 }
 
@@ -282,7 +497,14 @@ async fn statefulsets_create_in_order_with_claims_and_update_from_the_top() -> R
 async fn daemonsets_run_one_pod_per_eligible_node() -> Result<()> {
     let e = env(&[]).await?;
     let nodes: Api<Node> = Api::all(e.client.clone());
-    for (name, taint) in [("n1", None), ("n2", None), ("gpu", Some(json!([{ "key": "gpu", "value": "yes", "effect": "NoSchedule" }])))] {
+    for (name, taint) in [
+        ("n1", None),
+        ("n2", None),
+        (
+            "gpu",
+            Some(json!([{ "key": "gpu", "value": "yes", "effect": "NoSchedule" }])),
+        ),
+    ] {
         let mut n = json!({ "metadata": { "name": name, "labels": { "kubernetes.io/hostname": name } }, "spec": {} });
         if let Some(t) = taint {
             n["spec"]["taints"] = t;
@@ -297,25 +519,64 @@ async fn daemonsets_run_one_pod_per_eligible_node() -> Result<()> {
     })))
     .await?;
     let pinned = |p: &Pod| -> String {
-        p.spec.as_ref().and_then(|s| s.affinity.as_ref()).and_then(|a| a.node_affinity.as_ref()).and_then(|n| n.required_during_scheduling_ignored_during_execution.as_ref())
-            .and_then(|s| s.node_selector_terms.first()).and_then(|t| t.match_fields.as_ref()).and_then(|f| f.first()).and_then(|f| f.values.as_ref()).and_then(|v| v.first().cloned()).unwrap_or_default()
+        p.spec
+            .as_ref()
+            .and_then(|s| s.affinity.as_ref())
+            .and_then(|a| a.node_affinity.as_ref())
+            .and_then(|n| {
+                n.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })
+            .and_then(|s| s.node_selector_terms.first())
+            .and_then(|t| t.match_fields.as_ref())
+            .and_then(|f| f.first())
+            .and_then(|f| f.values.as_ref())
+            .and_then(|v| v.first().cloned())
+            .unwrap_or_default()
     };
     let targets = eventually("a pod for n1 and n2 only", 20, || async {
-        let mut t: Vec<String> = pods_with(&pods, "app=agent").await?.iter().map(pinned).collect();
+        let mut t: Vec<String> = pods_with(&pods, "app=agent")
+            .await?
+            .iter()
+            .map(pinned)
+            .collect();
         t.sort();
         Ok((t == ["n1", "n2"]).then_some(t))
     })
     .await?;
     assert_eq!(targets, ["n1", "n2"]);
     let some = pods_with(&pods, "app=agent").await?;
-    let tolerations = some[0].spec.as_ref().unwrap().tolerations.clone().unwrap_or_default();
-    assert!(tolerations.iter().any(|t| t.key.as_deref() == Some("node.kubernetes.io/unreachable") && t.effect.as_deref() == Some("NoExecute") && t.toleration_seconds.is_none()));
-    assert!(some[0].spec.as_ref().unwrap().node_name.is_none(), "binding is the scheduler's job");
+    let tolerations = some[0]
+        .spec
+        .as_ref()
+        .unwrap()
+        .tolerations
+        .clone()
+        .unwrap_or_default();
+    assert!(tolerations.iter().any(
+        |t| t.key.as_deref() == Some("node.kubernetes.io/unreachable")
+            && t.effect.as_deref() == Some("NoExecute")
+            && t.toleration_seconds.is_none()
+    ));
+    assert!(
+        some[0].spec.as_ref().unwrap().node_name.is_none(),
+        "binding is the scheduler's job"
+    );
     // A new node gets a pod; a deleted node loses its pod.
-    nodes.create(&PostParams::default(), &obj(json!({ "metadata": { "name": "n3" } }))).await?;
+    nodes
+        .create(
+            &PostParams::default(),
+            &obj(json!({ "metadata": { "name": "n3" } })),
+        )
+        .await?;
     nodes.delete("n1", &DeleteParams::default()).await?;
     eventually("pods follow the nodes", 20, || async {
-        let mut t: Vec<String> = pods_with(&pods, "app=agent").await?.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).map(pinned).collect();
+        let mut t: Vec<String> = pods_with(&pods, "app=agent")
+            .await?
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .map(pinned)
+            .collect();
         t.sort();
         Ok((t == ["n2", "n3"]).then_some(()))
     })
@@ -347,22 +608,42 @@ async fn jobs_complete_fail_run_indexed_and_suspend() -> Result<()> {
     jobs.create(&PostParams::default(), &obj(json!({ "metadata": { "name": "batch" }, "spec": { "completions": 3, "parallelism": 2, "template": job_template(json!({})) } }))).await?;
     eventually("batch to complete", 40, || async {
         let running = pods_with(&pods, "job-name=batch").await?;
-        let active: Vec<&Pod> = running.iter().filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Pending")).collect();
+        let active: Vec<&Pod> = running
+            .iter()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Pending"))
+            .collect();
         assert!(active.len() <= 2, "parallelism exceeded: {}", active.len());
         for p in active {
-            assert!(p.finalizers().iter().any(|f| f == "batch.kubernetes.io/job-tracking"));
+            assert!(
+                p.finalizers()
+                    .iter()
+                    .any(|f| f == "batch.kubernetes.io/job-tracking")
+            );
             finish(&pods, &p.name_any(), "Succeeded", 0).await?;
         }
         let s = jobs.get("batch").await?.status.unwrap_or_default();
-        Ok(s.conditions.unwrap_or_default().iter().any(|c| c.type_ == "Complete" && c.status == "True").then_some(()))
+        Ok(s.conditions
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Complete" && c.status == "True")
+            .then_some(()))
     })
     .await?;
     let s = jobs.get("batch").await?.status.unwrap_or_default();
-    assert_eq!((s.succeeded, s.failed.unwrap_or(0), s.active), (Some(3), 0, Some(0)));
+    assert_eq!(
+        (s.succeeded, s.failed.unwrap_or(0), s.active),
+        (Some(3), 0, Some(0))
+    );
     assert!(s.completion_time.is_some());
     // Counted pods lose the tracking finalizer.
     for p in pods_with(&pods, "job-name=batch").await? {
-        assert!(!p.finalizers().iter().any(|f| f == "batch.kubernetes.io/job-tracking"), "{} kept its finalizer", p.name_any());
+        assert!(
+            !p.finalizers()
+                .iter()
+                .any(|f| f == "batch.kubernetes.io/job-tracking"),
+            "{} kept its finalizer",
+            p.name_any()
+        );
     }
 
     // The pod failure policy fails the job on exit code 42.
@@ -371,24 +652,57 @@ async fn jobs_complete_fail_run_indexed_and_suspend() -> Result<()> {
         "podFailurePolicy": { "rules": [{ "action": "FailJob", "onExitCodes": { "operator": "In", "values": [42] } }] },
         "template": job_template(json!({})) } })))
         .await?;
-    let p = eventually("policy pod", 20, || async { Ok(pods_with(&pods, "job-name=policy").await?.into_iter().next()) }).await?;
+    let p = eventually("policy pod", 20, || async {
+        Ok(pods_with(&pods, "job-name=policy")
+            .await?
+            .into_iter()
+            .next())
+    })
+    .await?;
     finish(&pods, &p.name_any(), "Failed", 42).await?;
     eventually("Failed by PodFailurePolicy", 20, || async {
-        let c = jobs.get("policy").await?.status.and_then(|s| s.conditions).unwrap_or_default();
-        Ok(c.iter().any(|c| c.type_ == "Failed" && c.reason.as_deref() == Some("PodFailurePolicy")).then_some(()))
+        let c = jobs
+            .get("policy")
+            .await?
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default();
+        Ok(c.iter()
+            .any(|c| c.type_ == "Failed" && c.reason.as_deref() == Some("PodFailurePolicy"))
+            .then_some(()))
     })
     .await?;
 
     // Indexed: one pod per index with the index in annotation, label, env and hostname.
     jobs.create(&PostParams::default(), &obj(json!({ "metadata": { "name": "idx" }, "spec": { "completions": 3, "parallelism": 3, "completionMode": "Indexed", "template": job_template(json!({})) } }))).await?;
-    let indexed = eventually("three indexed pods", 20, || async { Ok(Some(pods_with(&pods, "job-name=idx").await?).filter(|p| p.len() == 3)) }).await?;
-    let mut indexes: Vec<String> = indexed.iter().map(|p| p.annotations().get("batch.kubernetes.io/job-completion-index").cloned().unwrap_or_default()).collect();
+    let indexed = eventually("three indexed pods", 20, || async {
+        Ok(Some(pods_with(&pods, "job-name=idx").await?).filter(|p| p.len() == 3))
+    })
+    .await?;
+    let mut indexes: Vec<String> = indexed
+        .iter()
+        .map(|p| {
+            p.annotations()
+                .get("batch.kubernetes.io/job-completion-index")
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect();
     indexes.sort();
     assert_eq!(indexes, ["0", "1", "2"]);
     for p in &indexed {
         let i = &p.annotations()["batch.kubernetes.io/job-completion-index"];
-        assert_eq!(p.spec.as_ref().unwrap().hostname.as_deref(), Some(format!("idx-{i}").as_str()));
-        assert!(p.spec.as_ref().unwrap().containers[0].env.iter().flatten().any(|e| e.name == "JOB_COMPLETION_INDEX"));
+        assert_eq!(
+            p.spec.as_ref().unwrap().hostname.as_deref(),
+            Some(format!("idx-{i}").as_str())
+        );
+        assert!(
+            p.spec.as_ref().unwrap().containers[0]
+                .env
+                .iter()
+                .flatten()
+                .any(|e| e.name == "JOB_COMPLETION_INDEX")
+        );
         if i != "1" {
             finish(&pods, &p.name_any(), "Succeeded", 0).await?;
         }
@@ -400,33 +714,69 @@ async fn jobs_complete_fail_run_indexed_and_suspend() -> Result<()> {
     .await?;
 
     // Suspending deletes the active pod; resuming starts it again.
-    jobs.patch("idx", &PatchParams::default(), &Patch::Merge(&json!({ "spec": { "suspend": true } }))).await?;
+    jobs.patch(
+        "idx",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({ "spec": { "suspend": true } })),
+    )
+    .await?;
     eventually("suspended without active pods", 20, || async {
         let j = jobs.get("idx").await?;
         let s = j.status.unwrap_or_default();
-        let suspended = s.conditions.unwrap_or_default().iter().any(|c| c.type_ == "Suspended" && c.status == "True");
+        let suspended = s
+            .conditions
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Suspended" && c.status == "True");
         Ok((suspended && s.active == Some(0)).then_some(()))
     })
     .await?;
-    jobs.patch("idx", &PatchParams::default(), &Patch::Merge(&json!({ "spec": { "suspend": false } }))).await?;
+    jobs.patch(
+        "idx",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({ "spec": { "suspend": false } })),
+    )
+    .await?;
     let again = eventually("index 1 running again", 30, || async {
-        Ok(pods_with(&pods, "job-name=idx").await?.into_iter().find(|p| {
-            p.metadata.deletion_timestamp.is_none() && p.annotations().get("batch.kubernetes.io/job-completion-index").map(String::as_str) == Some("1") && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Pending")
-        }))
+        Ok(pods_with(&pods, "job-name=idx")
+            .await?
+            .into_iter()
+            .find(|p| {
+                p.metadata.deletion_timestamp.is_none()
+                    && p.annotations()
+                        .get("batch.kubernetes.io/job-completion-index")
+                        .map(String::as_str)
+                        == Some("1")
+                    && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Pending")
+            }))
     })
     .await?;
     finish(&pods, &again.name_any(), "Succeeded", 0).await?;
     eventually("idx complete", 20, || async {
-        let c = jobs.get("idx").await?.status.and_then(|s| s.conditions).unwrap_or_default();
-        Ok(c.iter().any(|c| c.type_ == "Complete" && c.status == "True").then_some(()))
+        let c = jobs
+            .get("idx")
+            .await?
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default();
+        Ok(c.iter()
+            .any(|c| c.type_ == "Complete" && c.status == "True")
+            .then_some(()))
     })
     .await?;
 
     // Deadline.
     jobs.create(&PostParams::default(), &obj(json!({ "metadata": { "name": "slow" }, "spec": { "activeDeadlineSeconds": 1, "template": job_template(json!({})) } }))).await?;
     eventually("DeadlineExceeded", 20, || async {
-        let c = jobs.get("slow").await?.status.and_then(|s| s.conditions).unwrap_or_default();
-        Ok(c.iter().any(|c| c.type_ == "Failed" && c.reason.as_deref() == Some("DeadlineExceeded")).then_some(()))
+        let c = jobs
+            .get("slow")
+            .await?
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default();
+        Ok(c.iter()
+            .any(|c| c.type_ == "Failed" && c.reason.as_deref() == Some("DeadlineExceeded"))
+            .then_some(()))
     })
     .await?;
     Ok(())
@@ -442,20 +792,40 @@ async fn cronjobs_fire_on_schedule_and_keep_history() -> Result<()> {
             "schedule": "@every 2s", "concurrencyPolicy": "Forbid", "successfulJobsHistoryLimit": 1,
             "jobTemplate": { "spec": { "template": { "spec": { "restartPolicy": "Never", "containers": [{ "name": "main", "image": "busybox" }] } } } } } })))
         .await?;
-    let first = eventually("the first job", 20, || async { Ok(jobs.list(&ListParams::default()).await?.items.into_iter().next()) }).await?;
+    let first = eventually("the first job", 20, || async {
+        Ok(jobs
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .next())
+    })
+    .await?;
     assert!(first.name_any().starts_with("tick-"));
-    assert!(first.annotations().contains_key("batch.kubernetes.io/cronjob-scheduled-timestamp"));
+    assert!(
+        first
+            .annotations()
+            .contains_key("batch.kubernetes.io/cronjob-scheduled-timestamp")
+    );
     assert_eq!(first.owner_references()[0].kind, "CronJob");
     let cj = eventually("active job in status", 10, || async {
         let cj = cronjobs.get("tick").await?;
-        Ok(cj.status.as_ref().and_then(|s| s.active.as_ref()).is_some_and(|a| !a.is_empty()).then_some(cj))
+        Ok(cj
+            .status
+            .as_ref()
+            .and_then(|s| s.active.as_ref())
+            .is_some_and(|a| !a.is_empty())
+            .then_some(cj))
     })
     .await?;
     assert!(cj.status.as_ref().unwrap().last_schedule_time.is_some());
     // Finished jobs beyond successfulJobsHistoryLimit go, oldest first. Two finished runs
     // are planted (owned by the cronjob), then the live one finishes too.
     let cj_uid = cj.uid().unwrap();
-    for (name, started) in [("tick-1", "2024-01-01T00:00:00Z"), ("tick-2", "2024-01-01T00:01:00Z")] {
+    for (name, started) in [
+        ("tick-1", "2024-01-01T00:00:00Z"),
+        ("tick-2", "2024-01-01T00:01:00Z"),
+    ] {
         jobs.create(&PostParams::default(), &obj(json!({ "metadata": { "name": name, "ownerReferences": [{ "apiVersion": "batch/v1", "kind": "CronJob", "name": "tick", "uid": cj_uid, "controller": true }] },
             "spec": { "suspend": true, "template": { "spec": { "restartPolicy": "Never", "containers": [{ "name": "main", "image": "busybox" }] } } } })))
             .await?;
@@ -471,9 +841,21 @@ async fn cronjobs_fire_on_schedule_and_keep_history() -> Result<()> {
         }
         let cj = cronjobs.get("tick").await?;
         let all = jobs.list(&ListParams::default()).await?.items;
-        let finished = all.iter().filter(|j| j.status.as_ref().and_then(|s| s.completion_time.as_ref()).is_some()).count();
+        let finished = all
+            .iter()
+            .filter(|j| {
+                j.status
+                    .as_ref()
+                    .and_then(|s| s.completion_time.as_ref())
+                    .is_some()
+            })
+            .count();
         let planted_gone = !names(&all).iter().any(|n| n == "tick-1" || n == "tick-2");
-        let has_success = cj.status.as_ref().and_then(|s| s.last_successful_time.as_ref()).is_some();
+        let has_success = cj
+            .status
+            .as_ref()
+            .and_then(|s| s.last_successful_time.as_ref())
+            .is_some();
         Ok((has_success && planted_gone && finished == 1).then_some(()))
     })
     .await?;

@@ -1,0 +1,121 @@
+//! What plugins may use besides the snapshot: cached listers of the other kinds they read
+//! (namespaces, workloads, volumes, disruption budgets), the API client for the plugins that
+//! write (preemption, binding, volume binding), the nominator and the event recorder.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
+use k8s_openapi::api::core::v1::{
+    Namespace, PersistentVolume, PersistentVolumeClaim, Pod, ReplicationController, Service,
+};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::storage::v1::StorageClass;
+use skiff_runtime::events::Recorder;
+use skiff_runtime::{Informer, Informers};
+
+use super::WaitingPods;
+use crate::queue::Nominator;
+
+/// Cached views of the kinds plugins read.
+#[derive(Clone)]
+pub struct Listers {
+    /// Every pod (assigned or not).
+    pub pods: Informer<Pod>,
+    /// Namespaces (their labels, for namespace selectors).
+    pub namespaces: Informer<Namespace>,
+    /// Services (default topology spread selectors).
+    pub services: Informer<Service>,
+    /// ReplicaSets (default topology spread selectors).
+    pub replica_sets: Informer<ReplicaSet>,
+    /// StatefulSets (default topology spread selectors).
+    pub stateful_sets: Informer<StatefulSet>,
+    /// ReplicationControllers (default topology spread selectors).
+    pub replication_controllers: Informer<ReplicationController>,
+    /// Claims.
+    pub pvcs: Informer<PersistentVolumeClaim>,
+    /// Volumes.
+    pub pvs: Informer<PersistentVolume>,
+    /// Storage classes.
+    pub storage_classes: Informer<StorageClass>,
+    /// Disruption budgets (preemption tries not to violate them).
+    pub pdbs: Informer<PodDisruptionBudget>,
+}
+
+impl Listers {
+    /// Listers no watch feeds (tests fill them through `Informer::handle`).
+    pub fn detached() -> Listers {
+        Listers {
+            pods: Informer::detached(),
+            namespaces: Informer::detached(),
+            services: Informer::detached(),
+            replica_sets: Informer::detached(),
+            stateful_sets: Informer::detached(),
+            replication_controllers: Informer::detached(),
+            pvcs: Informer::detached(),
+            pvs: Informer::detached(),
+            storage_classes: Informer::detached(),
+            pdbs: Informer::detached(),
+        }
+    }
+
+    /// Listers backed by shared informers.
+    pub fn from_informers(informers: &Informers) -> Listers {
+        Listers {
+            pods: informers.get(),
+            namespaces: informers.get(),
+            services: informers.get(),
+            replica_sets: informers.get(),
+            stateful_sets: informers.get(),
+            replication_controllers: informers.get(),
+            pvcs: informers.get(),
+            pvs: informers.get(),
+            storage_classes: informers.get(),
+            pdbs: informers.get(),
+        }
+    }
+
+    /// Wait until every lister has its first complete list.
+    pub async fn wait_synced(&self) {
+        self.pods.wait_synced().await;
+        self.namespaces.wait_synced().await;
+        self.services.wait_synced().await;
+        self.replica_sets.wait_synced().await;
+        self.stateful_sets.wait_synced().await;
+        self.replication_controllers.wait_synced().await;
+        self.pvcs.wait_synced().await;
+        self.pvs.wait_synced().await;
+        self.storage_classes.wait_synced().await;
+        self.pdbs.wait_synced().await;
+    }
+}
+
+/// What a plugin factory receives.
+#[derive(Clone)]
+pub struct Handle {
+    /// Cached listers.
+    pub listers: Arc<Listers>,
+    /// The API client (`None` in unit tests).
+    pub client: Option<kube::Client>,
+    /// Pods nominated to nodes by preemption.
+    pub nominator: Arc<Nominator>,
+    /// Event recorder (`None` in unit tests).
+    pub recorder: Option<Recorder>,
+    /// The profile's scheduler name.
+    pub scheduler_name: String,
+    /// Pods waiting at Permit.
+    pub waiting: Arc<WaitingPods>,
+}
+
+impl Handle {
+    /// A handle for unit tests: detached listers, no client.
+    pub fn for_tests() -> Handle {
+        Handle {
+            listers: Arc::new(Listers::detached()),
+            client: None,
+            nominator: Arc::new(Nominator::default()),
+            recorder: None,
+            scheduler_name: "default-scheduler".into(),
+            waiting: Arc::new(WaitingPods::default()),
+        }
+    }
+}
