@@ -181,7 +181,7 @@ fn kubectl_logs_with_its_options() -> Result<()> {
     assert!(missing.contains("pods \"ghost\" not found"), "{missing}");
     cluster.k_stdin(
         &["apply", "-f", "-"],
-        r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"unscheduled"},"spec":{"containers":[{"name":"c","image":"x"}]}}"#,
+        r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"unscheduled"},"spec":{"schedulerName":"left-alone","containers":[{"name":"c","image":"x"}]}}"#,
     )?;
     let pending = cluster.k_fail(&["logs", "unscheduled"])?;
     assert!(
@@ -300,10 +300,11 @@ fn kubectl_exec_attach_and_cp() -> Result<()> {
         );
     }
 
-    // A terminal: kubectl needs one on its own stdin; the size it reports reaches the container.
+    // A terminal: kubectl needs one on its own stdin; the size it reports reaches the container
+    // (containerd applies it just after starting the process, hence the pause).
     let kubectl_bin = skiff_testing::kubectl_binary();
     let script = format!(
-        "stty cols 123 rows 45; {} exec -it web -- sh -c 'stty size; tty'",
+        "stty cols 123 rows 45; {} exec -it web -- sh -c 'sleep 1; stty size; tty'",
         kubectl_bin.display()
     );
     let mut cmd = cluster.command(Path::new("/usr/bin/timeout"));

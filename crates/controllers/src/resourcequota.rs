@@ -33,8 +33,19 @@ pub async fn start(ctx: Context) {
     let maps = ctx.informer::<ConfigMap>();
     let secrets = ctx.informer::<Secret>();
     let queue: WorkQueue<ObjectKey> = WorkQueue::default();
-    controller::feed(&quotas, &queue, &ctx.stop, |c| {
-        vec![ObjectKey::of(c.object().as_ref())]
+    // As upstream, a quota is recalculated when it is new or its spec changed, not when only
+    // its status did: admission's charges are status writes, and recalculating on them from
+    // an informer cache that has not seen the charged objects yet would undo the charges.
+    controller::feed(&quotas, &queue, &ctx.stop, |c| match c {
+        Change::Applied {
+            old: Some(old),
+            new,
+        } if old.spec == new.spec
+            && old.status.as_ref().and_then(|s| s.hard.as_ref()).is_some() =>
+        {
+            Vec::new()
+        }
+        _ => vec![ObjectKey::of(c.object().as_ref())],
     });
     // Replenishment (upstream): usage is recalculated when counted objects go away or pods
     // finish. Creations are charged by admission; recalculating on them would race the

@@ -277,11 +277,17 @@ pub async fn patch_as(ctx: &mut Ctx, body: Bytes, op: Operation) -> ApiResult<Re
     let info = ctx.info.clone();
     let mut warnings = Vec::new();
     let (updated, _) = guaranteed_update(ctx, op, dry_run, |old| {
-        let patched = patch::apply(kind, old, &patch_doc, definition.as_deref())?;
+        let mut patched = patch::apply(kind, old, &patch_doc, definition.as_deref())?;
         if !patched.is_object() {
             return Err(ApiError::bad_request(
                 "the patch produced a value that is not an object",
             ));
+        }
+        // The resourceVersion carried over from the current object is no precondition: only
+        // one the patch itself sets is (a race is then retried against the newer object, where
+        // a user-set version no longer matches and so fails as stale, as upstream).
+        if meta_str(&patched, "resourceVersion") == meta_str(old, "resourceVersion") {
+            metadata_mut(&mut patched).remove("resourceVersion");
         }
         let unknown = fieldvalidation::unknown_fields(&info, &patched);
         warnings.clear();

@@ -19,6 +19,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, PostParams, WatchEvent, WatchParams};
 use kube::{Client, Config};
 use parking_lot::Mutex;
+use skiff_bench::percentile;
 use skiff_testing::{BUSYBOX_IMAGE, TestCluster};
 
 #[derive(Parser, Debug)]
@@ -45,15 +46,6 @@ fn pod(name: &str) -> Pod {
             "containers": [{ "name": "main", "image": BUSYBOX_IMAGE, "command": ["sleep", "3600"] }] },
     }))
     .expect("a valid pod")
-}
-
-fn percentile(samples: &[Duration], p: f64) -> Duration {
-    let mut s = samples.to_vec();
-    s.sort();
-    if s.is_empty() {
-        return Duration::ZERO;
-    }
-    s[((s.len() as f64 - 1.0) * p).round() as usize]
 }
 
 fn ms(d: Duration) -> String {

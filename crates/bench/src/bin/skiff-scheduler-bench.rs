@@ -22,11 +22,12 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use kube::Client;
 use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, Config};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
+use skiff_bench::{client_for, percentile, rss_mib};
 use skiff_testing::{ChildGuard, TestCluster, free_port};
 
 #[derive(Parser, Debug)]
@@ -236,13 +237,6 @@ fn workloads(scale: f64) -> Vec<Workload> {
     ]
 }
 
-async fn client_for(cluster: &TestCluster) -> Result<Client> {
-    let kubeconfig = kube::config::Kubeconfig::read_from(cluster.kubeconfig())?;
-    let mut config = Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
-    config.read_timeout = None;
-    Ok(Client::try_from(config)?)
-}
-
 /// Wait until `want` hollow nodes report Ready with their capacity.
 async fn wait_nodes(client: &Client, want: usize) -> Result<Duration> {
     let start = Instant::now();
@@ -436,26 +430,6 @@ fn histogram_quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> f6
     prev.0
 }
 
-fn rss_kib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
 struct Outcome {
     pods_per_sec: f64,
     p50: Duration,
@@ -570,7 +544,7 @@ async fn run_workload(w: &Workload, args: &Args) -> Result<Outcome> {
         &http_get(&metrics_addr, "/metrics").unwrap_or_default(),
         sli,
     );
-    let (rss, hwm) = rss_kib(scheduler.pid());
+    let rss = rss_mib(scheduler.pid());
     drop(hollow);
     Ok(Outcome {
         pods_per_sec: w.measure.count as f64 / (last - first).as_secs_f64(),
@@ -578,7 +552,7 @@ async fn run_workload(w: &Workload, args: &Args) -> Result<Outcome> {
         p99: percentile(&latencies, 0.99),
         sli_p50: histogram_quantile(&before, &after, 0.5),
         sli_p99: histogram_quantile(&before, &after, 0.99),
-        rss_mib: (rss as f64 / 1024.0, hwm as f64 / 1024.0),
+        rss_mib: rss,
         nodes: total_nodes,
         init,
         measured: w.measure.count,

@@ -210,7 +210,15 @@ async fn evictions_honour_disruption_budgets() -> Result<()> {
             .iter()
             .any(|c| c.type_ == "DisruptionAllowed" && c.status == "True")
     );
-    // One eviction is allowed; the budget is consumed at once, so the next is refused.
+    // One eviction is allowed; the budget is consumed at once, so the next is refused. (A
+    // client that does not retry 429s, as kube-rs does by default for minutes, sees the refusal.)
+    let mut config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(e.cluster.kubeconfig())?,
+        &Default::default(),
+    )
+    .await?;
+    config.default_retry = false;
+    let pods: Api<Pod> = Api::namespaced(kube::Client::try_from(config)?, "default");
     pods.evict(&created[0].name_any(), &EvictParams::default())
         .await?;
     let err = api_error(
