@@ -568,3 +568,42 @@ fn kubectl_debug_adds_ephemeral_containers_only() -> Result<()> {
     );
     Ok(())
 }
+
+/// `kind: List` manifests are validated on the client against the protobuf OpenAPI v2
+/// document (kubectl cannot ask the server to validate a List): good items are applied, a bad
+/// item gets kubectl's own validation errors and nothing of the manifest is written.
+#[test]
+fn lists_are_validated_by_kubectl_against_openapi_v2() -> Result<()> {
+    let c = TestCluster::start_with(&["--disable-controller-manager", "--disable-scheduler"])?;
+    let good = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: ConfigMap\n  metadata: {name: a}\n  data: {k: v}\n- apiVersion: v1\n  kind: Service\n  metadata: {name: s}\n  spec:\n    ports: [{port: 80, targetPort: web}]\n";
+    let out = c.k_stdin(&["apply", "-f", "-"], good)?;
+    assert!(
+        out.contains("configmap/a created") && out.contains("service/s created"),
+        "{out}"
+    );
+    let out = c.k_stdin(&["apply", "--validate=strict", "-f", "-"], good)?;
+    assert!(out.contains("configmap/a unchanged"), "{out}");
+
+    let bad = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: ConfigMap\n  metadata: {name: b}\n  bogus: 1\n- apiVersion: apps/v1\n  kind: Deployment\n  metadata: {name: d}\n  spec:\n    replicas: three\n    selector: {matchLabels: {app: d}}\n    template:\n      metadata: {labels: {app: d}}\n      spec:\n        containers: [{name: c, image: busybox}]\n";
+    let out = c.kubectl_stdin(&["apply", "-f", "-"], Some(bad))?;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr)?;
+    assert!(
+        stderr.contains(r#"unknown field "bogus" in io.k8s.api.core.v1.ConfigMap"#)
+            && stderr.contains(
+                r#"invalid type for io.k8s.api.apps.v1.DeploymentSpec.replicas: got "string", expected "integer""#
+            ),
+        "{stderr}"
+    );
+    assert!(c.k_fail(&["get", "configmap", "b"])?.contains("NotFound"));
+    assert!(c.k_fail(&["get", "deployment", "d"])?.contains("NotFound"));
+
+    // The document itself, as kubectl fetches it.
+    let out = Command::new(kubectl_binary())
+        .env("KUBECONFIG", c.kubeconfig())
+        .args(["get", "--raw", "/openapi/v2"])
+        .output()?;
+    let json: Value = serde_json::from_slice(&out.stdout)?;
+    assert!(json["definitions"]["io.k8s.api.core.v1.ConfigMap"].is_object());
+    Ok(())
+}

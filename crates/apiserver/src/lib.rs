@@ -26,6 +26,7 @@ pub mod managed;
 pub mod nodeproxy;
 pub mod objects;
 pub mod openapi;
+pub mod openapi_proto;
 pub mod output;
 pub mod patch;
 pub mod priority;

@@ -21,6 +21,8 @@ pub struct Documents {
     pub v3: BTreeMap<String, (String, Arc<Vec<u8>>)>,
     /// The v2 document.
     pub v2: Arc<Vec<u8>>,
+    /// The v2 document in protobuf ([`crate::openapi_proto`]).
+    pub v2_protobuf: Arc<Vec<u8>>,
 }
 
 /// Caches [`Documents`] for the current registry snapshot.
@@ -465,6 +467,7 @@ fn build(snapshot: &RegistrySnapshot, version: &str) -> Documents {
     });
     Documents {
         v3,
+        v2_protobuf: Arc::new(crate::openapi_proto::encode(&v2)),
         v2: Arc::new(serde_json::to_vec(&v2).unwrap_or_default()),
     }
 }

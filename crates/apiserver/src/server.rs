@@ -240,9 +240,27 @@ fn openapi_docs(front: &Front) -> Arc<openapi::Documents> {
         .documents(&front.state.registry.snapshot(), &front.git_version)
 }
 
-async fn openapi_v2(AxState(front): AxState<Arc<Front>>) -> Response {
+/// Media type prefix of the protobuf OpenAPI v2 document (kubectl asks for
+/// `application/com.github.proto-openapi.spec.v2@v1.0+protobuf`).
+const OPENAPI_V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2";
+
+async fn openapi_v2(AxState(front): AxState<Arc<Front>>, headers: HeaderMap) -> Response {
+    let protobuf = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains(OPENAPI_V2_PROTOBUF));
     let docs = tokio::task::spawn_blocking(move || openapi_docs(&front)).await;
     match docs {
+        Ok(docs) if protobuf => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+            )],
+            docs.v2_protobuf.as_ref().clone(),
+        )
+            .into_response(),
         Ok(docs) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/json")],
