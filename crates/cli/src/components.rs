@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use skiff_runtime::CancellationToken;
 use tokio::task::JoinSet;
 
+/// How long components get to stop on shutdown.
+pub const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The running components and the token that stops them.
 pub struct Components {
     shutdown: CancellationToken,
@@ -56,14 +59,28 @@ impl Components {
         });
     }
 
-    /// Stop every component and wait for them.
+    /// Stop every component and wait for them, at most [`STOP_GRACE`]: a component stuck in
+    /// a call that ignores cancellation must not keep the process from exiting (what it had
+    /// acknowledged is already in the store; the rest it redoes on the next start).
     pub async fn stop(mut self) {
         self.shutdown.cancel();
-        while let Some(joined) = self.tasks.join_next().await {
-            match joined {
-                Ok((name, Ok(()))) => tracing::info!(component = name, "stopped"),
-                Ok((name, Err(err))) => tracing::error!(component = name, error = %err, "failed"),
-                Err(err) => tracing::error!(error = %err, "component task panicked"),
+        let deadline = tokio::time::Instant::now() + STOP_GRACE;
+        loop {
+            match tokio::time::timeout_at(deadline, self.tasks.join_next()).await {
+                Ok(None) => return,
+                Ok(Some(Ok((name, Ok(()))))) => tracing::info!(component = name, "stopped"),
+                Ok(Some(Ok((name, Err(err))))) => {
+                    tracing::error!(component = name, error = %err, "failed")
+                }
+                Ok(Some(Err(err))) => tracing::error!(error = %err, "component task panicked"),
+                Err(_) => {
+                    tracing::warn!(
+                        remaining = self.tasks.len(),
+                        "components did not stop within {STOP_GRACE:?}; aborting them"
+                    );
+                    self.tasks.abort_all();
+                    return;
+                }
             }
         }
     }

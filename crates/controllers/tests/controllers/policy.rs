@@ -406,7 +406,6 @@ spec:
     };
     let status = eventually("scaled up by the metric", 40, || async {
         report().await?;
-        let h = hpas.get("web").await?;
         let replicas = deploys
             .get("web")
             .await?
@@ -414,7 +413,17 @@ spec:
             .unwrap()
             .replicas
             .unwrap_or(0);
-        Ok((replicas >= 4).then_some(h))
+        // The autoscaler writes its status after scaling: read it afterwards, and wait for it.
+        let h = hpas.get("web").await?;
+        let active = h
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| {
+                c.iter()
+                    .any(|c| c.type_ == "ScalingActive" && c.status == "True")
+            });
+        Ok((replicas >= 4 && active).then_some(h))
     })
     .await?;
     let s = status.status.unwrap();
