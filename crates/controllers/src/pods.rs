@@ -4,7 +4,7 @@
 //! a template; and creating many pods in slow-start batches so a failing create does not
 //! fail a thousand times.
 
-use std::cmp::Ordering;
+use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
@@ -179,81 +179,56 @@ fn phase_ordinal(pod: &Pod) -> u8 {
     }
 }
 
-/// Upstream `logarithmicRankDiff`: compare the base-2 logarithms of two ages.
-fn log_rank_diff(t1: Timestamp, t2: Timestamp, now: Timestamp) -> i64 {
-    let rank = |t: Timestamp| {
-        let d = now.as_nanosecond() - t.as_nanosecond();
-        if d > 0 { (d as f64).log2() as i64 } else { -1 }
-    };
-    rank(t1) - rank(t2)
+/// Upstream's logarithmic age rank: pods whose ages have the same base-2 logarithm are
+/// equally old; `-1` for a time not in the past.
+fn log_age(t: Timestamp, now: Timestamp) -> i64 {
+    let d = now.as_nanosecond() - t.as_nanosecond();
+    if d > 0 { (d as f64).log2() as i64 } else { -1 }
 }
 
-/// Order pods so the ones to delete first come first (upstream `ActivePodsWithRanks.Less`
-/// with LogarithmicScaleDown). `rank` counts related pods on the same node: doubled-up pods
-/// go first.
-pub fn deletion_order(a: &Pod, b: &Pod, rank: &dyn Fn(&Pod) -> usize, now: Timestamp) -> Ordering {
-    let (na, nb) = (node_name(a), node_name(b));
-    if na != nb && (na.is_empty() || nb.is_empty()) {
-        return if na.is_empty() {
-            Ordering::Less
-        } else {
-            Ordering::Greater
-        };
-    }
-    let by_phase = phase_ordinal(a).cmp(&phase_ordinal(b));
-    if by_phase != Ordering::Equal {
-        return by_phase;
-    }
-    if is_ready(a) != is_ready(b) {
-        return if is_ready(a) {
-            Ordering::Greater
-        } else {
-            Ordering::Less
-        };
-    }
-    let by_cost = deletion_cost(a).cmp(&deletion_cost(b));
-    if by_cost != Ordering::Equal {
-        return by_cost;
-    }
-    let by_rank = rank(b).cmp(&rank(a));
-    if by_rank != Ordering::Equal {
-        return by_rank;
-    }
-    let uid = |p: &Pod| p.metadata.uid.clone().unwrap_or_default();
-    if is_ready(a) && is_ready(b) {
-        let (ra, rb) = (ready_since(a), ready_since(b));
-        if ra != rb {
-            if let (Some(ra), Some(rb)) = (ra, rb) {
-                let diff = log_rank_diff(ra, rb, now);
-                if diff != 0 {
-                    return diff.cmp(&0);
-                }
-                return uid(a).cmp(&uid(b));
-            }
-            // A missing time counts as "now" (the pod just became ready).
-            return if ra.is_none() {
-                Ordering::Less
-            } else {
-                Ordering::Greater
-            };
-        }
-    }
-    let by_restarts = max_restarts(b).cmp(&max_restarts(a));
-    if by_restarts != Ordering::Equal {
-        return by_restarts;
-    }
-    let created = |p: &Pod| p.metadata.creation_timestamp.as_ref().map(|t| t.0);
-    let (ca, cb) = (created(a), created(b));
-    if ca != cb
-        && let (Some(ca), Some(cb)) = (ca, cb)
-    {
-        let diff = log_rank_diff(ca, cb, now);
-        if diff != 0 {
-            return diff.cmp(&0);
-        }
-        return uid(a).cmp(&uid(b));
-    }
-    Ordering::Equal
+/// What orders pods for deletion, smallest first (upstream `ActivePodsWithRanks.Less` with
+/// LogarithmicScaleDown): unscheduled before scheduled; Pending, Unknown, Running; not ready
+/// before ready; lower `controller.kubernetes.io/pod-deletion-cost` first; pods doubled up
+/// on a node (higher `rank`) first; ready for a shorter time first (log scale); more restarts
+/// first; newer first (log scale); then uid. Upstream's comparison is not a total order
+/// (equal log ranks compare by uid, exactly equal times by the next rules), which Go's sort
+/// tolerates and Rust's refuses; a key keeps the same preferences as a total order.
+type DeletionKey = (
+    bool,
+    u8,
+    bool,
+    i64,
+    Reverse<usize>,
+    i64,
+    Reverse<i32>,
+    i64,
+    String,
+);
+
+fn deletion_key(pod: &Pod, rank: usize, now: Timestamp) -> DeletionKey {
+    let ready = is_ready(pod);
+    let ready_age = if ready {
+        // A missing time counts as "now" (the pod just became ready).
+        ready_since(pod).map_or(-1, |t| log_age(t, now))
+    } else {
+        0
+    };
+    let created_age = pod
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map_or(i64::MAX, |t| log_age(t.0, now));
+    (
+        !node_name(pod).is_empty(),
+        phase_ordinal(pod),
+        ready,
+        deletion_cost(pod),
+        Reverse(rank),
+        ready_age,
+        Reverse(max_restarts(pod)),
+        created_age,
+        pod.metadata.uid.clone().unwrap_or_default(),
+    )
 }
 
 /// The `count` pods of `pods` to delete first; `related` are the pods whose co-location
@@ -269,7 +244,7 @@ pub fn pods_to_delete(pods: &[Arc<Pod>], related: &[Arc<Pod>], count: usize) -> 
     let rank = |p: &Pod| per_node.get(node_name(p)).copied().unwrap_or(0);
     let now = Timestamp::now();
     let mut sorted = pods.to_vec();
-    sorted.sort_by(|a, b| deletion_order(a, b, &rank, now));
+    sorted.sort_by_cached_key(|p| deletion_key(p, rank(p), now));
     sorted.truncate(count);
     sorted
 }
@@ -404,6 +379,31 @@ mod tests {
         cheap.metadata.annotations = Some([(DELETION_COST.to_owned(), "-10".to_owned())].into());
         let all = vec![Arc::new(cheap), b, c];
         assert_eq!(names(&pods_to_delete(&all, &all, 1)), ["alone"]);
+    }
+
+    #[test]
+    fn thousands_of_pods_with_close_ready_times_sort_without_a_broken_order() {
+        // Upstream's comparison is not transitive for ready times in one log bucket (uid)
+        // next to exactly equal ones (restarts, creation); Rust's sort panics on such an
+        // order. The key must sort any mix, and still put younger-ready pods first.
+        let pods: Vec<Arc<Pod>> = (0..5000)
+            .map(|i| {
+                pod(
+                    &format!("p{i:04}"),
+                    &format!("n{}", i % 50),
+                    "Running",
+                    Some(100 + (i % 7) * 3),
+                    1000 + (i % 11),
+                )
+            })
+            .chain((0..10).map(|i| pod(&format!("young{i}"), "n0", "Running", Some(1), 2)))
+            .collect();
+        let order = pods_to_delete(&pods, &pods, 10);
+        assert!(
+            names(&order).iter().all(|n| n.starts_with("young")),
+            "{:?}",
+            names(&order)
+        );
     }
 
     #[test]
