@@ -9,39 +9,6 @@ use anyhow::{Result, bail};
 use serde_json::Value;
 use skiff_testing::{BUSYBOX_IMAGE, NODE_IP, NODE_NAME, TestCluster};
 
-fn wait_pod(
-    cluster: &TestCluster,
-    name: &str,
-    what: &str,
-    check: impl Fn(&Value) -> bool,
-) -> Result<Value> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut last = Value::Null;
-    loop {
-        if let Ok(p) = cluster.k_json(&["get", "pod", name]) {
-            if check(&p) {
-                return Ok(p);
-            }
-            last = p;
-        }
-        if Instant::now() > deadline {
-            let events = cluster
-                .k(&[
-                    "get",
-                    "events",
-                    "--field-selector",
-                    &format!("involvedObject.name={name}"),
-                ])
-                .unwrap_or_default();
-            bail!(
-                "pod {name}: timed out waiting for {what}; last status: {}\nevents:\n{events}",
-                last["status"]
-            );
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
 /// Run `script` in a pod to completion and return what it wrote to its termination log.
 fn run_script(
     cluster: &TestCluster,
@@ -58,7 +25,7 @@ fn run_script(
     merge(&mut spec, spec_extra);
     let pod = serde_json::json!({ "apiVersion": "v1", "kind": "Pod", "metadata": { "name": name }, "spec": spec });
     cluster.k_stdin(&["apply", "-f", "-"], &pod.to_string())?;
-    wait_pod(cluster, name, "to finish", |p| {
+    cluster.wait_pod(name, "to finish", |p| {
         matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
     })
 }
@@ -288,7 +255,7 @@ fn images_import_without_a_registry_and_pull_policies_apply() -> Result<()> {
         "spec": { "nodeName": NODE_NAME, "containers": [{ "name": "main", "image": "skiff.local/absent:1.0", "imagePullPolicy": "Never" }] },
     });
     cluster.k_stdin(&["apply", "-f", "-"], &layered.to_string())?;
-    let p = wait_pod(&cluster, "never-missing", "ErrImageNeverPull", |p| {
+    let p = cluster.wait_pod("never-missing", "ErrImageNeverPull", |p| {
         p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "ErrImageNeverPull"
     })?;
     assert_eq!(
@@ -365,7 +332,7 @@ fn host_network_ports_and_name_resolution() -> Result<()> {
             "readinessProbe": { "tcpSocket": { "port": 8080 }, "periodSeconds": 1 } }] },
     });
     cluster.k_stdin(&["apply", "-f", "-"], &web.to_string())?;
-    wait_pod(&cluster, "web", "ready", |p| {
+    cluster.wait_pod("web", "ready", |p| {
         p["status"]["containerStatuses"][0]["ready"] == true
     })?;
     let fetched = cluster

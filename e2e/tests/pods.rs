@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use serde_json::Value;
 use skiff_testing::{BUSYBOX_IMAGE, NODE_NAME, TestCluster};
 
@@ -15,40 +15,6 @@ fn pod(name: &str, restart: &str, command: &str) -> String {
            "spec":{{"nodeName":"{NODE_NAME}","restartPolicy":"{restart}","terminationGracePeriodSeconds":2,
              "containers":[{{"name":"main","image":"{BUSYBOX_IMAGE}","command":["sh","-c",{command:?}]}}]}}}}"#
     )
-}
-
-/// Poll `kubectl get pod NAME -o json` until `check` holds.
-fn wait_pod(
-    cluster: &TestCluster,
-    name: &str,
-    what: &str,
-    check: impl Fn(&Value) -> bool,
-) -> Result<Value> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut last = Value::Null;
-    loop {
-        if let Ok(p) = cluster.k_json(&["get", "pod", name]) {
-            if check(&p) {
-                return Ok(p);
-            }
-            last = p;
-        }
-        if Instant::now() > deadline {
-            let events = cluster
-                .k(&[
-                    "get",
-                    "events",
-                    "--field-selector",
-                    &format!("involvedObject.name={name}"),
-                ])
-                .unwrap_or_default();
-            bail!(
-                "pod {name}: timed out waiting for {what}; last status: {}\nevents:\n{events}",
-                last["status"]
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 fn phase(p: &Value) -> &str {
@@ -62,7 +28,7 @@ fn a_pod_runs_and_reports_upstream_status() -> Result<()> {
         &["apply", "-f", "-"],
         &pod("web", "Always", "echo started; sleep 3600"),
     )?;
-    let p = wait_pod(&cluster, "web", "Running and Ready", |p| {
+    let p = cluster.wait_pod("web", "Running and Ready", |p| {
         phase(p) == "Running" && p["status"]["containerStatuses"][0]["ready"] == true
     })?;
     let status = &p["status"];
@@ -131,7 +97,7 @@ fn exits_follow_the_restart_policy() -> Result<()> {
     cluster.k_stdin(&["apply", "-f", "-"], &pod("ok", "OnFailure", "exit 0"))?;
     cluster.k_stdin(&["apply", "-f", "-"], &pod("crash", "Always", "exit 1"))?;
 
-    let done = wait_pod(&cluster, "done", "Failed", |p| phase(p) == "Failed")?;
+    let done = cluster.wait_pod("done", "Failed", |p| phase(p) == "Failed")?;
     let t = &done["status"]["containerStatuses"][0]["state"]["terminated"];
     assert_eq!(t["exitCode"], 3);
     assert_eq!(t["reason"], "Error");
@@ -146,7 +112,7 @@ fn exits_follow_the_restart_policy() -> Result<()> {
         "PodCompleted"
     );
 
-    let ok = wait_pod(&cluster, "ok", "Succeeded", |p| phase(p) == "Succeeded")?;
+    let ok = cluster.wait_pod("ok", "Succeeded", |p| phase(p) == "Succeeded")?;
     assert_eq!(
         ok["status"]["containerStatuses"][0]["state"]["terminated"]["reason"],
         "Completed"
@@ -154,7 +120,7 @@ fn exits_follow_the_restart_policy() -> Result<()> {
     assert_eq!(ok["status"]["containerStatuses"][0]["restartCount"], 0);
 
     // Restarted at once the first time, then held back: CrashLoopBackOff.
-    let crash = wait_pod(&cluster, "crash", "a crash loop", |p| {
+    let crash = cluster.wait_pod("crash", "a crash loop", |p| {
         let c = &p["status"]["containerStatuses"][0];
         c["restartCount"].as_i64().unwrap_or(0) >= 1
             && c["state"]["waiting"]["reason"] == "CrashLoopBackOff"
@@ -187,7 +153,7 @@ fn init_containers_run_in_order_and_share_volumes() -> Result<()> {
                "volumeMounts":[{{"name":"work","mountPath":"/work"}}]}}]}}}}"#
     );
     cluster.k_stdin(&["apply", "-f", "-"], &manifest)?;
-    let p = wait_pod(&cluster, "init", "Running", |p| phase(p) == "Running")?;
+    let p = cluster.wait_pod("init", "Running", |p| phase(p) == "Running")?;
     let inits = p["status"]["initContainerStatuses"].as_array().unwrap();
     assert_eq!(inits.len(), 2);
     for i in inits {
@@ -237,20 +203,17 @@ fn bad_pod_specs_end_in_clear_states_and_events() -> Result<()> {
             .unwrap_or("")
             .to_owned()
     };
-    wait_pod(
-        &cluster,
-        "noimage",
-        "ErrImagePull or ImagePullBackOff",
-        |p| matches!(waiting(p).as_str(), "ErrImagePull" | "ImagePullBackOff"),
-    )?;
-    let nocm = wait_pod(&cluster, "nocm", "CreateContainerConfigError", |p| {
+    cluster.wait_pod("noimage", "ErrImagePull or ImagePullBackOff", |p| {
+        matches!(waiting(p).as_str(), "ErrImagePull" | "ImagePullBackOff")
+    })?;
+    let nocm = cluster.wait_pod("nocm", "CreateContainerConfigError", |p| {
         waiting(p) == "CreateContainerConfigError"
     })?;
     assert_eq!(
         nocm["status"]["containerStatuses"][0]["state"]["waiting"]["message"],
         "configmap \"absent\" not found"
     );
-    let badcmd = wait_pod(&cluster, "badcmd", "a start failure", |p| {
+    let badcmd = cluster.wait_pod("badcmd", "a start failure", |p| {
         let c = &p["status"]["containerStatuses"][0];
         matches!(
             waiting(p).as_str(),
@@ -273,6 +236,6 @@ fn bad_pod_specs_end_in_clear_states_and_events() -> Result<()> {
     );
     // The node is still healthy and runs good pods.
     cluster.k_stdin(&["apply", "-f", "-"], &pod("good", "Always", "sleep 3600"))?;
-    wait_pod(&cluster, "good", "Running", |p| phase(p) == "Running")?;
+    cluster.wait_pod("good", "Running", |p| phase(p) == "Running")?;
     Ok(())
 }

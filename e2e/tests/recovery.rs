@@ -11,31 +11,6 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 use skiff_testing::{BUSYBOX_IMAGE, NODE_NAME, TestCluster};
 
-fn wait_pod(
-    cluster: &TestCluster,
-    name: &str,
-    what: &str,
-    check: impl Fn(&Value) -> bool,
-) -> Result<Value> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut last = Value::Null;
-    loop {
-        if let Ok(p) = cluster.k_json(&["get", "pod", name]) {
-            if check(&p) {
-                return Ok(p);
-            }
-            last = p;
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "pod {name}: timed out waiting for {what}; last status: {}",
-                last["status"]
-            );
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
 fn running_pod(cluster: &TestCluster, name: &str, marker: &str) -> Result<Value> {
     let pod = serde_json::json!({
         "apiVersion": "v1", "kind": "Pod", "metadata": { "name": name },
@@ -43,7 +18,7 @@ fn running_pod(cluster: &TestCluster, name: &str, marker: &str) -> Result<Value>
             "containers": [{ "name": "main", "image": BUSYBOX_IMAGE, "command": ["sleep", marker] }] },
     });
     cluster.k_stdin(&["apply", "-f", "-"], &pod.to_string())?;
-    wait_pod(cluster, name, "Running", |p| {
+    cluster.wait_pod(name, "Running", |p| {
         p["status"]["containerStatuses"][0]["ready"] == true
     })
 }
@@ -105,7 +80,7 @@ fn killed_containers_and_runtimes_are_recovered() -> Result<()> {
     let pids = pids_running(&["sleep", "3601"]);
     assert_eq!(pids.len(), 1, "{pids:?}");
     kill(pids[0])?;
-    let restarted = wait_pod(&cluster, "victim", "a restart", |p| {
+    let restarted = cluster.wait_pod("victim", "a restart", |p| {
         p["status"]["containerStatuses"][0]["restartCount"] == 1
             && p["status"]["containerStatuses"][0]["ready"] == true
     })?;
@@ -146,7 +121,7 @@ fn a_restarted_kubelet_adopts_its_pods_and_deletion_leaks_nothing() -> Result<()
     cluster.wait_node_ready(Duration::from_secs(60))?;
     // Give the kubelet a few syncs to (wrongly) recreate anything.
     std::thread::sleep(Duration::from_secs(3));
-    let after = wait_pod(&cluster, "steady", "Running", |p| {
+    let after = cluster.wait_pod("steady", "Running", |p| {
         p["status"]["containerStatuses"][0]["ready"] == true
     })?;
     assert_eq!(

@@ -38,25 +38,6 @@ fn apply_pod(
     Ok(())
 }
 
-fn wait_pod(
-    cluster: &TestCluster,
-    name: &str,
-    what: &str,
-    check: impl Fn(&Value) -> bool,
-) -> Result<Value> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let p = cluster.k_json(&["get", "pod", name]).unwrap_or(Value::Null);
-        if check(&p) {
-            return Ok(p);
-        }
-        if Instant::now() > deadline {
-            bail!("pod {name}: timed out waiting for {what}: {}", p["status"]);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn running(p: &Value) -> bool {
     p["status"]["containerStatuses"]
         .as_array()
@@ -126,7 +107,7 @@ fn kubectl_logs_with_its_options() -> Result<()> {
             "echo run-at-$(date +%s%N); sleep 0.5; exit 3",
         )],
     )?;
-    wait_pod(&cluster, "web", "Running", running)?;
+    cluster.wait_pod("web", "Running", running)?;
     // The containers wrote their lines before the pod reports Running only just.
     let deadline = Instant::now() + Duration::from_secs(10);
     while cluster.k(&["logs", "web", "-c", "main"])? != "one\ntwo\nthree\n" {
@@ -199,7 +180,7 @@ fn kubectl_logs_with_its_options() -> Result<()> {
             "sleep 1; for i in 1 2 3 4 5; do echo tick-$i; sleep 0.2; done",
         )],
     )?;
-    wait_pod(&cluster, "ticker", "Running", running)?;
+    cluster.wait_pod("ticker", "Running", running)?;
     let started = Instant::now();
     let followed = ok(
         kubectl(&cluster, &["logs", "-f", "ticker"], None, &[])?,
@@ -209,7 +190,7 @@ fn kubectl_logs_with_its_options() -> Result<()> {
     assert!(started.elapsed() < Duration::from_secs(15));
 
     // --previous shows the instance before the restart.
-    let p = wait_pod(&cluster, "crash", "a restart", |p| {
+    let p = cluster.wait_pod("crash", "a restart", |p| {
         p["status"]["containerStatuses"][0]["restartCount"]
             .as_i64()
             .unwrap_or(0)
@@ -266,7 +247,7 @@ fn kubectl_exec_attach_and_cp() -> Result<()> {
                                  "command": ["sh", "-c", "while read l; do echo got-$l; done; echo bye"]}]},
     });
     cluster.k_stdin(&["apply", "-f", "-"], &attach.to_string())?;
-    wait_pod(&cluster, "web", "Running", running)?;
+    cluster.wait_pod("web", "Running", running)?;
 
     for (protocol, env) in [("websocket", &[][..]), ("spdy", SPDY)] {
         let out = ok(
@@ -358,7 +339,7 @@ fn kubectl_exec_attach_and_cp() -> Result<()> {
     assert_eq!(std::fs::read_to_string(&back)?, content);
 
     // attach: stdin goes to the container's, output comes back, and the session ends with it.
-    wait_pod(&cluster, "echoer", "Running", running)?;
+    cluster.wait_pod("echoer", "Running", running)?;
     let out = ok(
         kubectl(&cluster, &["attach", "-i", "echoer"], Some(b"x\ny\n"), &[])?,
         "kubectl attach",
@@ -413,7 +394,7 @@ fn kubectl_port_forward_and_node_proxy() -> Result<()> {
             "mkdir -p /www && echo hello-from-pod > /www/index.html && exec httpd -f -p 8080 -h /www",
         )],
     )?;
-    wait_pod(&cluster, "httpd", "Running", running)?;
+    cluster.wait_pod("httpd", "Running", running)?;
     for (i, env) in [&[][..], SPDY].into_iter().enumerate() {
         let local = 18080 + i as u16;
         let mut child = port_forward(&cluster, local, env)?;

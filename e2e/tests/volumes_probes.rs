@@ -9,39 +9,6 @@ use anyhow::{Result, bail};
 use serde_json::Value;
 use skiff_testing::{BUSYBOX_IMAGE, NODE_NAME, TestCluster};
 
-fn wait_pod(
-    cluster: &TestCluster,
-    name: &str,
-    what: &str,
-    check: impl Fn(&Value) -> bool,
-) -> Result<Value> {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut last = Value::Null;
-    loop {
-        if let Ok(p) = cluster.k_json(&["get", "pod", name]) {
-            if check(&p) {
-                return Ok(p);
-            }
-            last = p;
-        }
-        if Instant::now() > deadline {
-            let events = cluster
-                .k(&[
-                    "get",
-                    "events",
-                    "--field-selector",
-                    &format!("involvedObject.name={name}"),
-                ])
-                .unwrap_or_default();
-            bail!(
-                "pod {name}: timed out waiting for {what}; last status: {}\nevents:\n{events}",
-                last["status"]
-            );
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
 fn message(p: &Value) -> String {
     p["status"]["containerStatuses"][0]["state"]["terminated"]["message"]
         .as_str()
@@ -113,7 +80,7 @@ fn every_volume_type_mounts_its_content() -> Result<()> {
         },
     });
     cluster.k_stdin(&["apply", "-f", "-"], &manifest.to_string())?;
-    let p = wait_pod(&cluster, "vols", "Succeeded", |p| {
+    let p = cluster.wait_pod("vols", "Succeeded", |p| {
         p["status"]["phase"] == "Succeeded" || p["status"]["phase"] == "Failed"
     })?;
     let out = message(&p);
@@ -154,7 +121,7 @@ fn config_map_updates_reach_running_containers() -> Result<()> {
         },
     });
     cluster.k_stdin(&["apply", "-f", "-"], &manifest.to_string())?;
-    wait_pod(&cluster, "watcher", "Running but not ready", |p| {
+    cluster.wait_pod("watcher", "Running but not ready", |p| {
         p["status"]["phase"] == "Running" && p["status"]["containerStatuses"][0]["ready"] == false
     })?;
     cluster.k(&[
@@ -164,7 +131,7 @@ fn config_map_updates_reach_running_containers() -> Result<()> {
         "-p",
         r#"{"data":{"mode":"v2"}}"#,
     ])?;
-    let p = wait_pod(&cluster, "watcher", "ready after the update", |p| {
+    let p = cluster.wait_pod("watcher", "ready after the update", |p| {
         p["status"]["containerStatuses"][0]["ready"] == true
     })?;
     let ready = p["status"]["conditions"]
@@ -202,21 +169,16 @@ fn probes_restart_and_gate_readiness() -> Result<()> {
     for pod in pods.as_array().unwrap() {
         cluster.k_stdin(&["apply", "-f", "-"], &pod.to_string())?;
     }
-    let web = wait_pod(&cluster, "web", "ready", |p| {
+    let web = cluster.wait_pod("web", "ready", |p| {
         p["status"]["containerStatuses"][0]["ready"] == true
     })?;
     assert_eq!(web["status"]["containerStatuses"][0]["started"], true);
-    let live = wait_pod(
-        &cluster,
-        "liveness",
-        "a restart after failed liveness",
-        |p| {
-            p["status"]["containerStatuses"][0]["restartCount"]
-                .as_i64()
-                .unwrap_or(0)
-                >= 1
-        },
-    )?;
+    let live = cluster.wait_pod("liveness", "a restart after failed liveness", |p| {
+        p["status"]["containerStatuses"][0]["restartCount"]
+            .as_i64()
+            .unwrap_or(0)
+            >= 1
+    })?;
     assert!(live["status"]["containerStatuses"][0]["lastState"]["terminated"].is_object());
     let events = cluster.k(&[
         "get",
@@ -266,9 +228,7 @@ fn hooks_and_graceful_termination() -> Result<()> {
         },
     });
     cluster.k_stdin(&["apply", "-f", "-"], &manifest.to_string())?;
-    wait_pod(&cluster, "hooked", "Running", |p| {
-        p["status"]["phase"] == "Running"
-    })?;
+    cluster.wait_pod("hooked", "Running", |p| p["status"]["phase"] == "Running")?;
     let started = Instant::now();
     cluster.k(&["delete", "pod", "hooked", "--timeout=60s"])?;
     // The container handled SIGTERM at once, well inside its 20 s grace period.
@@ -310,7 +270,7 @@ fn a_claim_on_the_default_class_gets_a_local_volume() -> Result<()> {
                 "volumeMounts": [{ "name": "data", "mountPath": "/data" }] }] },
     });
     cluster.k_stdin(&["apply", "-f", "-"], &pod.to_string())?;
-    let p = wait_pod(&cluster, "writer", "Succeeded", |p| {
+    let p = cluster.wait_pod("writer", "Succeeded", |p| {
         p["status"]["phase"] == "Succeeded"
     })?;
     assert_eq!(p["spec"]["nodeName"], NODE_NAME);

@@ -615,6 +615,41 @@ impl TestCluster {
         Ok(ChildGuard { child, log })
     }
 
+    /// Poll `kubectl get pod NAME -o json` until `check` holds (60 s at most); on timeout the
+    /// error carries the last status and the pod's events.
+    pub fn wait_pod(
+        &self,
+        name: &str,
+        what: &str,
+        check: impl Fn(&serde_json::Value) -> bool,
+    ) -> Result<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut last = serde_json::Value::Null;
+        loop {
+            if let Ok(p) = self.k_json(&["get", "pod", name]) {
+                if check(&p) {
+                    return Ok(p);
+                }
+                last = p;
+            }
+            if Instant::now() > deadline {
+                let events = self
+                    .k(&[
+                        "get",
+                        "events",
+                        "--field-selector",
+                        &format!("involvedObject.name={name}"),
+                    ])
+                    .unwrap_or_default();
+                bail!(
+                    "pod {name}: timed out waiting for {what}; last status: {}\nevents:\n{events}",
+                    last["status"]
+                );
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
     /// Start `count` hollow nodes (`hollow-node-0` …) with extra flags and wait until they
     /// are all registered and Ready.
     pub fn hollow_nodes(&self, count: usize, extra: &[&str]) -> Result<ChildGuard> {
@@ -653,6 +688,9 @@ impl Drop for TestCluster {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if self.netns.is_some() {
+            stop_runtime(self.data_dir.path());
         }
         if let Some(ns) = self.netns.take() {
             drop(ns);
@@ -755,6 +793,7 @@ impl Drop for TestAgent {
     fn drop(&mut self) {
         stop_containers(self.data_dir.path());
         drop(self.child.take());
+        stop_runtime(self.data_dir.path());
         drop(self.netns.take());
         unmount_under(self.data_dir.path());
     }
@@ -790,6 +829,18 @@ fn stop_containers(data_dir: &Path) {
     std::thread::sleep(Duration::from_millis(300));
     for id in &ids {
         let _ = ctr(&["tasks", "delete", "--force", id]);
+    }
+}
+
+/// Kill the containerd a test node's kubelet started (it outlives the killed kubelet, which
+/// would restart it if still alive: call this after the kubelet is gone).
+fn stop_runtime(data_dir: &Path) {
+    let pidfile = data_dir.join("agent/containerd/containerd.pid");
+    if let Ok(pid) = std::fs::read_to_string(pidfile) {
+        let _ = Command::new("kill")
+            .args(["-KILL", pid.trim()])
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
