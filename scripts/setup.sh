@@ -10,11 +10,15 @@ mkdir -p "$tools/bin"
 
 sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-# OS packages: a C toolchain for -sys crates, protoc for the etcd client's gRPC code, unzip
-# for the kubectl layer, python for the client tests, etcd for the store's etcd backend tests
-# and benchmark.
+# OS packages: a C toolchain for -sys crates (and the static pause binary), protoc for the
+# etcd client's gRPC code, unzip for the kubectl layer, python for the client tests, etcd for
+# the store's etcd backend tests and benchmark; containerd, runc and the CNI plugins (with
+# iptables for portmap, iproute2 for the test nodes' network namespaces) for the kubelet;
+# busybox-static for the test images built without a registry.
 need_apt=()
-for pkg in build-essential pkg-config protobuf-compiler unzip python3 python3-pip python3-venv curl ca-certificates etcd-server; do
+for pkg in build-essential pkg-config protobuf-compiler unzip python3 python3-pip python3-venv curl \
+  ca-certificates etcd-server containerd runc containernetworking-plugins iptables iproute2 \
+  busybox-static; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
