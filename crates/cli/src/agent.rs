@@ -181,9 +181,14 @@ pub fn kubelet_tls(
 /// Flags of `skiff agent`.
 #[derive(Debug, Args)]
 pub struct AgentArgs {
-    /// The server to join, e.g. https://10.0.0.1:6443.
-    #[arg(long, env = "SKIFF_URL")]
-    pub server: String,
+    /// The server(s) to join, e.g. https://10.0.0.1:6443; repeat or separate by commas to
+    /// name several servers of a highly available control plane (the agent fails over, and
+    /// learns further servers from the `kubernetes` endpoints).
+    #[arg(long, env = "SKIFF_URL", value_delimiter = ',', required = true)]
+    pub server: Vec<String>,
+    /// Port on 127.0.0.1 of the agent's load balancer in front of the servers.
+    #[arg(long, default_value_t = 6444)]
+    pub lb_server_port: u16,
     /// The server's join token (printed by the server, in `<server data dir>/token`).
     #[arg(long, env = "SKIFF_TOKEN")]
     pub token: Option<String>,
@@ -228,12 +233,21 @@ impl NodeFiles {
     }
 }
 
+/// Why enrolling through one server failed.
+enum EnrollError {
+    /// The server did not answer: another server may.
+    Unreachable(String),
+    /// The server answered and refused, or answered wrongly: every server would.
+    Refused(String),
+}
+
 async fn enroll(
     server: &str,
     token: &str,
     request: &skiff_apiserver::enroll::EnrollRequest,
-) -> Result<skiff_apiserver::enroll::NodeCredentials, Error> {
-    let join = |message: String| Error::Join(message);
+) -> Result<skiff_apiserver::enroll::NodeCredentials, EnrollError> {
+    let join = |message: String| EnrollError::Refused(message);
+    let unreachable = |message: String| EnrollError::Unreachable(message);
     let server = server.trim_end_matches('/');
     let expected = token_ca_hash(token).ok_or_else(|| {
         join("the token is not a join token (expected K10<ca-sha256>::…, from the server's data dir)".into())
@@ -248,7 +262,7 @@ async fn enroll(
         .get(format!("{server}/cacerts"))
         .send()
         .await
-        .map_err(|e| join(format!("fetching the cluster CA from {server} failed: {e}")))?
+        .map_err(|e| unreachable(format!("fetching the cluster CA from {server} failed: {e}")))?
         .error_for_status()
         .map_err(|e| join(format!("fetching the cluster CA from {server} failed: {e}")))?
         .text()
@@ -271,7 +285,7 @@ async fn enroll(
         .json(request)
         .send()
         .await
-        .map_err(|e| join(format!("requesting node credentials failed: {e}")))?;
+        .map_err(|e| unreachable(format!("requesting node credentials failed: {e}")))?;
     if !response.status().is_success() {
         let status = response.status();
         let body = response.text().await.unwrap_or_default();
@@ -287,6 +301,89 @@ async fn enroll(
         .json()
         .await
         .map_err(|e| join(format!("reading node credentials failed: {e}")))
+}
+
+/// Enroll through the first server that answers; a server that refuses (a wrong token) ends
+/// the attempt, as every server of the cluster would refuse alike.
+async fn enroll_any(
+    servers: &[String],
+    token: &str,
+    request: &skiff_apiserver::enroll::EnrollRequest,
+) -> Result<skiff_apiserver::enroll::NodeCredentials, Error> {
+    let mut last = String::from("no server given");
+    for server in servers {
+        match enroll(server, token, request).await {
+            Ok(credentials) => {
+                tracing::info!(%server, node = %request.node_name, "joined the cluster");
+                return Ok(credentials);
+            }
+            Err(EnrollError::Unreachable(message)) => {
+                tracing::warn!(%server, %message, "server unreachable; trying the next");
+                last = message;
+            }
+            Err(EnrollError::Refused(message)) => return Err(Error::Join(message)),
+        }
+    }
+    Err(Error::Join(last))
+}
+
+/// The API servers (`host:port`) in the `kubernetes` Endpoints: what the balancer learns.
+fn endpoint_addresses(endpoints: &k8s_openapi::api::core::v1::Endpoints) -> Vec<String> {
+    let mut addresses = Vec::new();
+    for subset in endpoints.subsets.iter().flatten() {
+        let port = subset
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some("https"))
+            .or_else(|| subset.ports.iter().flatten().next())
+            .map(|p| p.port);
+        let Some(port) = port else { continue };
+        for address in subset.addresses.iter().flatten() {
+            let address = match address.ip.parse::<IpAddr>() {
+                Ok(ip) => SocketAddr::new(ip, port as u16).to_string(),
+                Err(_) => continue,
+            };
+            if !addresses.contains(&address) {
+                addresses.push(address);
+            }
+        }
+    }
+    addresses
+}
+
+/// Keep the balancer's server list equal to the `kubernetes` Endpoints (k3s does the same), so
+/// servers added to the control plane later are failed over to as well.
+async fn follow_api_servers(
+    client: kube::Client,
+    balancer: skiff_runtime::balancer::Balancer,
+    shutdown: skiff_runtime::CancellationToken,
+) {
+    use futures::StreamExt;
+    use kube::runtime::watcher;
+    let api: kube::Api<k8s_openapi::api::core::v1::Endpoints> =
+        kube::Api::namespaced(client, "default");
+    let config = watcher::Config::default().fields("metadata.name=kubernetes");
+    let mut events = std::pin::pin!(kube::runtime::WatchStreamExt::default_backoff(watcher(
+        api, config
+    )));
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            event = events.next() => event,
+        };
+        match event {
+            Some(Ok(watcher::Event::Apply(endpoints) | watcher::Event::InitApply(endpoints))) => {
+                let addresses = endpoint_addresses(&endpoints);
+                if !addresses.is_empty() {
+                    balancer.set_servers(addresses);
+                }
+            }
+            Some(Ok(_)) => {}
+            Some(Err(error)) => tracing::debug!(%error, "watching the kubernetes endpoints"),
+            None => return,
+        }
+    }
 }
 
 /// Run a worker node until SIGTERM/SIGINT.
@@ -307,11 +404,12 @@ pub async fn run(args: AgentArgs) -> Result<(), Error> {
             None
         }
     };
-    if !args.server.starts_with("https://") {
-        problems.push(format!(
-            "--server {:?}: expected https://HOST:PORT",
-            args.server
-        ));
+    let mut server_addresses = Vec::new();
+    for server in &args.server {
+        match skiff_runtime::balancer::url_address(server) {
+            Some(address) => server_addresses.push(address),
+            None => problems.push(format!("--server {server:?}: expected https://HOST:PORT")),
+        }
     }
     let (Some(token), true) = (token, problems.is_empty()) else {
         return Err(Error::Config(problems));
@@ -349,13 +447,12 @@ pub async fn run(args: AgentArgs) -> Result<(), Error> {
                 node_name: node_name.clone(),
                 addresses: vec![node_ip],
             };
-            let c = enroll(&args.server, &token, &request).await?;
+            let c = enroll_any(&args.server, &token, &request).await?;
             let json = serde_json::to_vec_pretty(&c).map_err(|e| Error::Join(e.to_string()))?;
             write_private(&files.credentials(), &json).map_err(|source| Error::DataDir {
                 path: files.credentials(),
                 source,
             })?;
-            tracing::info!(server = %args.server, node = %node_name, "joined the cluster");
             c
         }
     };
@@ -363,11 +460,23 @@ pub async fn run(args: AgentArgs) -> Result<(), Error> {
         cert_pem: credentials.client_cert.clone(),
         key_pem: credentials.client_key.clone(),
     };
-    let kubeconfig = skiff_pki::Kubeconfig::new(
-        args.server.trim_end_matches('/'),
-        &credentials.ca,
-        &client_key,
-    );
+    let shutdown = skiff_runtime::CancellationToken::new();
+    // Every component of the node reaches the servers through the balancer (the servers'
+    // certificates cover 127.0.0.1).
+    let balancer = skiff_runtime::balancer::Balancer::start(
+        SocketAddr::new(IpAddr::from([127, 0, 0, 1]), args.lb_server_port),
+        server_addresses,
+        skiff_runtime::balancer::BalancerConfig::default(),
+        shutdown.clone(),
+    )
+    .await
+    .map_err(|e| {
+        Error::Join(format!(
+            "starting the API server load balancer on 127.0.0.1:{} failed: {e}",
+            args.lb_server_port
+        ))
+    })?;
+    let kubeconfig = skiff_pki::Kubeconfig::new(&balancer.url(), &credentials.ca, &client_key);
     write_private(&files.kubeconfig(), kubeconfig.to_yaml().as_bytes()).map_err(|source| {
         Error::DataDir {
             path: files.kubeconfig(),
@@ -383,7 +492,11 @@ pub async fn run(args: AgentArgs) -> Result<(), Error> {
     let client = skiff_runtime::client::from_kubeconfig(&files.kubeconfig())
         .await
         .map_err(Error::Client)?;
-    let shutdown = skiff_runtime::CancellationToken::new();
+    tokio::spawn(follow_api_servers(
+        client.clone(),
+        balancer,
+        shutdown.clone(),
+    ));
     let stop = shutdown.clone();
     tokio::spawn(async move {
         crate::server::shutdown_signal().await;
@@ -412,6 +525,25 @@ fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn api_servers_come_from_the_https_port_of_the_kubernetes_endpoints() {
+        let endpoints: k8s_openapi::api::core::v1::Endpoints =
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "kubernetes", "namespace": "default"},
+                "subsets": [{
+                    "addresses": [{"ip": "10.0.0.1"}, {"ip": "10.0.0.2"}, {"ip": "fd00::3"}],
+                    "ports": [{"name": "https", "port": 6443, "protocol": "TCP"}]
+                }]
+            }))
+            .unwrap();
+        assert_eq!(
+            endpoint_addresses(&endpoints),
+            ["10.0.0.1:6443", "10.0.0.2:6443", "[fd00::3]:6443"]
+        );
+        let empty = k8s_openapi::api::core::v1::Endpoints::default();
+        assert!(endpoint_addresses(&empty).is_empty());
+    }
 
     #[test]
     fn join_tokens_pin_the_ca() {

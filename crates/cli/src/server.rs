@@ -434,7 +434,9 @@ pub async fn run(args: ServerArgs) -> Result<(), Error> {
             path: config.data_dir.join("cred"),
             source,
         })?;
-    let local_url = format!("https://127.0.0.1:{}", server.local_addr.port());
+    // In-process components dial the address the server listens on (loopback when it listens
+    // on every address), never an address it may not serve.
+    let local_url = url.clone();
     if let Some(kubelet) = &config.kubelet {
         let node_name = kubelet.node_name();
         let node_ip = kubelet

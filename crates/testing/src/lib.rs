@@ -153,6 +153,9 @@ pub struct ServerOptions {
     /// Copy this `tls` directory (CA, service-account key, admin credentials) into the new
     /// data directory first, so the server joins an existing cluster's trust domain.
     pub copy_tls_from: Option<PathBuf>,
+    /// Run the server (and kubectl against it) in this network namespace, e.g. a host of a
+    /// [`TestLan`]; `host` is then its address there.
+    pub netns: Option<NetNs>,
 }
 
 /// A running `skiff server` process.
@@ -228,7 +231,7 @@ impl TestCluster {
                 .to_string(),
             flags: options.flags,
             etcd: options.etcd,
-            netns: None,
+            netns: options.netns,
             port: options.port.unwrap_or_else(free_port),
         };
         cluster.spawn()?;
@@ -330,11 +333,12 @@ impl TestCluster {
             // neighbouring namespaces join it; nothing outside can reach it) and advertises
             // the node address its flags name.
             .args(["--bind-address", &self.host])
-            .args(if self.netns.is_none() {
-                vec!["--advertise-address", self.host.as_str()]
-            } else {
-                Vec::new()
-            })
+            .args(
+                (!self.flags.iter().any(|f| f == "--advertise-address"))
+                    .then_some(["--advertise-address", self.host.as_str()])
+                    .into_iter()
+                    .flatten(),
+            )
             .args(["--https-port", &self.port.to_string()])
             .args(&self.flags)
             // Parallel test servers must not fight over the scheduler's default metrics port.
@@ -713,6 +717,23 @@ impl TestCluster {
             .as_ref()
             .context("join_agent needs a cluster started with_node")?;
         let netns = server_ns.split_peer(AGENT_IP)?;
+        let servers = [format!("https://{NODE_IP}:{}", self.port)];
+        let mut flags = vec!["--pod-cidr", "10.42.1.0/24"];
+        flags.extend_from_slice(extra);
+        self.join_agent_in(netns, AGENT_IP, &servers, node_name, &flags)
+    }
+
+    /// Join a node with `skiff agent` running in `netns` (where its address is `node_ip`),
+    /// naming `servers` (URLs reachable from there) and this cluster's join token; waits
+    /// until the node is Ready with the test image.
+    pub fn join_agent_in(
+        &self,
+        netns: NetNs,
+        node_ip: &str,
+        servers: &[String],
+        node_name: &str,
+        extra: &[&str],
+    ) -> Result<TestAgent> {
         let data_dir = tempfile::Builder::new().prefix("skiff-agent-").tempdir()?;
         let images = data_dir.path().join("agent/images");
         std::fs::create_dir_all(&images)?;
@@ -723,12 +744,11 @@ impl TestCluster {
         let child = netns
             .command(&skiff_binary())
             .arg("agent")
-            .args(["--server", &format!("https://{NODE_IP}:{}", self.port)])
+            .args(["--server", &servers.join(",")])
             .args(["--token", token.trim()])
             .arg("--data-dir")
             .arg(data_dir.path())
-            .args(["--node-name", node_name, "--node-ip", AGENT_IP])
-            .args(["--pod-cidr", "10.42.1.0/24"])
+            .args(["--node-name", node_name, "--node-ip", node_ip])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)
@@ -865,6 +885,98 @@ fn unmount_under(dir: &Path) {
     }
 }
 
+/// A test LAN: a bridge in a network namespace of its own (the hub, which has address
+/// `<subnet>.254`) and hosts, each a namespace attached to the bridge by a veth pair. Nothing
+/// in it has a route out of the machine. For clusters of several machines: servers, agents
+/// and an etcd each on their own host.
+pub struct TestLan {
+    hub: NetNs,
+    hosts: std::sync::atomic::AtomicU32,
+}
+
+impl TestLan {
+    /// The LAN's /24 (the first three octets).
+    pub const SUBNET: &str = "172.31.250";
+
+    /// Create the hub and its bridge.
+    pub fn create() -> Result<TestLan> {
+        let hub = NetNs::create_empty()?;
+        let n = hub.name.as_str();
+        run_ip(&["-n", n, "link", "add", "br0", "type", "bridge"])?;
+        run_ip(&["-n", n, "link", "set", "br0", "up"])?;
+        run_ip(&[
+            "-n",
+            n,
+            "addr",
+            "add",
+            &format!("{}.254/24", Self::SUBNET),
+            "dev",
+            "br0",
+        ])?;
+        Ok(TestLan {
+            hub,
+            hosts: std::sync::atomic::AtomicU32::new(0),
+        })
+    }
+
+    /// The address of host `n` (1..=253).
+    pub fn address(n: u8) -> String {
+        format!("{}.{n}", Self::SUBNET)
+    }
+
+    /// The hub's own namespace (address [`TestLan::hub_address`]), e.g. for an etcd.
+    pub fn hub(&self) -> &NetNs {
+        &self.hub
+    }
+
+    /// The hub's address on the LAN.
+    pub fn hub_address() -> String {
+        Self::address(254)
+    }
+
+    /// A new host on the LAN with address [`TestLan::address`]`(n)` on its `eth0`.
+    pub fn host(&self, n: u8) -> Result<NetNs> {
+        let host = NetNs::create_empty()?;
+        let i = self
+            .hosts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = format!("p{i}");
+        let hub = self.hub.name.as_str();
+        run_ip(&[
+            "-n", hub, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns",
+            &host.name,
+        ])?;
+        run_ip(&["-n", hub, "link", "set", &port, "master", "br0"])?;
+        run_ip(&["-n", hub, "link", "set", &port, "up"])?;
+        run_ip(&[
+            "-n",
+            &host.name,
+            "addr",
+            "add",
+            &format!("{}/24", Self::address(n)),
+            "dev",
+            "eth0",
+        ])?;
+        run_ip(&["-n", &host.name, "link", "set", "eth0", "up"])?;
+        Ok(host)
+    }
+}
+
+fn run_ip(args: &[&str]) -> Result<()> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .context("running ip (iproute2)")?;
+    if !out.status.success() {
+        bail!(
+            "ip {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
 /// The address of a test node inside its network namespace.
 pub const NODE_IP: &str = "172.31.255.1";
 /// The name of a test node.
@@ -885,28 +997,14 @@ impl NetNs {
         static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let name = format!("skt-{}-{n}", std::process::id());
-        let ip = |args: &[&str]| -> Result<()> {
-            let out = Command::new("ip")
-                .args(args)
-                .output()
-                .context("running ip (iproute2)")?;
-            if !out.status.success() {
-                bail!(
-                    "ip {} failed: {}",
-                    args.join(" "),
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            Ok(())
-        };
-        ip(&["netns", "add", &name])?;
+        run_ip(&["netns", "add", &name])?;
         let ns = NetNs { name };
         let n = ns.name.as_str();
-        ip(&["-n", n, "link", "set", "lo", "up"])?;
-        ip(&[
+        run_ip(&["-n", n, "link", "set", "lo", "up"])?;
+        run_ip(&[
             "-n", n, "link", "add", "eth0", "type", "veth", "peer", "name", "eth1",
         ])?;
-        ip(&[
+        run_ip(&[
             "-n",
             n,
             "addr",
@@ -915,8 +1013,8 @@ impl NetNs {
             "dev",
             "eth0",
         ])?;
-        ip(&["-n", n, "link", "set", "eth0", "up"])?;
-        ip(&["-n", n, "link", "set", "eth1", "up"])?;
+        run_ip(&["-n", n, "link", "set", "eth0", "up"])?;
+        run_ip(&["-n", n, "link", "set", "eth1", "up"])?;
         Ok(ns)
     }
 
@@ -929,22 +1027,8 @@ impl NetNs {
     /// the two are linked (and still closed to everything else).
     pub fn split_peer(&self, address: &str) -> Result<NetNs> {
         let peer = NetNs::create_empty()?;
-        let ip = |args: &[&str]| -> Result<()> {
-            let out = Command::new("ip")
-                .args(args)
-                .output()
-                .context("running ip (iproute2)")?;
-            if !out.status.success() {
-                bail!(
-                    "ip {} failed: {}",
-                    args.join(" "),
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            Ok(())
-        };
-        ip(&["-n", &self.name, "link", "set", "eth1", "netns", &peer.name])?;
-        ip(&[
+        run_ip(&["-n", &self.name, "link", "set", "eth1", "netns", &peer.name])?;
+        run_ip(&[
             "-n",
             &peer.name,
             "addr",
@@ -953,7 +1037,7 @@ impl NetNs {
             "dev",
             "eth1",
         ])?;
-        ip(&["-n", &peer.name, "link", "set", "eth1", "up"])?;
+        run_ip(&["-n", &peer.name, "link", "set", "eth1", "up"])?;
         Ok(peer)
     }
 
