@@ -27,6 +27,8 @@ fn server(
             store.into(),
             "--endpoint-lease-seconds".into(),
             "3".into(),
+            // Control planes only: a node would run outside any test network namespace.
+            "--disable-agent".into(),
         ],
         copy_tls_from: tls_from,
         ..ServerOptions::default()
@@ -282,6 +284,96 @@ fn an_agent_configured_with_several_servers_fails_over() -> Result<()> {
     running(&a, "after")?;
     a.k(&["delete", "pod", "during", "--wait=true", "--timeout=60s"])?;
     drop(agent);
+    drop(etcd);
+    Ok(())
+}
+
+/// The pods of the `web` Deployment, by name.
+fn web_pods(c: &TestCluster) -> Result<Vec<String>> {
+    let out = c.k(&["get", "pods", "-l", "app=web", "-o", "name"])?;
+    Ok(out.lines().map(str::to_owned).collect())
+}
+
+/// Issue 4: two full `skiff server`s on one store run one controller manager between them;
+/// killing the leader hands the loops over within the lease duration, and no pod is created
+/// twice.
+#[test]
+fn two_servers_elect_one_controller_leader_and_hand_over_when_it_dies() -> Result<()> {
+    let etcd = EtcdCluster::start()?;
+    let store = etcd.store_url();
+    let port = free_port();
+    let (ip_a, ip_b) = (Ipv4Addr::new(127, 0, 0, 6), Ipv4Addr::new(127, 0, 0, 7));
+    let a = server(ip_a, port, &store, None)?;
+    let b = server(ip_b, port, &store, Some(a.data_dir().join("tls")))?;
+    let holder = |c: &TestCluster| {
+        c.k(&[
+            "get",
+            "lease",
+            "-n",
+            "kube-system",
+            "kube-controller-manager",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ])
+    };
+    let mut first = String::new();
+    eventually("a controller leader", Duration::from_secs(30), || {
+        first = holder(&a)?;
+        Ok(!first.is_empty())
+    })?;
+    // Exactly one of the two servers leads: the one that logged the holder's identity.
+    let (mut leader, follower) = match (a.log().contains(&first), b.log().contains(&first)) {
+        (true, false) => (a, b),
+        (false, true) => (b, a),
+        other => bail!("leader {first} not exactly one server's: {other:?}"),
+    };
+
+    follower.k(&[
+        "create",
+        "deployment",
+        "web",
+        "--image",
+        BUSYBOX_IMAGE,
+        "--replicas",
+        "4",
+    ])?;
+    eventually("4 pods", Duration::from_secs(30), || {
+        Ok(web_pods(&follower)?.len() == 4)
+    })?;
+    let before = web_pods(&follower)?;
+
+    leader.kill()?;
+    let killed = Instant::now();
+    follower.k(&["scale", "deployment", "web", "--replicas", "7"])?;
+    eventually(
+        "7 pods after the leader died",
+        Duration::from_secs(60),
+        || Ok(web_pods(&follower)?.len() == 7),
+    )?;
+    let handover = killed.elapsed();
+    // Lease duration 15 s, candidates retry every 2 s: upstream's bound, plus slack for a
+    // loaded machine.
+    assert!(
+        handover < Duration::from_secs(30),
+        "handover took {handover:?}"
+    );
+    let second = holder(&follower)?;
+    assert_ne!(second, first);
+    assert!(follower.log().contains(&second));
+
+    // The pods from before are the same pods (none replaced), and no duplicates appear while
+    // the new leader settles.
+    let after = web_pods(&follower)?;
+    assert!(
+        before.iter().all(|p| after.contains(p)),
+        "{before:?} {after:?}"
+    );
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(web_pods(&follower)?.len(), 7);
+    }
+    let replicasets = follower.k(&["get", "rs", "-l", "app=web", "-o", "name"])?;
+    assert_eq!(replicasets.lines().count(), 1, "{replicasets}");
     drop(etcd);
     Ok(())
 }
