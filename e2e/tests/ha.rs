@@ -27,8 +27,6 @@ fn server(
             store.into(),
             "--endpoint-lease-seconds".into(),
             "3".into(),
-            // Control planes only: a node would run outside any test network namespace.
-            "--disable-agent".into(),
         ],
         copy_tls_from: tls_from,
         ..ServerOptions::default()

@@ -208,7 +208,9 @@ impl TestCluster {
         })
     }
 
-    /// Start a server as `options` say.
+    /// Start a server as `options` say. Outside a network namespace it runs no node
+    /// (`--disable-agent` is added): a node's pod network must never live in the machine's
+    /// own namespace.
     pub fn start_server(options: ServerOptions) -> Result<TestCluster> {
         let data_dir = tempfile::Builder::new().prefix("skiff-test-").tempdir()?;
         if let Some(from) = &options.copy_tls_from {
@@ -341,6 +343,10 @@ impl TestCluster {
             )
             .args(["--https-port", &self.port.to_string()])
             .args(&self.flags)
+            .args(
+                (self.netns.is_none() && !self.flags.iter().any(|f| f == "--disable-agent"))
+                    .then_some("--disable-agent"),
+            )
             // Parallel test servers must not fight over the scheduler's default metrics port.
             .args(
                 (!self
