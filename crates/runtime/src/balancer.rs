@@ -404,26 +404,29 @@ mod tests {
         (s, String::from_utf8_lossy(&buf).into_owned())
     }
 
-    fn fast() -> BalancerConfig {
-        BalancerConfig {
+    /// A balancer on a free loopback port with fast health checks.
+    async fn balancer_over(servers: Vec<String>) -> (Balancer, CancellationToken) {
+        let shutdown = CancellationToken::new();
+        let config = BalancerConfig {
             dial_timeout: Duration::from_secs(1),
             health_interval: Duration::from_millis(100),
-        }
+        };
+        let balancer = Balancer::start(
+            "127.0.0.1:0".parse().unwrap(),
+            servers,
+            config,
+            shutdown.clone(),
+        )
+        .await
+        .unwrap();
+        (balancer, shutdown)
     }
 
     #[tokio::test]
     async fn connections_stick_to_one_server_and_fail_over_when_it_dies() {
         let (a, task_a) = named_server("a").await;
         let (b, _task_b) = named_server("b").await;
-        let shutdown = CancellationToken::new();
-        let balancer = Balancer::start(
-            "127.0.0.1:0".parse().unwrap(),
-            vec![a.clone(), b.clone()],
-            fast(),
-            shutdown.clone(),
-        )
-        .await
-        .unwrap();
+        let (balancer, shutdown) = balancer_over(vec![a.clone(), b.clone()]).await;
         for _ in 0..5 {
             assert_eq!(greeting(&balancer).await.1, "a");
         }
@@ -455,15 +458,7 @@ mod tests {
     async fn learned_servers_come_first_and_configured_ones_stay_as_fallback() {
         let (a, _ta) = named_server("a").await;
         let (b, _tb) = named_server("b").await;
-        let shutdown = CancellationToken::new();
-        let balancer = Balancer::start(
-            "127.0.0.1:0".parse().unwrap(),
-            vec![a.clone()],
-            fast(),
-            shutdown.clone(),
-        )
-        .await
-        .unwrap();
+        let (balancer, shutdown) = balancer_over(vec![a.clone()]).await;
         assert_eq!(greeting(&balancer).await.1, "a");
         balancer.set_servers(vec![b.clone()]);
         assert_eq!(balancer.servers(), vec![b.clone(), a.clone()]);
@@ -483,15 +478,7 @@ mod tests {
     #[tokio::test]
     async fn a_server_that_comes_back_is_used_again() {
         let (a, task_a) = named_server("a").await;
-        let shutdown = CancellationToken::new();
-        let balancer = Balancer::start(
-            "127.0.0.1:0".parse().unwrap(),
-            vec![a.clone()],
-            fast(),
-            shutdown.clone(),
-        )
-        .await
-        .unwrap();
+        let (balancer, shutdown) = balancer_over(vec![a.clone()]).await;
         assert_eq!(greeting(&balancer).await.1, "a");
         task_a.abort();
         let _ = task_a.await;
