@@ -5,7 +5,9 @@
 //! gets its `NetworkUnavailable` condition: False (`RouteCreated`) once all its routes exist,
 //! True (`NoRouteCreated`) otherwise — which the node lifecycle controller turns into the
 //! `node.kubernetes.io/network-unavailable` NoSchedule taint. Nodes without a pod CIDR and
-//! without routes are left alone, as upstream.
+//! without routes are left alone, as upstream; so are nodes without a provider ID (hollow
+//! nodes, nodes registered without the cloud provider), which upstream assumes away: they are
+//! not the provider's instances and no route could reach them.
 //!
 //! The table is reconciled every `--route-reconciliation-period` and, unlike upstream (whose
 //! TODO asks for it), also as soon as a node's pod CIDR or addresses change. It runs only with
@@ -99,8 +101,20 @@ pub fn responsible_for(cluster: Ipv4Net, destination: &str) -> bool {
     inside(first) || inside(last)
 }
 
-/// Upstream `reconcile`'s decisions.
+/// Whether the node is an instance of the provider: it has a provider ID (the service
+/// controller's `nodeHasProviderIDPredicate`). Upstream routes every node, assuming all are
+/// instances; hollow nodes and nodes registered without the cloud provider are not, and a route
+/// to them could not exist — they would only be tainted `network-unavailable`.
+fn is_instance(node: &Node) -> bool {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.provider_id.as_deref())
+        .is_some_and(|p| !p.is_empty())
+}
+
+/// Upstream `reconcile`'s decisions, for the nodes that are instances of the provider.
 pub fn plan(nodes: &[Arc<Node>], routes: &[Route], cluster: Ipv4Net) -> RoutePlan {
+    let nodes: Vec<&Arc<Node>> = nodes.iter().filter(|n| is_instance(n)).collect();
     let mut by_node: BTreeMap<&str, Vec<&Route>> = BTreeMap::new();
     for r in routes.iter().filter(|r| !r.target_node.is_empty()) {
         by_node.entry(&r.target_node).or_default().push(r);
@@ -108,7 +122,7 @@ pub fn plan(nodes: &[Arc<Node>], routes: &[Route], cluster: Ipv4Net) -> RoutePla
     let mut out = RoutePlan::default();
     // Per node and CIDR: whether an existing route serves it.
     let mut served: BTreeMap<(String, String), bool> = BTreeMap::new();
-    for node in nodes {
+    for node in &nodes {
         let cidrs = pod_cidrs(node);
         if cidrs.is_empty() {
             continue;
@@ -411,6 +425,7 @@ mod tests {
                 ..Default::default()
             },
             spec: Some(NodeSpec {
+                provider_id: (!name.starts_with("hollow")).then(|| format!("skiff://{name}")),
                 pod_cidr: cidr.map(str::to_owned),
                 pod_cidrs: cidr.map(|c| vec![c.to_owned()]),
                 ..Default::default()
@@ -447,6 +462,7 @@ mod tests {
             node("moved", Some("10.42.2.0/24"), "10.0.0.30"),
             node("no-cidr", None, "10.0.0.4"),
             node("had-routes", None, "10.0.0.5"),
+            node("hollow-0", Some("10.42.7.0/24"), "198.18.0.1"),
         ];
         let routes = vec![
             route("r-keep", "keep", "10.42.0.0/24", "10.0.0.1"),
@@ -454,13 +470,14 @@ mod tests {
             route("r-gone", "deleted-node", "10.42.9.0/24", "10.0.0.9"),
             route("r-had", "had-routes", "10.42.5.0/24", "10.0.0.5"),
             route("r-foreign", "elsewhere", "192.168.0.0/24", "10.0.0.8"),
+            route("r-hollow", "hollow-0", "10.42.7.0/24", "198.18.0.1"),
         ];
         let p = plan(&nodes, &routes, cluster());
         let deleted: Vec<&str> = p.delete.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(
             deleted,
-            ["r-moved", "r-gone", "r-had"],
-            "routes outside the cluster CIDR are not ours"
+            ["r-moved", "r-gone", "r-had", "r-hollow"],
+            "routes outside the cluster CIDR are not ours; a node without provider ID is no instance"
         );
         let created: Vec<(&str, &str, &str)> = p
             .create
@@ -484,7 +501,7 @@ mod tests {
         assert_eq!(
             reported,
             ["had-routes", "keep", "moved", "new"],
-            "a node without pod CIDR or routes is left alone"
+            "a node without pod CIDR or routes, or without provider ID, is left alone"
         );
         assert!(p.nodes["had-routes"].cidrs.is_empty());
         assert_eq!(p.nodes["new"].missing, ["10.42.1.0/24"]);
