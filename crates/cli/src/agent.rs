@@ -587,7 +587,7 @@ mod tests {
         assert!(parse(&["--cloud-provider", "external", "--node-zone", "rack-a"]).is_empty());
         assert!(parse(&["--cloud-provider="]).is_empty());
         assert_eq!(
-            parse(&["--cloud-provider", "aws", "--node-region", "-bad"]).len(),
+            parse(&["--cloud-provider", "aws", "--node-region=-bad"]).len(),
             2
         );
     }

@@ -32,7 +32,6 @@ use kube::Client;
 use kube::api::Api;
 use kube::runtime::watcher;
 use skiff_api::cloud::{self as vocab, RouteEntry};
-use skiff_runtime::informer::Notification;
 use skiff_runtime::{CancellationToken, Informer};
 
 /// The routing protocol number that marks the kernel routes this module owns (unassigned in
@@ -441,17 +440,12 @@ pub async fn run_routes(
             Err(e) => tracing::error!(error = %e, "applying pod routes panicked"),
         }
         // Wait for a change of the table or the resync period.
-        let deadline = tokio::time::sleep(RESYNC);
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = &mut deadline => break,
-                n = changes.recv() => match n {
-                    Some(Notification::Change(_) | Notification::Lagged) => break,
-                    None => return,
-                },
-            }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(RESYNC) => {}
+            n = changes.recv() => if n.is_none() {
+                return;
+            },
         }
     }
 }
