@@ -177,7 +177,8 @@ impl TestCluster {
         Self::start_with(&["--disable-agent"])
     }
 
-    /// Start a server on the default backend with extra flags.
+    /// Start a server on the default backend with extra flags. Outside a network namespace
+    /// the server never runs a kubelet (`--disable-agent` is implied).
     pub fn start_with(extra: &[&str]) -> Result<TestCluster> {
         Self::start_on(Backend::from_env(), extra)
     }
@@ -338,6 +339,13 @@ impl TestCluster {
             })
             .args(["--https-port", &self.port.to_string()])
             .args(&self.flags)
+            // A kubelet outside a test's own network namespace would start containerd, program
+            // routes and masquerade rules on the machine itself: only `with_node` clusters
+            // (which have a namespace) run one.
+            .args(
+                (self.netns.is_none() && !self.flags.iter().any(|f| f == "--disable-agent"))
+                    .then_some("--disable-agent"),
+            )
             // Parallel test servers must not fight over the scheduler's default metrics port.
             .args(
                 (!self
