@@ -197,15 +197,13 @@ fn nodes_are_initialized_and_load_balancers_publish_their_addresses() -> Result<
             && svc["status"]["loadBalancer"]["ingress"].is_null())
         .then_some(()))
     })?;
-    let reasons = wait("deletion events", || {
+    wait("the type change and deletion events", || {
         let r = event_reasons(&c, "default", "web")?;
-        Ok(r.contains(&"DeletedLoadBalancer".to_owned()).then_some(r))
+        Ok(["Type", "DeletingLoadBalancer", "DeletedLoadBalancer"]
+            .iter()
+            .all(|want| r.iter().any(|got| got == want))
+            .then_some(()))
     })?;
-    assert!(
-        reasons.contains(&"DeletingLoadBalancer".to_owned()),
-        "{reasons:?}"
-    );
-    assert!(reasons.contains(&"Type".to_owned()), "{reasons:?}");
 
     // Deleting a LoadBalancer Service waits for the cleanup, then it is gone with its entry.
     c.k(&["create", "service", "loadbalancer", "api", "--tcp=443:8443"])?;

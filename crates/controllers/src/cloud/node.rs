@@ -327,6 +327,11 @@ impl CloudNode {
             object: format!("node {name}"),
             message,
         })?;
+        // Addresses first: whoever sees the node untainted sees the provider's addresses too
+        // (upstream writes them just after, leaving a moment without).
+        if let Some(desired) = &plan.addresses {
+            self.patch_addresses(node, desired).await?;
+        }
         let api = self.api();
         let mut current = node.clone();
         let mut attempt = 0;
@@ -356,10 +361,7 @@ impl CloudNode {
                 .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
             {
-                Ok(updated) => {
-                    current = updated;
-                    break;
-                }
+                Ok(_) => break,
                 Err(e) if crate::is_conflict(&e) && attempt + 1 < UPDATE_ATTEMPTS => {
                     attempt += 1;
                     current = match api.get_opt(&name).await {
@@ -384,10 +386,6 @@ impl CloudNode {
                     });
                 }
             }
-        }
-        // Addresses right away, so nobody sees the node without them.
-        if let Some(desired) = &plan.addresses {
-            self.patch_addresses(&current, desired).await?;
         }
         tracing::info!(node = %name, provider_id = %metadata.provider_id, "initialized node with cloud provider");
         self.recorder.publish(
