@@ -52,6 +52,117 @@ pub struct KubeletArgs {
     /// Seconds between reads of the static pod manifests directory.
     #[arg(long, default_value_t = 20)]
     pub file_check_frequency: u64,
+    /// `external`: register with the `node.cloudprovider.kubernetes.io/uninitialized` taint
+    /// and let the cloud node controller initialize the node; empty: no cloud provider
+    /// [default: external when the server runs the cloud controller]
+    #[arg(long)]
+    pub cloud_provider: Option<String>,
+    /// This machine's external address, published for the cloud provider (ExternalIP).
+    #[arg(long)]
+    pub node_external_ip: Option<IpAddr>,
+    /// The zone this machine is in, published for the cloud provider
+    /// (topology.kubernetes.io/zone).
+    #[arg(long)]
+    pub node_zone: Option<String>,
+    /// The region this machine is in, published for the cloud provider
+    /// (topology.kubernetes.io/region).
+    #[arg(long)]
+    pub node_region: Option<String>,
+}
+
+/// What a cluster's kubelets default to, decided by the server's flags and published to
+/// joining agents in the ConfigMap `kube-system/skiff-agent-config` (k3s serves its agents
+/// the same from the server).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterDefaults {
+    /// Kubelets register for a cloud node controller (`--cloud-provider=external`).
+    pub external_cloud_provider: bool,
+    /// The cluster's pod network.
+    pub cluster_cidr: Option<String>,
+}
+
+/// Publish `defaults` for the agents that join (create or update the ConfigMap).
+pub async fn publish_defaults(
+    client: &kube::Client,
+    defaults: &ClusterDefaults,
+) -> Result<(), kube::Error> {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{Api, PostParams};
+    use skiff_api::cloud as vocab;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), vocab::SYSTEM_NAMESPACE);
+    let data = BTreeMap::from([
+        (
+            vocab::AGENT_CLOUD_PROVIDER.to_owned(),
+            if defaults.external_cloud_provider {
+                "external".to_owned()
+            } else {
+                String::new()
+            },
+        ),
+        (
+            vocab::AGENT_CLUSTER_CIDR.to_owned(),
+            defaults.cluster_cidr.clone().unwrap_or_default(),
+        ),
+    ]);
+    match api.get_opt(vocab::AGENT_CONFIG_CONFIGMAP).await? {
+        Some(mut cm) if cm.data.as_ref() != Some(&data) => {
+            cm.data = Some(data);
+            api.replace(vocab::AGENT_CONFIG_CONFIGMAP, &PostParams::default(), &cm)
+                .await
+                .map(|_| ())
+        }
+        Some(_) => Ok(()),
+        None => {
+            let cm = ConfigMap {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(vocab::AGENT_CONFIG_CONFIGMAP.to_owned()),
+                    namespace: Some(vocab::SYSTEM_NAMESPACE.to_owned()),
+                    ..Default::default()
+                },
+                data: Some(data),
+                ..Default::default()
+            };
+            api.create(&PostParams::default(), &cm).await.map(|_| ())
+        }
+    }
+}
+
+/// The defaults a server published; none (no cloud provider, no cluster CIDR) when it
+/// published nothing or cannot be asked, so a node never waits for a controller that is not
+/// there.
+pub async fn read_defaults(client: &kube::Client) -> ClusterDefaults {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::Api;
+    use skiff_api::cloud as vocab;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), vocab::SYSTEM_NAMESPACE);
+    match api.get_opt(vocab::AGENT_CONFIG_CONFIGMAP).await {
+        Ok(Some(cm)) => {
+            let data = cm.data.unwrap_or_default();
+            ClusterDefaults {
+                external_cloud_provider: data
+                    .get(vocab::AGENT_CLOUD_PROVIDER)
+                    .is_some_and(|v| v == "external"),
+                cluster_cidr: data
+                    .get(vocab::AGENT_CLUSTER_CIDR)
+                    .filter(|c| !c.is_empty())
+                    .cloned(),
+            }
+        }
+        Ok(None) => ClusterDefaults::default(),
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the server's agent defaults failed; using none");
+            ClusterDefaults::default()
+        }
+    }
+}
+
+/// Whether a label value is valid (at most 63 of `[A-Za-z0-9._-]`, alphanumeric at both ends).
+fn is_label_value(v: &str) -> bool {
+    v.len() <= 63
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && v.bytes().next().is_none_or(|b| b.is_ascii_alphanumeric())
+        && v.bytes().last().is_none_or(|b| b.is_ascii_alphanumeric())
 }
 
 /// The host's name.
@@ -84,6 +195,23 @@ impl KubeletArgs {
         if self.kubelet_port == 0 {
             problems.push("--kubelet-port: must be between 1 and 65535".into());
         }
+        if let Some(p) = &self.cloud_provider
+            && !matches!(p.as_str(), "" | "external")
+        {
+            problems.push(format!(
+                "--cloud-provider {p:?}: the kubelet supports only \"external\" or \"\" (none)"
+            ));
+        }
+        for (flag, value) in [
+            ("--node-zone", &self.node_zone),
+            ("--node-region", &self.node_region),
+        ] {
+            if let Some(v) = value
+                && !is_label_value(v)
+            {
+                problems.push(format!("{flag} {v:?}: not a valid label value"));
+            }
+        }
     }
 
     /// The node name.
@@ -94,13 +222,14 @@ impl KubeletArgs {
             .to_lowercase()
     }
 
-    /// Build the kubelet configuration.
+    /// Build the kubelet configuration; `defaults` fill what the flags leave open.
     pub fn config(
         &self,
         data_dir: &Path,
         node_ip: IpAddr,
         extra_labels: &[(&str, &str)],
         tls: Arc<rustls::ServerConfig>,
+        defaults: &ClusterDefaults,
     ) -> KubeletConfig {
         let mut labels: BTreeMap<String, String> = self
             .node_labels
@@ -132,6 +261,18 @@ impl KubeletArgs {
             status_report_interval: Duration::from_secs(60),
             version: skiff_apiserver::GIT_VERSION.to_owned(),
             manifest_check_interval: Duration::from_secs(self.file_check_frequency.max(1)),
+            cloud: skiff_kubelet::cloud::CloudOptions {
+                external: match &self.cloud_provider {
+                    Some(p) => p == "external",
+                    None => defaults.external_cloud_provider,
+                },
+                external_ip: self.node_external_ip,
+                zone: self.node_zone.clone(),
+                region: self.node_region.clone(),
+            },
+            network: skiff_kubelet::hostgw::NetworkOptions {
+                cluster_cidr: defaults.cluster_cidr.clone(),
+            },
         }
     }
 }
@@ -199,6 +340,10 @@ pub struct AgentArgs {
     /// [default: /var/lib/skiff as root, else ~/.local/share/skiff]
     #[arg(long, env = "SKIFF_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// The cluster's pod network, whose traffic is not masqueraded
+    /// [default: what the server publishes]
+    #[arg(long)]
+    pub cluster_cidr: Option<String>,
     /// The kubelet.
     #[command(flatten)]
     pub kubelet: KubeletArgs,
@@ -404,6 +549,11 @@ pub async fn run(args: AgentArgs) -> Result<(), Error> {
             None
         }
     };
+    if let Some(cidr) = &args.cluster_cidr
+        && cidr.parse::<skiff_apiserver::allocator::Cidr>().is_err()
+    {
+        problems.push(format!("--cluster-cidr {cidr:?}: not an IPv4 CIDR"));
+    }
     let mut server_addresses = Vec::new();
     for server in &args.server {
         match skiff_runtime::balancer::url_address(server) {
@@ -488,7 +638,6 @@ pub async fn run(args: AgentArgs) -> Result<(), Error> {
         key_pem: credentials.serving_key.clone(),
     };
     let tls = kubelet_tls(&credentials.ca, &serving)?;
-    let config = args.kubelet.config(&data_dir, node_ip, &[], tls);
     let client = skiff_runtime::client::from_kubeconfig(&files.kubeconfig())
         .await
         .map_err(Error::Client)?;
@@ -497,6 +646,12 @@ pub async fn run(args: AgentArgs) -> Result<(), Error> {
         balancer,
         shutdown.clone(),
     ));
+    // Asked on every start, so a node follows the server's current flags.
+    let mut defaults = read_defaults(&client).await;
+    if args.cluster_cidr.is_some() {
+        defaults.cluster_cidr = args.cluster_cidr.clone();
+    }
+    let config = args.kubelet.config(&data_dir, node_ip, &[], tls, &defaults);
     let stop = shutdown.clone();
     tokio::spawn(async move {
         crate::server::shutdown_signal().await;
@@ -543,6 +698,30 @@ mod tests {
         );
         let empty = k8s_openapi::api::core::v1::Endpoints::default();
         assert!(endpoint_addresses(&empty).is_empty());
+    }
+
+    #[test]
+    fn cloud_flags_are_checked() {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            kubelet: KubeletArgs,
+        }
+        let parse = |args: &[&str]| {
+            let w = <Wrapper as clap::Parser>::try_parse_from(
+                std::iter::once("kubelet").chain(args.iter().copied()),
+            )
+            .unwrap();
+            let mut problems = Vec::new();
+            w.kubelet.validate(&mut problems);
+            problems
+        };
+        assert!(parse(&["--cloud-provider", "external", "--node-zone", "rack-a"]).is_empty());
+        assert!(parse(&["--cloud-provider="]).is_empty());
+        assert_eq!(
+            parse(&["--cloud-provider", "aws", "--node-region=-bad"]).len(),
+            2
+        );
     }
 
     #[test]

@@ -65,7 +65,7 @@ struct Member {
 pub struct EtcdCluster {
     members: Vec<Member>,
     initial_cluster: String,
-    tls: Option<EtcdTls>,
+    tls: Option<Box<EtcdTls>>,
     dir: tempfile::TempDir,
     /// The address every member listens on.
     host: String,
@@ -99,7 +99,7 @@ impl EtcdCluster {
     ) -> Result<EtcdCluster> {
         let dir = tempfile::Builder::new().prefix("skiff-etcd-").tempdir()?;
         let tls = if tls {
-            Some(EtcdTls::create(&dir.path().join("pki"))?)
+            Some(Box::new(EtcdTls::create(&dir.path().join("pki"))?))
         } else {
             None
         };
@@ -193,7 +193,7 @@ impl EtcdCluster {
 
     /// The TLS files, for a cluster started with TLS.
     pub fn tls(&self) -> Option<&EtcdTls> {
-        self.tls.as_ref()
+        self.tls.as_deref()
     }
 
     /// The member's log file.

@@ -180,7 +180,8 @@ impl TestCluster {
         Self::start_with(&["--disable-agent"])
     }
 
-    /// Start a server on the default backend with extra flags.
+    /// Start a server on the default backend with extra flags. Outside a network namespace
+    /// the server never runs a kubelet (`--disable-agent` is implied).
     pub fn start_with(extra: &[&str]) -> Result<TestCluster> {
         Self::start_on(Backend::from_env(), extra)
     }
@@ -282,7 +283,8 @@ impl TestCluster {
         Ok(cluster)
     }
 
-    /// Wait until the node is Ready and the test image is on it.
+    /// Wait until the node is Ready, initialized by the cloud node controller (if the server
+    /// runs one) and the test image is on it.
     pub fn wait_node_ready(&self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
@@ -297,7 +299,7 @@ impl TestCluster {
             let has_image = node
                 .as_ref()
                 .is_some_and(|n| n["status"]["images"].to_string().contains(BUSYBOX_IMAGE));
-            if ready && has_image {
+            if ready && has_image && node.as_ref().is_some_and(initialized) {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -343,6 +345,9 @@ impl TestCluster {
             )
             .args(["--https-port", &self.port.to_string()])
             .args(&self.flags)
+            // A kubelet outside a test's own network namespace would start containerd, program
+            // routes and masquerade rules on the machine itself: only `with_node` clusters
+            // (which have a namespace) run one.
             .args(
                 (self.netns.is_none() && !self.flags.iter().any(|f| f == "--disable-agent"))
                     .then_some("--disable-agent"),
@@ -716,7 +721,8 @@ impl TestCluster {
 
     /// Join a second node with `skiff agent` from a network namespace of its own, linked to
     /// the server's by a veth pair (the server's namespace must come from
-    /// [`TestCluster::with_node`]); waits until the node is Ready with the test image.
+    /// [`TestCluster::with_node`]); waits until the node is Ready and initialized with the
+    /// test image.
     pub fn join_agent(&self, node_name: &str, extra: &[&str]) -> Result<TestAgent> {
         let server_ns = self
             .netns
@@ -776,6 +782,7 @@ impl TestCluster {
                     .flatten()
                     .any(|c| c["type"] == "Ready" && c["status"] == "True")
                     && n["status"]["images"].to_string().contains(BUSYBOX_IMAGE)
+                    && initialized(n)
             });
             if ready {
                 return Ok(agent);
@@ -786,6 +793,16 @@ impl TestCluster {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+}
+
+/// Whether a node (as JSON) no longer waits for the cloud node controller: it does not carry
+/// the `node.cloudprovider.kubernetes.io/uninitialized` taint.
+pub fn initialized(node: &serde_json::Value) -> bool {
+    !node["spec"]["taints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|t| t["key"] == "node.cloudprovider.kubernetes.io/uninitialized")
 }
 
 /// The address of a joined test agent (on the other end of the server namespace's veth).
@@ -807,6 +824,11 @@ impl TestAgent {
     /// The agent's data directory.
     pub fn data_dir(&self) -> &Path {
         self.data_dir.path()
+    }
+
+    /// The agent's network namespace.
+    pub fn netns(&self) -> Option<&NetNs> {
+        self.netns.as_ref()
     }
 
     /// The agent process's id.
