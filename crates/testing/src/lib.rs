@@ -219,7 +219,14 @@ impl TestCluster {
             std::fs::create_dir_all(&to)?;
             for entry in std::fs::read_dir(from)? {
                 let entry = entry?;
-                std::fs::copy(entry.path(), to.join(entry.file_name()))?;
+                match std::fs::copy(entry.path(), to.join(entry.file_name())) {
+                    // A running server replaces files by renaming temporary ones: one listed
+                    // a moment ago may be gone, and its final name is listed too.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    other => {
+                        other?;
+                    }
+                }
             }
         }
         if let Some(prepare) = options.before_start {
