@@ -59,11 +59,13 @@ pub async fn summary(
     let summary = match ctx.stats.summary().await {
         Ok(s) => s,
         Err(e) => {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "InternalError",
-                format!("failed to get summary stats: {e}"),
-            );
+            let mut message = format!("failed to get summary stats: {e}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                message.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            return error(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", message);
         }
     };
     let summary = if query.get("only_cpu_and_memory").map(String::as_str) == Some("true") {

@@ -144,11 +144,15 @@ pub fn memory_stats(
         cri.and_then(|m| value(&m.working_set_bytes)),
         cgroup.map(|m| m.working_set),
     );
+    // containerd reports 0 available bytes for a container without a limit, where upstream
+    // leaves the figure out: compute it from the limit when there is one.
     let limit = cgroup.and_then(|m| m.limit).or(limit);
-    let available = cri.and_then(|m| value(&m.available_bytes)).or_else(|| {
-        let (limit, ws) = (limit?, working_set?);
-        Some(limit.saturating_sub(ws))
-    });
+    let available = match (limit, working_set) {
+        (Some(limit), Some(ws)) => Some(limit.saturating_sub(ws)),
+        _ => cri
+            .and_then(|m| value(&m.available_bytes))
+            .filter(|a| *a > 0),
+    };
     Some(MemoryStats {
         time: at.to_owned(),
         available_bytes: available,
@@ -390,6 +394,82 @@ impl Provider {
         }
     }
 
+    /// The runtime's stats of `containers`. A list call fails as a whole when one container
+    /// is in a state the runtime cannot measure (just exited, say): then each is asked
+    /// alone, and those that still fail are measured from their cgroups.
+    async fn container_stats(
+        &self,
+        containers: &[api::Container],
+    ) -> HashMap<String, api::ContainerStats> {
+        let by_id = |stats: Vec<api::ContainerStats>| {
+            stats
+                .into_iter()
+                .filter_map(|s| Some((s.attributes.as_ref()?.id.clone(), s)))
+                .collect()
+        };
+        match self
+            .cri
+            .list_container_stats(api::ListContainerStatsRequest::default())
+            .await
+        {
+            Ok(r) => by_id(r.stats),
+            Err(e) => {
+                tracing::debug!(error = %e, "ListContainerStats failed; asking container by container");
+                let mut stats = Vec::new();
+                for c in containers {
+                    if let Ok(r) = self
+                        .cri
+                        .container_stats(api::ContainerStatsRequest {
+                            container_id: c.id.clone(),
+                        })
+                        .await
+                    {
+                        stats.extend(r.stats);
+                    }
+                }
+                by_id(stats)
+            }
+        }
+    }
+
+    /// The runtime's stats of pod sandboxes, as [`Provider::container_stats`] does for
+    /// containers. Runtimes without the calls (`Unimplemented`) leave it to the cgroups.
+    async fn sandbox_stats(
+        &self,
+        sandboxes: &[api::PodSandbox],
+    ) -> HashMap<String, api::PodSandboxStats> {
+        let by_id = |stats: Vec<api::PodSandboxStats>| {
+            stats
+                .into_iter()
+                .filter_map(|s| Some((s.attributes.as_ref()?.id.clone(), s)))
+                .collect()
+        };
+        match self
+            .cri
+            .list_pod_sandbox_stats(api::ListPodSandboxStatsRequest::default())
+            .await
+        {
+            Ok(r) => by_id(r.stats),
+            Err(e) if matches!(e.code(), Code::Unimplemented) => HashMap::new(),
+            Err(e) => {
+                tracing::debug!(error = %e, "ListPodSandboxStats failed; asking sandbox by sandbox");
+                let mut stats = Vec::new();
+                for s in sandboxes {
+                    if let Ok(r) = self
+                        .cri
+                        .pod_sandbox_stats(api::PodSandboxStatsRequest {
+                            pod_sandbox_id: s.id.clone(),
+                        })
+                        .await
+                    {
+                        stats.extend(r.stats);
+                    }
+                }
+                by_id(stats)
+            }
+        }
+    }
+
     /// The summary: the node, and every pod with a ready sandbox.
     pub async fn summary(&self) -> Result<Summary, Error> {
         let now = now_nanos();
@@ -421,29 +501,8 @@ impl Provider {
             .await
             .map_err(runtime("containers"))?
             .containers;
-        let container_stats: HashMap<String, api::ContainerStats> = self
-            .cri
-            .list_container_stats(api::ListContainerStatsRequest::default())
-            .await
-            .map_err(runtime("container stats"))?
-            .stats
-            .into_iter()
-            .filter_map(|s| Some((s.attributes.as_ref()?.id.clone(), s)))
-            .collect();
-        let sandbox_stats: HashMap<String, api::PodSandboxStats> = match self
-            .cri
-            .list_pod_sandbox_stats(api::ListPodSandboxStatsRequest::default())
-            .await
-        {
-            Ok(r) => r
-                .stats
-                .into_iter()
-                .filter_map(|s| Some((s.attributes.as_ref()?.id.clone(), s)))
-                .collect(),
-            // Older runtimes lack the call: the pod cgroup answers instead.
-            Err(e) if matches!(e.code(), Code::Unimplemented) => HashMap::new(),
-            Err(e) => return Err(runtime("pod sandbox stats")(e)),
-        };
+        let container_stats = self.container_stats(&containers).await;
+        let sandbox_stats = self.sandbox_stats(&sandboxes).await;
         let node = self.node_stats(now, &at).await;
         let root_fs = disk::filesystem(&self.paths.root_dir);
         let image_fs = node
