@@ -539,6 +539,38 @@ fn pods_bound_to_a_node_that_cannot_run_them_are_rejected() -> Result<()> {
 }
 
 #[test]
+fn pods_waiting_for_a_node_are_admitted_oldest_first() -> Result<()> {
+    // Two pods bound to a node that has not joined yet, each asking for 60% of its cpu. The
+    // older one must win whatever order the kubelet lists them in: its name sorts last.
+    let cluster = TestCluster::with_node()?;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let share = format!("{}m", cpus * 600);
+    let bound = |name: &str| {
+        json!({ "apiVersion": "v1", "kind": "Pod", "metadata": { "name": name },
+            "spec": { "nodeName": "late-node", "terminationGracePeriodSeconds": 1,
+                "containers": [{ "name": "main", "image": BUSYBOX_IMAGE, "command": ["sleep", "3600"],
+                    "resources": { "requests": { "cpu": share } } }] } })
+    };
+    apply(&cluster, bound("zz-first"))?;
+    // Creation times have second precision.
+    std::thread::sleep(Duration::from_millis(1100));
+    apply(&cluster, bound("aa-second"))?;
+    let _agent = cluster.join_agent("late-node", &[])?;
+    cluster.wait_pod("zz-first", "running", |p| p["status"]["phase"] == "Running")?;
+    let p = cluster.wait_pod("aa-second", "rejection", |p| p["status"]["phase"] == "Failed")?;
+    assert_eq!(p["status"]["reason"], "OutOfcpu", "{}", p["status"]);
+    assert_eq!(
+        p["status"]["message"],
+        format!(
+            "Pod was rejected: Node didn't have enough resource: cpu, requested: {0}, used: {0}, capacity: {1}",
+            cpus * 600,
+            cpus * 1000
+        )
+    );
+    Ok(())
+}
+
+#[test]
 fn local_storage_limits_evict_pods() -> Result<()> {
     let cluster = TestCluster::with_node()?;
     let writer = |name: &str, volumes: Value, containers: Value| {
