@@ -191,8 +191,11 @@ impl PodManager {
             let admitted: Vec<Arc<Pod>> = self.admitted().into_iter().map(|(p, _)| p).collect();
             if let Err(rejection) = admission::admit(&pod, &self.node(), &admitted, false) {
                 tracing::info!(pod = %pod.name_any(), reason = %rejection.reason, message = %rejection.message, "pod rejected");
-                self.rejected.lock().insert(uid);
+                self.rejected.lock().insert(uid.clone());
                 self.reject(&pod, &rejection).await;
+                // A pod that ran here before a kubelet restart and no longer fits is stopped,
+                // as upstream's pod worker kills a rejected pod's containers.
+                self.desire(&uid, Desired::Gone);
                 return;
             }
         }
