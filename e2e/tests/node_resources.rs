@@ -650,15 +650,23 @@ fn local_storage_limits_evict_pods() -> Result<()> {
             ]),
         ),
     )?;
-    // A memory-backed emptyDir is a tmpfs of its sizeLimit: writes past it fail instead.
+    // A memory-backed emptyDir is a tmpfs of its sizeLimit (writes past it fail instead), or
+    // of the pod's memory limit without one.
     apply(
         &cluster,
         writer(
             "tmpfs",
-            json!([{ "name": "mem", "emptyDir": { "medium": "Memory", "sizeLimit": "2Mi" } }]),
+            json!([
+                { "name": "mem", "emptyDir": { "medium": "Memory", "sizeLimit": "2Mi" } },
+                { "name": "unsized", "emptyDir": { "medium": "Memory" } },
+            ]),
             json!([{ "name": "main", "image": BUSYBOX_IMAGE,
-                     "command": ["sh", "-c", "df -k /mem | tail -1 | awk '{print $2}' > /dev/termination-log; dd if=/dev/zero of=/mem/blob bs=1048576 count=4 2>/dev/null || echo full >> /dev/termination-log; sleep 3600"],
-                     "volumeMounts": [{ "name": "mem", "mountPath": "/mem" }] }]),
+                     "command": ["sh", "-c", "(df -k /mem /unsized | tail -2 | awk '{print $2}'; dd if=/dev/zero of=/mem/blob bs=1048576 count=4 2>/dev/null || echo full) > /dev/termination-log; sleep 3600"],
+                     "resources": { "limits": { "memory": "64Mi" } },
+                     "volumeMounts": [
+                         { "name": "mem", "mountPath": "/mem" },
+                         { "name": "unsized", "mountPath": "/unsized" },
+                     ] }]),
         ),
     )?;
 
@@ -735,6 +743,9 @@ fn local_storage_limits_evict_pods() -> Result<()> {
     );
 
     let tmpfs = cluster.k(&["exec", "tmpfs", "--", "cat", "/dev/termination-log"])?;
-    assert_eq!(tmpfs, "2048\nfull\n", "a 2Mi tmpfs that refuses 4 MB");
+    assert_eq!(
+        tmpfs, "2048\n65536\nfull\n",
+        "a 2Mi tmpfs that refuses 4 MB, and one of the pod's 64Mi memory limit"
+    );
     Ok(())
 }

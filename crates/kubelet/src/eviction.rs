@@ -146,7 +146,8 @@ pub fn local_storage(
         let Some(stats) = summary.pods.iter().find(|p| p.pod_ref.uid == uid) else {
             continue;
         };
-        if is_critical(pod) {
+        // Critical pods are not evicted; pods already terminating are on their way out.
+        if is_critical(pod) || pod.metadata.deletion_timestamp.is_some() {
             continue;
         }
         let Some(spec) = pod.spec.as_ref() else {
@@ -439,7 +440,7 @@ mod tests {
     }
 
     #[test]
-    fn critical_and_unmeasured_pods_are_left_alone() {
+    fn critical_terminating_and_unmeasured_pods_are_left_alone() {
         let spec = json!({ "containers": [{ "name": "c" }], "volumes": [{ "name": "v", "emptyDir": { "sizeLimit": "1Ki" } }] });
         let over = |uid: &str| stats(uid, &[("v", MI)], &[], MI);
         let static_pod = pod(
@@ -449,8 +450,24 @@ mod tests {
         );
         let mut critical = (*pod("c", spec.clone(), json!({}))).clone();
         critical.spec.as_mut().unwrap().priority = Some(2_000_001_000);
+        let mut leaving = (*pod("d", spec.clone(), json!({}))).clone();
+        leaving.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH),
+        );
         let unmeasured = pod("n", spec, json!({}));
-        let s = summary(vec![over("s"), over("c")]);
-        assert!(local_storage(&[static_pod, Arc::new(critical), unmeasured], &s, false).is_empty());
+        let s = summary(vec![over("s"), over("c"), over("d")]);
+        assert!(
+            local_storage(
+                &[
+                    static_pod,
+                    Arc::new(critical),
+                    Arc::new(leaving),
+                    unmeasured
+                ],
+                &s,
+                false
+            )
+            .is_empty()
+        );
     }
 }
