@@ -130,13 +130,22 @@ fn main() -> Result<()> {
     let netns = cluster
         .netns()
         .context("the cluster has a network namespace")?;
+    let home = std::fs::File::open("/proc/self/ns/net")?;
     let fd = std::fs::File::open(format!("/var/run/netns/{}", netns.name()))?;
     nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).context("entering the netns")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(run(&cluster, agent.pid().context("agent pid")?, &args))
+    let result = runtime.block_on(run(&cluster, agent.pid().context("agent pid")?, &args));
+    drop(runtime);
+    // Leave the namespace before the cluster is dropped: its teardown kills every process
+    // in it, which would otherwise include this one (leaving the namespace and the data
+    // directory behind).
+    nix::sched::setns(&home, nix::sched::CloneFlags::CLONE_NEWNET).context("leaving the netns")?;
+    drop(agent);
+    drop(cluster);
+    result
 }
 
 async fn run(cluster: &TestCluster, agent_pid: u32, args: &Args) -> Result<()> {
