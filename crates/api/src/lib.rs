@@ -9,9 +9,12 @@
 //!   `patchMergeKey` metadata), shared by strategic merge patch, server-side apply and OpenAPI.
 //! - [`managedfields`]: field ownership (`managedFields`) and server-side apply.
 //! - [`quantity`]: resource quantities (`100m`, `1Gi`) read at a scale, rounding up.
+//! - [`cloud`]: the taints, annotations and route table the cloud controllers and the kubelet
+//!   share.
 
 pub use k8s_openapi;
 
+pub mod cloud;
 pub mod field;
 pub mod listmeta;
 pub mod managedfields;

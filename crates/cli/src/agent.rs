@@ -52,6 +52,117 @@ pub struct KubeletArgs {
     /// Seconds between reads of the static pod manifests directory.
     #[arg(long, default_value_t = 20)]
     pub file_check_frequency: u64,
+    /// `external`: register with the `node.cloudprovider.kubernetes.io/uninitialized` taint
+    /// and let the cloud node controller initialize the node; empty: no cloud provider
+    /// [default: external when the server runs the cloud controller]
+    #[arg(long)]
+    pub cloud_provider: Option<String>,
+    /// This machine's external address, published for the cloud provider (ExternalIP).
+    #[arg(long)]
+    pub node_external_ip: Option<IpAddr>,
+    /// The zone this machine is in, published for the cloud provider
+    /// (topology.kubernetes.io/zone).
+    #[arg(long)]
+    pub node_zone: Option<String>,
+    /// The region this machine is in, published for the cloud provider
+    /// (topology.kubernetes.io/region).
+    #[arg(long)]
+    pub node_region: Option<String>,
+}
+
+/// What a cluster's kubelets default to, decided by the server's flags and published to
+/// joining agents in the ConfigMap `kube-system/skiff-agent-config` (k3s serves its agents
+/// the same from the server).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterDefaults {
+    /// Kubelets register for a cloud node controller (`--cloud-provider=external`).
+    pub external_cloud_provider: bool,
+    /// The cluster's pod network.
+    pub cluster_cidr: Option<String>,
+}
+
+/// Publish `defaults` for the agents that join (create or update the ConfigMap).
+pub async fn publish_defaults(
+    client: &kube::Client,
+    defaults: &ClusterDefaults,
+) -> Result<(), kube::Error> {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{Api, PostParams};
+    use skiff_api::cloud as vocab;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), vocab::SYSTEM_NAMESPACE);
+    let data = BTreeMap::from([
+        (
+            vocab::AGENT_CLOUD_PROVIDER.to_owned(),
+            if defaults.external_cloud_provider {
+                "external".to_owned()
+            } else {
+                String::new()
+            },
+        ),
+        (
+            vocab::AGENT_CLUSTER_CIDR.to_owned(),
+            defaults.cluster_cidr.clone().unwrap_or_default(),
+        ),
+    ]);
+    match api.get_opt(vocab::AGENT_CONFIG_CONFIGMAP).await? {
+        Some(mut cm) if cm.data.as_ref() != Some(&data) => {
+            cm.data = Some(data);
+            api.replace(vocab::AGENT_CONFIG_CONFIGMAP, &PostParams::default(), &cm)
+                .await
+                .map(|_| ())
+        }
+        Some(_) => Ok(()),
+        None => {
+            let cm = ConfigMap {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(vocab::AGENT_CONFIG_CONFIGMAP.to_owned()),
+                    namespace: Some(vocab::SYSTEM_NAMESPACE.to_owned()),
+                    ..Default::default()
+                },
+                data: Some(data),
+                ..Default::default()
+            };
+            api.create(&PostParams::default(), &cm).await.map(|_| ())
+        }
+    }
+}
+
+/// The defaults a server published; none (no cloud provider, no cluster CIDR) when it
+/// published nothing or cannot be asked, so a node never waits for a controller that is not
+/// there.
+pub async fn read_defaults(client: &kube::Client) -> ClusterDefaults {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::Api;
+    use skiff_api::cloud as vocab;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), vocab::SYSTEM_NAMESPACE);
+    match api.get_opt(vocab::AGENT_CONFIG_CONFIGMAP).await {
+        Ok(Some(cm)) => {
+            let data = cm.data.unwrap_or_default();
+            ClusterDefaults {
+                external_cloud_provider: data
+                    .get(vocab::AGENT_CLOUD_PROVIDER)
+                    .is_some_and(|v| v == "external"),
+                cluster_cidr: data
+                    .get(vocab::AGENT_CLUSTER_CIDR)
+                    .filter(|c| !c.is_empty())
+                    .cloned(),
+            }
+        }
+        Ok(None) => ClusterDefaults::default(),
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the server's agent defaults failed; using none");
+            ClusterDefaults::default()
+        }
+    }
+}
+
+/// Whether a label value is valid (at most 63 of `[A-Za-z0-9._-]`, alphanumeric at both ends).
+fn is_label_value(v: &str) -> bool {
+    v.len() <= 63
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && v.bytes().next().is_none_or(|b| b.is_ascii_alphanumeric())
+        && v.bytes().last().is_none_or(|b| b.is_ascii_alphanumeric())
 }
 
 /// The host's name.
@@ -84,6 +195,23 @@ impl KubeletArgs {
         if self.kubelet_port == 0 {
             problems.push("--kubelet-port: must be between 1 and 65535".into());
         }
+        if let Some(p) = &self.cloud_provider
+            && !matches!(p.as_str(), "" | "external")
+        {
+            problems.push(format!(
+                "--cloud-provider {p:?}: the kubelet supports only \"external\" or \"\" (none)"
+            ));
+        }
+        for (flag, value) in [
+            ("--node-zone", &self.node_zone),
+            ("--node-region", &self.node_region),
+        ] {
+            if let Some(v) = value
+                && !is_label_value(v)
+            {
+                problems.push(format!("{flag} {v:?}: not a valid label value"));
+            }
+        }
     }
 
     /// The node name.
@@ -94,13 +222,14 @@ impl KubeletArgs {
             .to_lowercase()
     }
 
-    /// Build the kubelet configuration.
+    /// Build the kubelet configuration; `defaults` fill what the flags leave open.
     pub fn config(
         &self,
         data_dir: &Path,
         node_ip: IpAddr,
         extra_labels: &[(&str, &str)],
         tls: Arc<rustls::ServerConfig>,
+        defaults: &ClusterDefaults,
     ) -> KubeletConfig {
         let mut labels: BTreeMap<String, String> = self
             .node_labels
@@ -132,6 +261,18 @@ impl KubeletArgs {
             status_report_interval: Duration::from_secs(60),
             version: skiff_apiserver::GIT_VERSION.to_owned(),
             manifest_check_interval: Duration::from_secs(self.file_check_frequency.max(1)),
+            cloud: skiff_kubelet::cloud::CloudOptions {
+                external: match &self.cloud_provider {
+                    Some(p) => p == "external",
+                    None => defaults.external_cloud_provider,
+                },
+                external_ip: self.node_external_ip,
+                zone: self.node_zone.clone(),
+                region: self.node_region.clone(),
+            },
+            network: skiff_kubelet::hostgw::NetworkOptions {
+                cluster_cidr: defaults.cluster_cidr.clone(),
+            },
         }
     }
 }
@@ -181,9 +322,14 @@ pub fn kubelet_tls(
 /// Flags of `skiff agent`.
 #[derive(Debug, Args)]
 pub struct AgentArgs {
-    /// The server to join, e.g. https://10.0.0.1:6443.
-    #[arg(long, env = "SKIFF_URL")]
-    pub server: String,
+    /// The server(s) to join, e.g. https://10.0.0.1:6443; repeat or separate by commas to
+    /// name several servers of a highly available control plane (the agent fails over, and
+    /// learns further servers from the `kubernetes` endpoints).
+    #[arg(long, env = "SKIFF_URL", value_delimiter = ',', required = true)]
+    pub server: Vec<String>,
+    /// Port on 127.0.0.1 of the agent's load balancer in front of the servers.
+    #[arg(long, default_value_t = 6444)]
+    pub lb_server_port: u16,
     /// The server's join token (printed by the server, in `<server data dir>/token`).
     #[arg(long, env = "SKIFF_TOKEN")]
     pub token: Option<String>,
@@ -194,6 +340,10 @@ pub struct AgentArgs {
     /// [default: /var/lib/skiff as root, else ~/.local/share/skiff]
     #[arg(long, env = "SKIFF_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// The cluster's pod network, whose traffic is not masqueraded
+    /// [default: what the server publishes]
+    #[arg(long)]
+    pub cluster_cidr: Option<String>,
     /// The kubelet.
     #[command(flatten)]
     pub kubelet: KubeletArgs,
@@ -228,12 +378,21 @@ impl NodeFiles {
     }
 }
 
+/// Why enrolling through one server failed.
+enum EnrollError {
+    /// The server did not answer: another server may.
+    Unreachable(String),
+    /// The server answered and refused, or answered wrongly: every server would.
+    Refused(String),
+}
+
 async fn enroll(
     server: &str,
     token: &str,
     request: &skiff_apiserver::enroll::EnrollRequest,
-) -> Result<skiff_apiserver::enroll::NodeCredentials, Error> {
-    let join = |message: String| Error::Join(message);
+) -> Result<skiff_apiserver::enroll::NodeCredentials, EnrollError> {
+    let join = |message: String| EnrollError::Refused(message);
+    let unreachable = |message: String| EnrollError::Unreachable(message);
     let server = server.trim_end_matches('/');
     let expected = token_ca_hash(token).ok_or_else(|| {
         join("the token is not a join token (expected K10<ca-sha256>::…, from the server's data dir)".into())
@@ -248,7 +407,7 @@ async fn enroll(
         .get(format!("{server}/cacerts"))
         .send()
         .await
-        .map_err(|e| join(format!("fetching the cluster CA from {server} failed: {e}")))?
+        .map_err(|e| unreachable(format!("fetching the cluster CA from {server} failed: {e}")))?
         .error_for_status()
         .map_err(|e| join(format!("fetching the cluster CA from {server} failed: {e}")))?
         .text()
@@ -271,7 +430,7 @@ async fn enroll(
         .json(request)
         .send()
         .await
-        .map_err(|e| join(format!("requesting node credentials failed: {e}")))?;
+        .map_err(|e| unreachable(format!("requesting node credentials failed: {e}")))?;
     if !response.status().is_success() {
         let status = response.status();
         let body = response.text().await.unwrap_or_default();
@@ -287,6 +446,89 @@ async fn enroll(
         .json()
         .await
         .map_err(|e| join(format!("reading node credentials failed: {e}")))
+}
+
+/// Enroll through the first server that answers; a server that refuses (a wrong token) ends
+/// the attempt, as every server of the cluster would refuse alike.
+async fn enroll_any(
+    servers: &[String],
+    token: &str,
+    request: &skiff_apiserver::enroll::EnrollRequest,
+) -> Result<skiff_apiserver::enroll::NodeCredentials, Error> {
+    let mut last = String::from("no server given");
+    for server in servers {
+        match enroll(server, token, request).await {
+            Ok(credentials) => {
+                tracing::info!(%server, node = %request.node_name, "joined the cluster");
+                return Ok(credentials);
+            }
+            Err(EnrollError::Unreachable(message)) => {
+                tracing::warn!(%server, %message, "server unreachable; trying the next");
+                last = message;
+            }
+            Err(EnrollError::Refused(message)) => return Err(Error::Join(message)),
+        }
+    }
+    Err(Error::Join(last))
+}
+
+/// The API servers (`host:port`) in the `kubernetes` Endpoints: what the balancer learns.
+fn endpoint_addresses(endpoints: &k8s_openapi::api::core::v1::Endpoints) -> Vec<String> {
+    let mut addresses = Vec::new();
+    for subset in endpoints.subsets.iter().flatten() {
+        let port = subset
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some("https"))
+            .or_else(|| subset.ports.iter().flatten().next())
+            .map(|p| p.port);
+        let Some(port) = port else { continue };
+        for address in subset.addresses.iter().flatten() {
+            let address = match address.ip.parse::<IpAddr>() {
+                Ok(ip) => SocketAddr::new(ip, port as u16).to_string(),
+                Err(_) => continue,
+            };
+            if !addresses.contains(&address) {
+                addresses.push(address);
+            }
+        }
+    }
+    addresses
+}
+
+/// Keep the balancer's server list equal to the `kubernetes` Endpoints (k3s does the same), so
+/// servers added to the control plane later are failed over to as well.
+async fn follow_api_servers(
+    client: kube::Client,
+    balancer: skiff_runtime::balancer::Balancer,
+    shutdown: skiff_runtime::CancellationToken,
+) {
+    use futures::StreamExt;
+    use kube::runtime::watcher;
+    let api: kube::Api<k8s_openapi::api::core::v1::Endpoints> =
+        kube::Api::namespaced(client, "default");
+    let config = watcher::Config::default().fields("metadata.name=kubernetes");
+    let mut events = std::pin::pin!(kube::runtime::WatchStreamExt::default_backoff(watcher(
+        api, config
+    )));
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            event = events.next() => event,
+        };
+        match event {
+            Some(Ok(watcher::Event::Apply(endpoints) | watcher::Event::InitApply(endpoints))) => {
+                let addresses = endpoint_addresses(&endpoints);
+                if !addresses.is_empty() {
+                    balancer.set_servers(addresses);
+                }
+            }
+            Some(Ok(_)) => {}
+            Some(Err(error)) => tracing::debug!(%error, "watching the kubernetes endpoints"),
+            None => return,
+        }
+    }
 }
 
 /// Run a worker node until SIGTERM/SIGINT.
@@ -307,11 +549,17 @@ pub async fn run(args: AgentArgs) -> Result<(), Error> {
             None
         }
     };
-    if !args.server.starts_with("https://") {
-        problems.push(format!(
-            "--server {:?}: expected https://HOST:PORT",
-            args.server
-        ));
+    if let Some(cidr) = &args.cluster_cidr
+        && cidr.parse::<skiff_apiserver::allocator::Cidr>().is_err()
+    {
+        problems.push(format!("--cluster-cidr {cidr:?}: not an IPv4 CIDR"));
+    }
+    let mut server_addresses = Vec::new();
+    for server in &args.server {
+        match skiff_runtime::balancer::url_address(server) {
+            Some(address) => server_addresses.push(address),
+            None => problems.push(format!("--server {server:?}: expected https://HOST:PORT")),
+        }
     }
     let (Some(token), true) = (token, problems.is_empty()) else {
         return Err(Error::Config(problems));
@@ -349,13 +597,12 @@ pub async fn run(args: AgentArgs) -> Result<(), Error> {
                 node_name: node_name.clone(),
                 addresses: vec![node_ip],
             };
-            let c = enroll(&args.server, &token, &request).await?;
+            let c = enroll_any(&args.server, &token, &request).await?;
             let json = serde_json::to_vec_pretty(&c).map_err(|e| Error::Join(e.to_string()))?;
             write_private(&files.credentials(), &json).map_err(|source| Error::DataDir {
                 path: files.credentials(),
                 source,
             })?;
-            tracing::info!(server = %args.server, node = %node_name, "joined the cluster");
             c
         }
     };
@@ -363,11 +610,23 @@ pub async fn run(args: AgentArgs) -> Result<(), Error> {
         cert_pem: credentials.client_cert.clone(),
         key_pem: credentials.client_key.clone(),
     };
-    let kubeconfig = skiff_pki::Kubeconfig::new(
-        args.server.trim_end_matches('/'),
-        &credentials.ca,
-        &client_key,
-    );
+    let shutdown = skiff_runtime::CancellationToken::new();
+    // Every component of the node reaches the servers through the balancer (the servers'
+    // certificates cover 127.0.0.1).
+    let balancer = skiff_runtime::balancer::Balancer::start(
+        SocketAddr::new(IpAddr::from([127, 0, 0, 1]), args.lb_server_port),
+        server_addresses,
+        skiff_runtime::balancer::BalancerConfig::default(),
+        shutdown.clone(),
+    )
+    .await
+    .map_err(|e| {
+        Error::Join(format!(
+            "starting the API server load balancer on 127.0.0.1:{} failed: {e}",
+            args.lb_server_port
+        ))
+    })?;
+    let kubeconfig = skiff_pki::Kubeconfig::new(&balancer.url(), &credentials.ca, &client_key);
     write_private(&files.kubeconfig(), kubeconfig.to_yaml().as_bytes()).map_err(|source| {
         Error::DataDir {
             path: files.kubeconfig(),
@@ -379,11 +638,20 @@ pub async fn run(args: AgentArgs) -> Result<(), Error> {
         key_pem: credentials.serving_key.clone(),
     };
     let tls = kubelet_tls(&credentials.ca, &serving)?;
-    let config = args.kubelet.config(&data_dir, node_ip, &[], tls);
     let client = skiff_runtime::client::from_kubeconfig(&files.kubeconfig())
         .await
         .map_err(Error::Client)?;
-    let shutdown = skiff_runtime::CancellationToken::new();
+    tokio::spawn(follow_api_servers(
+        client.clone(),
+        balancer,
+        shutdown.clone(),
+    ));
+    // Asked on every start, so a node follows the server's current flags.
+    let mut defaults = read_defaults(&client).await;
+    if args.cluster_cidr.is_some() {
+        defaults.cluster_cidr = args.cluster_cidr.clone();
+    }
+    let config = args.kubelet.config(&data_dir, node_ip, &[], tls, &defaults);
     let stop = shutdown.clone();
     tokio::spawn(async move {
         crate::server::shutdown_signal().await;
@@ -412,6 +680,49 @@ fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn api_servers_come_from_the_https_port_of_the_kubernetes_endpoints() {
+        let endpoints: k8s_openapi::api::core::v1::Endpoints =
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "kubernetes", "namespace": "default"},
+                "subsets": [{
+                    "addresses": [{"ip": "10.0.0.1"}, {"ip": "10.0.0.2"}, {"ip": "fd00::3"}],
+                    "ports": [{"name": "https", "port": 6443, "protocol": "TCP"}]
+                }]
+            }))
+            .unwrap();
+        assert_eq!(
+            endpoint_addresses(&endpoints),
+            ["10.0.0.1:6443", "10.0.0.2:6443", "[fd00::3]:6443"]
+        );
+        let empty = k8s_openapi::api::core::v1::Endpoints::default();
+        assert!(endpoint_addresses(&empty).is_empty());
+    }
+
+    #[test]
+    fn cloud_flags_are_checked() {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            kubelet: KubeletArgs,
+        }
+        let parse = |args: &[&str]| {
+            let w = <Wrapper as clap::Parser>::try_parse_from(
+                std::iter::once("kubelet").chain(args.iter().copied()),
+            )
+            .unwrap();
+            let mut problems = Vec::new();
+            w.kubelet.validate(&mut problems);
+            problems
+        };
+        assert!(parse(&["--cloud-provider", "external", "--node-zone", "rack-a"]).is_empty());
+        assert!(parse(&["--cloud-provider="]).is_empty());
+        assert_eq!(
+            parse(&["--cloud-provider", "aws", "--node-region=-bad"]).len(),
+            2
+        );
+    }
 
     #[test]
     fn join_tokens_pin_the_ca() {

@@ -96,6 +96,31 @@ pub struct ControllerOptions {
     /// How often every quota's usage is recalculated in full.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub resource_quota_sync_period: Duration,
+    /// Do not run the cloud-controller loops (node initialization, cloud node lifecycle,
+    /// routes, load balancers), e.g. because another cloud controller manager runs them.
+    #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+    pub disable_cloud_controller: bool,
+    /// The cloud provider the cloud-controller loops talk to.
+    #[arg(long, default_value = skiff_controllers::cloud::local::NAME)]
+    pub cloud_provider: String,
+    /// The cloud provider's configuration file (YAML or JSON).
+    #[arg(long)]
+    pub cloud_config: Option<PathBuf>,
+    /// The cluster's name, for providers that name cloud resources after it.
+    #[arg(long, default_value = "kubernetes")]
+    pub cluster_name: String,
+    /// Program routes to node pod CIDRs in the cloud provider (with --allocate-node-cidrs).
+    #[arg(long, default_value_t = true, action = ArgAction::Set)]
+    pub configure_cloud_routes: bool,
+    /// How often the cloud provider's route table is reconciled.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub route_reconciliation_period: Duration,
+    /// How often initialized nodes' addresses are refreshed from the cloud provider.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub node_status_update_frequency: Duration,
+    /// Services whose load balancers are synced at once.
+    #[arg(long, default_value_t = 1)]
+    pub concurrent_service_syncs: usize,
 }
 
 /// Parse the options from `--kube-controller-manager-arg` values (`key=value`, with or
@@ -151,6 +176,56 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 impl ControllerOptions {
+    /// `--controllers`, less the cloud loops under `--disable-cloud-controller`.
+    fn selection(&self) -> Vec<String> {
+        let mut selection = self.controllers.clone();
+        if self.disable_cloud_controller {
+            selection.extend(
+                skiff_controllers::manager::CLOUD_LOOPS
+                    .iter()
+                    .map(|name| format!("-{name}")),
+            );
+        }
+        selection
+    }
+
+    /// Whether these options run the cloud node controller, which initializes nodes that
+    /// register with the `uninitialized` taint (so kubelets should register that way).
+    pub fn runs_cloud_node_controller(&self) -> bool {
+        skiff_controllers::registry()
+            .and_then(|r| {
+                r.select(&self.selection())
+                    .map_err(skiff_controllers::Error::Registry)
+            })
+            .is_ok_and(|selected| {
+                selected
+                    .iter()
+                    .any(|d| d.name == skiff_controllers::cloud::node::NAME)
+            })
+    }
+
+    /// The cloud provider's settings, reading `--cloud-config`.
+    fn provider_settings(&self) -> Result<skiff_controllers::cloud::ProviderSettings, String> {
+        let config = match &self.cloud_config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("--cloud-config {}: {e}", path.display()))?;
+                let value: serde_json::Value = serde_yaml::from_str(&text)
+                    .map_err(|e| format!("--cloud-config {}: {e}", path.display()))?;
+                Some(value)
+            }
+            None => None,
+        };
+        let settings = skiff_controllers::cloud::ProviderSettings {
+            name: self.cloud_provider.clone(),
+            cluster_name: self.cluster_name.clone(),
+            config,
+        };
+        skiff_controllers::cloud::validate(&settings)
+            .map_err(|e| format!("--cloud-provider: {e}"))?;
+        Ok(settings)
+    }
+
     /// Check the options and build the controllers' configuration.
     pub fn validate(&self, root_ca_pem: Option<String>) -> Result<Config, Error> {
         let mut problems = Vec::new();
@@ -177,7 +252,7 @@ impl ControllerOptions {
         }
         match skiff_controllers::registry() {
             Ok(registry) => {
-                if let Err(e) = registry.select(&self.controllers) {
+                if let Err(e) = registry.select(&self.selection()) {
                     problems.push(format!("--controllers: {e}"));
                 }
             }
@@ -207,6 +282,23 @@ impl ControllerOptions {
         if !(0.0..=1.0).contains(&self.unhealthy_zone_threshold) {
             problems.push("--unhealthy-zone-threshold: must be between 0 and 1".into());
         }
+        if self.route_reconciliation_period.is_zero() {
+            problems.push("--route-reconciliation-period must be positive".into());
+        }
+        if self.node_status_update_frequency.is_zero() {
+            problems.push("--node-status-update-frequency must be positive".into());
+        }
+        let provider = if self.disable_cloud_controller {
+            None
+        } else {
+            match self.provider_settings() {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    problems.push(e);
+                    None
+                }
+            }
+        };
         let root_ca_pem = match &self.root_ca_file {
             Some(path) => match std::fs::read_to_string(path) {
                 Ok(pem) => Some(pem),
@@ -220,8 +312,9 @@ impl ControllerOptions {
         if !problems.is_empty() {
             return Err(Error::Config(problems));
         }
+        let defaults = skiff_controllers::config::CloudConfig::default();
         Ok(Config {
-            controllers: self.controllers.clone(),
+            controllers: self.selection(),
             leader_elect: self.leader_elect,
             lease_duration: self.leader_elect_lease_duration,
             renew_deadline: self.leader_elect_renew_deadline,
@@ -242,6 +335,13 @@ impl ControllerOptions {
             hpa_downscale_stabilization: self.horizontal_pod_autoscaler_downscale_stabilization,
             hpa_tolerance: self.horizontal_pod_autoscaler_tolerance,
             resource_quota_sync_period: self.resource_quota_sync_period,
+            cloud: skiff_controllers::config::CloudConfig {
+                provider: provider.unwrap_or(defaults.provider),
+                configure_routes: self.configure_cloud_routes,
+                route_reconciliation_period: self.route_reconciliation_period,
+                node_status_update_frequency: self.node_status_update_frequency,
+                service_workers: self.concurrent_service_syncs.max(1),
+            },
             ..Config::default()
         })
     }
@@ -333,5 +433,43 @@ mod tests {
             panic!("expected a configuration error");
         };
         assert_eq!(problems.len(), 2, "{problems:?}");
+    }
+
+    #[test]
+    fn the_cloud_controller_can_be_disabled_and_its_provider_is_checked() {
+        let o = options_from_args(&[]).unwrap();
+        assert!(o.runs_cloud_node_controller());
+        let off = options_from_args(&["disable-cloud-controller".into()]).unwrap();
+        assert!(!off.runs_cloud_node_controller());
+        let config = off.validate(None).unwrap();
+        assert!(
+            config
+                .controllers
+                .contains(&"-service-lb-controller".to_owned())
+        );
+        let no_init = options_from_args(&["controllers=*,-cloud-node".into()]).unwrap();
+        assert!(!no_init.runs_cloud_node_controller());
+        let mut bad = options_from_args(&["cloud-provider=gce".into()]).unwrap();
+        let Err(Error::Config(problems)) = bad.validate(None) else {
+            panic!("expected a configuration error");
+        };
+        assert_eq!(
+            problems,
+            ["--cloud-provider: unknown cloud provider \"gce\" (known: local)"]
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cloud.yaml");
+        std::fs::write(
+            &file,
+            "loadBalancer:\n  addressPool: [192.0.2.10-192.0.2.20]\n",
+        )
+        .unwrap();
+        bad.cloud_provider = "local".into();
+        bad.cloud_config = Some(file);
+        let config = bad.validate(None).unwrap();
+        assert_eq!(
+            config.cloud.provider.config.unwrap()["loadBalancer"]["addressPool"][0],
+            "192.0.2.10-192.0.2.20"
+        );
     }
 }

@@ -55,6 +55,11 @@ pub struct ServerArgs {
     /// Do not run the controller manager in this process.
     #[arg(long)]
     pub disable_controller_manager: bool,
+    /// Do not run the cloud-controller loops (node initialization, routes, load balancers)
+    /// in the in-process controller manager; kubelets then register without the
+    /// `uninitialized` taint.
+    #[arg(long)]
+    pub disable_cloud_controller: bool,
     /// CIDR that node pod CIDRs are allocated from.
     #[arg(long, default_value = "10.42.0.0/16")]
     pub cluster_cidr: String,
@@ -138,6 +143,8 @@ pub struct ServerConfig {
     pub encryption: Option<skiff_apiserver::encryption::EncryptionConfig>,
     /// The in-process scheduler's options (`None`: disabled).
     pub scheduler: Option<skiff_scheduler::Options>,
+    /// What kubelets of this cluster default to (published for joining agents).
+    pub agent_defaults: crate::agent::ClusterDefaults,
 }
 
 /// The default data directory: `/var/lib/skiff` as root, else `~/.local/share/skiff`.
@@ -172,6 +179,9 @@ impl ServerArgs {
             None
         } else {
             let mut args = vec![format!("cluster-cidr={}", self.cluster_cidr)];
+            if self.disable_cloud_controller {
+                args.push("disable-cloud-controller=true".into());
+            }
             args.extend(self.kube_controller_manager_arg.iter().cloned());
             match crate::controller_manager::options_from_args(&args) {
                 Ok(o) => {
@@ -300,6 +310,13 @@ impl ServerArgs {
         else {
             return Err(Error::Config(problems));
         };
+        // Like k3s: kubelets wait for the cloud node controller when this server runs one.
+        let agent_defaults = crate::agent::ClusterDefaults {
+            external_cloud_provider: controllers
+                .as_ref()
+                .is_some_and(|o| o.runs_cloud_node_controller()),
+            cluster_cidr: Some(self.cluster_cidr.clone()),
+        };
         let data_dir = self.data_dir.unwrap_or_else(default_data_dir);
         let kubeconfig = self
             .write_kubeconfig
@@ -328,6 +345,7 @@ impl ServerArgs {
             snapshots,
             encryption,
             scheduler,
+            agent_defaults,
         })
     }
 }
@@ -427,6 +445,18 @@ pub async fn run(args: ServerArgs) -> Result<(), Error> {
         "nodes join with: skiff agent --server {url} --token-file <copy of the token file>"
     );
 
+    // Joining agents read the defaults this server's flags imply.
+    match skiff_runtime::client::from_kubeconfig(&config.kubeconfig).await {
+        Ok(admin) => {
+            if let Err(e) = crate::agent::publish_defaults(&admin, &config.agent_defaults).await {
+                tracing::warn!(error = %crate::error_chain(&e), "publishing the agent defaults failed");
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %crate::error_chain(&e), "publishing the agent defaults failed")
+        }
+    }
+
     // Each in-process component reaches the API through its own kubeconfig and client
     // certificate, as it would running alone.
     let mut components =
@@ -434,7 +464,9 @@ pub async fn run(args: ServerArgs) -> Result<(), Error> {
             path: config.data_dir.join("cred"),
             source,
         })?;
-    let local_url = format!("https://127.0.0.1:{}", server.local_addr.port());
+    // In-process components dial the address the server listens on (loopback when it listens
+    // on every address), never an address it may not serve.
+    let local_url = url.clone();
     if let Some(kubelet) = &config.kubelet {
         let node_name = kubelet.node_name();
         let node_ip = kubelet
@@ -458,6 +490,7 @@ pub async fn run(args: ServerArgs) -> Result<(), Error> {
             node_ip,
             &[("node-role.kubernetes.io/control-plane", "true")],
             tls,
+            &config.agent_defaults,
         );
         let client = skiff_runtime::client::from_kubeconfig(&path)
             .await

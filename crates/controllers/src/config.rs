@@ -104,6 +104,39 @@ pub struct Config {
     /// Per-loop worker counts are upstream's `--concurrent-*-syncs`; this scales them all
     /// (1 = upstream defaults).
     pub workers_scale: usize,
+    /// The cloud-controller loops' settings.
+    pub cloud: CloudConfig,
+}
+
+/// Settings of the cloud-controller loops (upstream cloud-controller-manager flags).
+#[derive(Debug, Clone)]
+pub struct CloudConfig {
+    /// The provider: `--cloud-provider`, `--cloud-config`, `--cluster-name`.
+    pub provider: crate::cloud::ProviderSettings,
+    /// `--configure-cloud-routes`: whether the route controller programs routes.
+    pub configure_routes: bool,
+    /// `--route-reconciliation-period`.
+    pub route_reconciliation_period: Duration,
+    /// `--node-status-update-frequency`: how often node addresses are refreshed.
+    pub node_status_update_frequency: Duration,
+    /// `--concurrent-service-syncs`.
+    pub service_workers: usize,
+}
+
+impl Default for CloudConfig {
+    fn default() -> Self {
+        CloudConfig {
+            provider: crate::cloud::ProviderSettings {
+                name: crate::cloud::local::NAME.into(),
+                cluster_name: "kubernetes".into(),
+                config: None,
+            },
+            configure_routes: true,
+            route_reconciliation_period: Duration::from_secs(10),
+            node_status_update_frequency: Duration::from_secs(300),
+            service_workers: 1,
+        }
+    }
 }
 
 impl Default for Config {
@@ -135,6 +168,7 @@ impl Default for Config {
             resource_quota_sync_period: Duration::from_secs(300),
             discovery_period: Duration::from_secs(30),
             workers_scale: 1,
+            cloud: CloudConfig::default(),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! What every loop gets when it starts: the API client, the shared informers of this
-//! leadership term, the configuration, event recorders, and the token that ends the term.
+//! leadership term, the configuration, the cloud provider, event recorders, and the token that
+//! ends the term.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -12,6 +13,7 @@ use skiff_runtime::discovery::Resources;
 use skiff_runtime::events::Recorder;
 use skiff_runtime::{CancellationToken, Informer, Informers};
 
+use crate::cloud::CloudProvider;
 use crate::{Config, Error, Result};
 
 /// A loop's context. Cheap to clone.
@@ -25,6 +27,8 @@ pub struct Context {
     pub config: Arc<Config>,
     /// Cancelled when leadership is lost or the process stops.
     pub stop: CancellationToken,
+    /// The cloud provider of the cloud-controller loops (`None`: none is configured).
+    pub cloud: Option<Arc<dyn CloudProvider>>,
     recorders: Arc<Mutex<HashMap<&'static str, Recorder>>>,
     discovered: Arc<tokio::sync::Mutex<Option<Discovered>>>,
 }
@@ -43,9 +47,16 @@ impl Context {
             client,
             config,
             stop,
+            cloud: None,
             recorders: Arc::new(Mutex::new(HashMap::new())),
             discovered: Arc::new(tokio::sync::Mutex::new(None)),
         }
+    }
+
+    /// The same context with a cloud provider.
+    pub fn with_cloud(mut self, cloud: Option<Arc<dyn CloudProvider>>) -> Context {
+        self.cloud = cloud;
+        self
     }
 
     /// The event recorder of `component` (`replicaset-controller`), one per component so

@@ -4,10 +4,13 @@
 //! Every loop is one module with its own tests and registers a [`Descriptor`] in
 //! [`registry`]; [`manager::run`] resolves `--controllers`, campaigns for the
 //! `kube-system/kube-controller-manager` Lease and, while it leads, runs the selected loops
-//! on shared informers. All loops are built on `skiff-runtime` (informers, work queues,
+//! on shared informers. The cloud-controller roles (node initialization, node lifecycle,
+//! routes, load balancers) are loops of the same registry, written against the
+//! [`cloud::CloudProvider`] trait. All loops are built on `skiff-runtime` (informers, work queues,
 //! expectations, the reconcile runner, the event recorder).
 
 pub mod claim;
+pub mod cloud;
 pub mod config;
 pub mod context;
 pub mod cron;
@@ -59,6 +62,9 @@ pub enum Error {
     /// The shared runtime failed (discovery, client construction).
     #[error("controller runtime failed")]
     Runtime(#[source] skiff_runtime::Error),
+    /// The cloud provider could not be built.
+    #[error("starting the cloud provider failed")]
+    CloudProvider(#[source] cloud::CloudError),
     /// The controller registry or `--controllers` is inconsistent.
     #[error("selecting controllers failed")]
     Registry(#[source] RegistryError),
@@ -70,6 +76,15 @@ pub enum Error {
         object: String,
         /// What is wrong.
         message: String,
+    },
+    /// A cloud provider call failed.
+    #[error("{action} failed")]
+    Cloud {
+        /// What was being done (`ensuring load balancer of service default/web`).
+        action: String,
+        /// The cause.
+        #[source]
+        source: cloud::CloudError,
     },
     /// Encoding an object failed.
     #[error("encoding {what} failed")]
@@ -187,6 +202,16 @@ pub fn registry() -> Result<Registry<Context>> {
             &["horizontalpodautoscaling"],
             hpa::start,
         ),
+        // The cloud-controller roles, under the names and aliases upstream's
+        // cloud-controller-manager gives them.
+        Descriptor::new(cloud::node::NAME, &["cloud-node"], cloud::node::start),
+        Descriptor::new(
+            cloud::nodelifecycle::NAME,
+            &["cloud-node-lifecycle"],
+            cloud::nodelifecycle::start,
+        ),
+        Descriptor::new(cloud::route::NAME, &["route"], cloud::route::start),
+        Descriptor::new(cloud::service::NAME, &["service"], cloud::service::start),
     ];
     for d in all {
         r.register(d).map_err(Error::Registry)?;

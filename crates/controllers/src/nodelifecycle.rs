@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, NodeCondition, Pod, Taint};
+use k8s_openapi::api::core::v1::{Node, NodeCondition, ObjectReference, Pod, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
@@ -66,6 +66,8 @@ struct Health {
     probe: Instant,
     heartbeat: Option<Timestamp>,
     lease_renew: Option<Timestamp>,
+    /// The node's uid, for the event when it goes away.
+    uid: Option<String>,
 }
 
 /// A zone's health (upstream `ZoneState`).
@@ -235,9 +237,46 @@ impl NodeLifecycle {
         let now = Timestamp::now();
         // 1. Heartbeats → conditions.
         let mut updated: Vec<Node> = Vec::new();
-        {
+        // Nodes coming and going, told as upstream's node controller tells them.
+        let (registered, removed) = {
             let mut health = self.health.lock();
-            health.retain(|name, _| nodes.iter().any(|n| n.name_any() == *name));
+            let mut removed = Vec::new();
+            health.retain(|name, h| {
+                let keep = nodes.iter().any(|n| n.name_any() == *name);
+                if !keep {
+                    removed.push((name.clone(), h.uid.clone()));
+                }
+                keep
+            });
+            let registered: Vec<&Arc<Node>> = nodes
+                .iter()
+                .filter(|n| !health.contains_key(&n.name_any()))
+                .collect();
+            (registered, removed)
+        };
+        for node in registered {
+            let name = node.name_any();
+            self.recorder.publish(
+                &reference(&**node),
+                EventType::Normal,
+                "RegisteredNode",
+                &format!("Node {name} event: Registered Node {name} in Controller"),
+            );
+        }
+        for (name, uid) in removed {
+            let node = ObjectReference {
+                kind: Some("Node".into()),
+                api_version: Some("v1".into()),
+                name: Some(name.clone()),
+                uid,
+                ..ObjectReference::default()
+            };
+            self.recorder.publish(
+                &node,
+                EventType::Normal,
+                "RemovingNode",
+                &format!("Node {name} event: Removing Node {name} from Controller"),
+            );
         }
         for node in &nodes {
             let name = node.name_any();
@@ -254,6 +293,7 @@ impl NodeLifecycle {
                     probe: Instant::now(),
                     heartbeat,
                     lease_renew,
+                    uid: node.metadata.uid.clone(),
                 });
                 if h.heartbeat != heartbeat || h.lease_renew != lease_renew {
                     h.probe = Instant::now();

@@ -55,6 +55,10 @@ pub struct KubeletConfig {
     pub version: String,
     /// How often static pod manifests are read (upstream's `--file-check-frequency`).
     pub manifest_check_interval: Duration,
+    /// What the node tells the cloud controllers (`--cloud-provider`, zone, addresses).
+    pub cloud: crate::cloud::CloudOptions,
+    /// The pod network between nodes (cluster CIDR for masquerading).
+    pub network: crate::hostgw::NetworkOptions,
 }
 
 impl KubeletConfig {

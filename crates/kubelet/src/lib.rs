@@ -9,12 +9,15 @@
 //! `/stats/summary` and `/metrics/resource`), and pods over their local storage limits are
 //! evicted ([`eviction`]). The kubelet is a client of the API server like any other
 //! component; the API server reaches it for logs, exec, attach, port-forward and stats
-//! through its HTTPS API ([`server`]).
+//! through its HTTPS API ([`server`]). It tells the cloud controllers about its machine
+//! ([`cloud`]) and routes pod traffic to the other nodes ([`hostgw`]).
 
+pub mod cloud;
 pub mod cni;
 pub mod config;
 pub mod containerd;
 pub mod eviction;
+pub mod hostgw;
 pub mod images;
 pub mod logs;
 pub mod node;
@@ -258,18 +261,26 @@ pub async fn run(
     manager
         .run(pods, config.manifests_dir(), config.manifest_check_interval)
         .await;
+    // A clean stop: the local cloud provider reports the machine shut down until it is back.
+    cloud::mark_shutdown(&client, &config.node_name).await;
     Ok(())
 }
 
-/// Write the CNI configuration once the pod CIDR is known, and report status right away so
-/// the node turns Ready without waiting for the next status period.
+/// Write the CNI configuration once the pod CIDR is known, start keeping the routes to the
+/// other nodes' pods, and report status right away so the node turns Ready without waiting
+/// for the next status period.
 async fn configure_network(
     client: Client,
     config: KubeletConfig,
     agent: Arc<node::NodeAgent>,
     shutdown: CancellationToken,
 ) {
-    let nodes: kube::Api<Node> = kube::Api::all(client);
+    let nodes: kube::Api<Node> = kube::Api::all(client.clone());
+    // Without iptables-restore the bridge plugin keeps masquerading (and pod traffic between
+    // nodes is NATed).
+    let kubelet_masquerades = tokio::task::spawn_blocking(hostgw::Commands::can_masquerade)
+        .await
+        .unwrap_or(false);
     loop {
         let cidr = match &config.pod_cidr {
             Some(c) => Some(c.clone()),
@@ -285,10 +296,21 @@ async fn configure_network(
                 &config.cni_conf_dir(),
                 &cidr,
                 &config.root_dir.join("cni/ipam"),
+                !kubelet_masquerades,
             ) {
                 Ok(changed) => {
                     if changed {
                         tracing::info!(pod_cidr = %cidr, "configured the pod network");
+                    }
+                    if kubelet_masquerades {
+                        tokio::spawn(hostgw::run_routes(
+                            client.clone(),
+                            config.node_name.clone(),
+                            cidr.clone(),
+                            config.network.clone(),
+                            Arc::new(hostgw::Commands),
+                            shutdown.clone(),
+                        ));
                     }
                     // The runtime notices the configuration within a moment.
                     for _ in 0..50 {
@@ -404,6 +426,8 @@ pub(crate) mod tests {
             status_report_interval: std::time::Duration::from_secs(60),
             version: "v1.35.0-skiff".into(),
             manifest_check_interval: std::time::Duration::from_secs(20),
+            cloud: Default::default(),
+            network: Default::default(),
         }
     }
 }

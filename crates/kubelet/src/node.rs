@@ -300,12 +300,13 @@ impl NodeAgent {
     pub async fn register(&self) -> Result<Node, Error> {
         let machine = sysinfo::machine();
         let labels = labels(&self.config, &machine);
-        let taints: Vec<Value> = self
+        let mut taints: Vec<Value> = self
             .config
             .node_taints
             .iter()
             .filter_map(|t| parse_taint(t))
             .collect();
+        taints.extend(crate::cloud::registration_taints(&self.config));
         let mut spec = json!({});
         if !taints.is_empty() {
             spec["taints"] = json!(taints);
@@ -316,7 +317,11 @@ impl NodeAgent {
         }
         let node: Node = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Node",
-            "metadata": { "name": self.config.node_name, "labels": labels },
+            "metadata": {
+                "name": self.config.node_name,
+                "labels": labels,
+                "annotations": crate::cloud::annotations(&self.config),
+            },
             "spec": spec,
         }))
         .map_err(|e| Error::Invalid(format!("node object: {e}")))?;
@@ -331,7 +336,10 @@ impl NodeAgent {
                 n
             }
             Err(kube::Error::Api(s)) if s.code == 409 => {
-                let patch = json!({ "metadata": { "labels": labels } });
+                let patch = json!({ "metadata": {
+                    "labels": labels,
+                    "annotations": crate::cloud::annotations_patch(&self.config),
+                } });
                 api.patch(
                     &self.config.node_name,
                     &patch_params(),

@@ -10,6 +10,7 @@
 //! - [`leader`]: leader election through a `coordination.k8s.io` Lease;
 //! - [`events`]: an Event recorder with upstream's de-duplication (count/series);
 //! - [`client`]: building a client from a kubeconfig file;
+//! - [`balancer`]: a loopback TCP balancer over several API servers, for agents;
 //! - [`registry`]: name-keyed descriptors of control loops and `--controllers` selection;
 //! - [`expectations`]: creations and deletions a controller waits to observe;
 //! - [`owner`]: controller references, adoption and release;
@@ -18,6 +19,7 @@
 //! Nothing here knows about a particular component; components depend on this crate and never
 //! on each other.
 
+pub mod balancer;
 pub mod client;
 pub mod controller;
 pub mod discovery;

@@ -60,12 +60,17 @@ struct Member {
     child: Option<Child>,
 }
 
-/// A running etcd cluster of one or more members on loopback.
+/// A running etcd cluster of one or more members on loopback (or on a network namespace's
+/// address, see [`EtcdCluster::start_in`]).
 pub struct EtcdCluster {
     members: Vec<Member>,
     initial_cluster: String,
-    tls: Option<EtcdTls>,
+    tls: Option<Box<EtcdTls>>,
     dir: tempfile::TempDir,
+    /// The address every member listens on.
+    host: String,
+    /// The network namespace the members run in (its name under /var/run/netns), if any.
+    netns: Option<String>,
 }
 
 impl EtcdCluster {
@@ -77,9 +82,24 @@ impl EtcdCluster {
     /// Start an etcd cluster of `members` members and wait until it has a leader. With
     /// `tls`, clients must use HTTPS and present a certificate (see [`EtcdCluster::tls`]).
     pub fn start_members(members: usize, tls: bool) -> Result<EtcdCluster> {
+        Self::start_at(members, tls, "127.0.0.1", None)
+    }
+
+    /// Start a single-member etcd inside `netns`, listening on `host` (an address of that
+    /// namespace, e.g. a [`crate::TestLan`]'s hub), for servers in neighbouring namespaces.
+    pub fn start_in(netns: &crate::NetNs, host: &str) -> Result<EtcdCluster> {
+        Self::start_at(1, false, host, Some(netns.name().to_owned()))
+    }
+
+    fn start_at(
+        members: usize,
+        tls: bool,
+        host: &str,
+        netns: Option<String>,
+    ) -> Result<EtcdCluster> {
         let dir = tempfile::Builder::new().prefix("skiff-etcd-").tempdir()?;
         let tls = if tls {
-            Some(EtcdTls::create(&dir.path().join("pki"))?)
+            Some(Box::new(EtcdTls::create(&dir.path().join("pki"))?))
         } else {
             None
         };
@@ -94,7 +114,7 @@ impl EtcdCluster {
             .collect();
         let initial_cluster = members
             .iter()
-            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .map(|m| format!("{}=http://{host}:{}", m.name, m.peer_port))
             .collect::<Vec<_>>()
             .join(",");
         let mut cluster = EtcdCluster {
@@ -102,6 +122,8 @@ impl EtcdCluster {
             initial_cluster,
             tls,
             dir,
+            host: host.to_owned(),
+            netns,
         };
         for i in 0..cluster.members.len() {
             cluster.spawn(i)?;
@@ -123,9 +145,17 @@ impl EtcdCluster {
             .create(true)
             .append(true)
             .open(&log_path)?;
-        let client_url = format!("{scheme}://127.0.0.1:{}", member.client_port);
-        let peer_url = format!("http://127.0.0.1:{}", member.peer_port);
-        let mut cmd = Command::new(etcd_binary());
+        let client_url = format!("{scheme}://{}:{}", self.host, member.client_port);
+        let peer_url = format!("http://{}:{}", self.host, member.peer_port);
+        let mut cmd = match &self.netns {
+            Some(netns) => {
+                let mut cmd = Command::new("nsenter");
+                cmd.arg(format!("--net=/var/run/netns/{netns}"))
+                    .arg(etcd_binary());
+                cmd
+            }
+            None => Command::new(etcd_binary()),
+        };
         cmd.arg("--name")
             .arg(&member.name)
             .arg("--data-dir")
@@ -163,7 +193,7 @@ impl EtcdCluster {
 
     /// The TLS files, for a cluster started with TLS.
     pub fn tls(&self) -> Option<&EtcdTls> {
-        self.tls.as_ref()
+        self.tls.as_deref()
     }
 
     /// The member's log file.
@@ -185,7 +215,7 @@ impl EtcdCluster {
     pub fn endpoints(&self) -> Vec<String> {
         self.members
             .iter()
-            .map(|m| format!("{}://127.0.0.1:{}", self.scheme(), m.client_port))
+            .map(|m| format!("{}://{}:{}", self.scheme(), self.host, m.client_port))
             .collect()
     }
 
@@ -194,7 +224,7 @@ impl EtcdCluster {
         let hosts: Vec<String> = self
             .members
             .iter()
-            .map(|m| format!("127.0.0.1:{}", m.client_port))
+            .map(|m| format!("{}:{}", self.host, m.client_port))
             .collect();
         format!("etcd://{}", hosts.join(","))
     }
@@ -244,6 +274,18 @@ impl EtcdCluster {
     /// an open port (the probe speaks plain HTTP).
     pub fn member_healthy(&self, i: usize) -> bool {
         let port = self.members[i].client_port;
+        if let Some(netns) = &self.netns {
+            // The probe must run where the member listens.
+            return Command::new("nsenter")
+                .arg(format!("--net=/var/run/netns/{netns}"))
+                .args(["curl", "-sf", "--max-time", "2"])
+                .arg(format!("http://{}:{port}/health", self.host))
+                .stderr(Stdio::null())
+                .output()
+                .is_ok_and(|out| {
+                    String::from_utf8_lossy(&out.stdout).contains("\"health\":\"true\"")
+                });
+        }
         if self.tls.is_some() {
             return TcpStream::connect(("127.0.0.1", port)).is_ok();
         }

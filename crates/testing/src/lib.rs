@@ -153,6 +153,9 @@ pub struct ServerOptions {
     /// Copy this `tls` directory (CA, service-account key, admin credentials) into the new
     /// data directory first, so the server joins an existing cluster's trust domain.
     pub copy_tls_from: Option<PathBuf>,
+    /// Run the server (and kubectl against it) in this network namespace, e.g. a host of a
+    /// [`TestLan`]; `host` is then its address there.
+    pub netns: Option<NetNs>,
 }
 
 /// A running `skiff server` process.
@@ -177,7 +180,8 @@ impl TestCluster {
         Self::start_with(&["--disable-agent"])
     }
 
-    /// Start a server on the default backend with extra flags.
+    /// Start a server on the default backend with extra flags. Outside a network namespace
+    /// the server never runs a kubelet (`--disable-agent` is implied).
     pub fn start_with(extra: &[&str]) -> Result<TestCluster> {
         Self::start_on(Backend::from_env(), extra)
     }
@@ -205,7 +209,9 @@ impl TestCluster {
         })
     }
 
-    /// Start a server as `options` say.
+    /// Start a server as `options` say. Outside a network namespace it runs no node
+    /// (`--disable-agent` is added): a node's pod network must never live in the machine's
+    /// own namespace.
     pub fn start_server(options: ServerOptions) -> Result<TestCluster> {
         let data_dir = tempfile::Builder::new().prefix("skiff-test-").tempdir()?;
         if let Some(from) = &options.copy_tls_from {
@@ -228,7 +234,7 @@ impl TestCluster {
                 .to_string(),
             flags: options.flags,
             etcd: options.etcd,
-            netns: None,
+            netns: options.netns,
             port: options.port.unwrap_or_else(free_port),
         };
         cluster.spawn()?;
@@ -277,7 +283,8 @@ impl TestCluster {
         Ok(cluster)
     }
 
-    /// Wait until the node is Ready and the test image is on it.
+    /// Wait until the node is Ready, initialized by the cloud node controller (if the server
+    /// runs one) and the test image is on it.
     pub fn wait_node_ready(&self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
@@ -292,7 +299,7 @@ impl TestCluster {
             let has_image = node
                 .as_ref()
                 .is_some_and(|n| n["status"]["images"].to_string().contains(BUSYBOX_IMAGE));
-            if ready && has_image {
+            if ready && has_image && node.as_ref().is_some_and(initialized) {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -330,13 +337,21 @@ impl TestCluster {
             // neighbouring namespaces join it; nothing outside can reach it) and advertises
             // the node address its flags name.
             .args(["--bind-address", &self.host])
-            .args(if self.netns.is_none() {
-                vec!["--advertise-address", self.host.as_str()]
-            } else {
-                Vec::new()
-            })
+            .args(
+                (!self.flags.iter().any(|f| f == "--advertise-address"))
+                    .then_some(["--advertise-address", self.host.as_str()])
+                    .into_iter()
+                    .flatten(),
+            )
             .args(["--https-port", &self.port.to_string()])
             .args(&self.flags)
+            // A kubelet outside a test's own network namespace would start containerd, program
+            // routes and masquerade rules on the machine itself: only `with_node` clusters
+            // (which have a namespace) run one.
+            .args(
+                (self.netns.is_none() && !self.flags.iter().any(|f| f == "--disable-agent"))
+                    .then_some("--disable-agent"),
+            )
             // Parallel test servers must not fight over the scheduler's default metrics port.
             .args(
                 (!self
@@ -707,13 +722,31 @@ impl TestCluster {
 
     /// Join a second node with `skiff agent` from a network namespace of its own, linked to
     /// the server's by a veth pair (the server's namespace must come from
-    /// [`TestCluster::with_node`]); waits until the node is Ready with the test image.
+    /// [`TestCluster::with_node`]); waits until the node is Ready and initialized with the
+    /// test image.
     pub fn join_agent(&self, node_name: &str, extra: &[&str]) -> Result<TestAgent> {
         let server_ns = self
             .netns
             .as_ref()
             .context("join_agent needs a cluster started with_node")?;
         let netns = server_ns.split_peer(AGENT_IP)?;
+        let servers = [format!("https://{NODE_IP}:{}", self.port)];
+        let mut flags = vec!["--pod-cidr", "10.42.1.0/24"];
+        flags.extend_from_slice(extra);
+        self.join_agent_in(netns, AGENT_IP, &servers, node_name, &flags)
+    }
+
+    /// Join a node with `skiff agent` running in `netns` (where its address is `node_ip`),
+    /// naming `servers` (URLs reachable from there) and this cluster's join token; waits
+    /// until the node is Ready with the test image.
+    pub fn join_agent_in(
+        &self,
+        netns: NetNs,
+        node_ip: &str,
+        servers: &[String],
+        node_name: &str,
+        extra: &[&str],
+    ) -> Result<TestAgent> {
         let data_dir = tempfile::Builder::new().prefix("skiff-agent-").tempdir()?;
         let images = data_dir.path().join("agent/images");
         std::fs::create_dir_all(&images)?;
@@ -724,12 +757,11 @@ impl TestCluster {
         let child = netns
             .command(&skiff_binary())
             .arg("agent")
-            .args(["--server", &format!("https://{NODE_IP}:{}", self.port)])
+            .args(["--server", &servers.join(",")])
             .args(["--token", token.trim()])
             .arg("--data-dir")
             .arg(data_dir.path())
-            .args(["--node-name", node_name, "--node-ip", AGENT_IP])
-            .args(["--pod-cidr", "10.42.1.0/24"])
+            .args(["--node-name", node_name, "--node-ip", node_ip])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)
@@ -751,6 +783,7 @@ impl TestCluster {
                     .flatten()
                     .any(|c| c["type"] == "Ready" && c["status"] == "True")
                     && n["status"]["images"].to_string().contains(BUSYBOX_IMAGE)
+                    && initialized(n)
             });
             if ready {
                 return Ok(agent);
@@ -761,6 +794,16 @@ impl TestCluster {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+}
+
+/// Whether a node (as JSON) no longer waits for the cloud node controller: it does not carry
+/// the `node.cloudprovider.kubernetes.io/uninitialized` taint.
+pub fn initialized(node: &serde_json::Value) -> bool {
+    !node["spec"]["taints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|t| t["key"] == "node.cloudprovider.kubernetes.io/uninitialized")
 }
 
 /// The address of a joined test agent (on the other end of the server namespace's veth).
@@ -782,6 +825,11 @@ impl TestAgent {
     /// The agent's data directory.
     pub fn data_dir(&self) -> &Path {
         self.data_dir.path()
+    }
+
+    /// The agent's network namespace.
+    pub fn netns(&self) -> Option<&NetNs> {
+        self.netns.as_ref()
     }
 
     /// The agent process's id.
@@ -867,6 +915,98 @@ fn unmount_under(dir: &Path) {
     }
 }
 
+/// A test LAN: a bridge in a network namespace of its own (the hub, which has address
+/// `<subnet>.254`) and hosts, each a namespace attached to the bridge by a veth pair. Nothing
+/// in it has a route out of the machine. For clusters of several machines: servers, agents
+/// and an etcd each on their own host.
+pub struct TestLan {
+    hub: NetNs,
+    hosts: std::sync::atomic::AtomicU32,
+}
+
+impl TestLan {
+    /// The LAN's /24 (the first three octets).
+    pub const SUBNET: &str = "172.31.250";
+
+    /// Create the hub and its bridge.
+    pub fn create() -> Result<TestLan> {
+        let hub = NetNs::create_empty()?;
+        let n = hub.name.as_str();
+        run_ip(&["-n", n, "link", "add", "br0", "type", "bridge"])?;
+        run_ip(&["-n", n, "link", "set", "br0", "up"])?;
+        run_ip(&[
+            "-n",
+            n,
+            "addr",
+            "add",
+            &format!("{}.254/24", Self::SUBNET),
+            "dev",
+            "br0",
+        ])?;
+        Ok(TestLan {
+            hub,
+            hosts: std::sync::atomic::AtomicU32::new(0),
+        })
+    }
+
+    /// The address of host `n` (1..=253).
+    pub fn address(n: u8) -> String {
+        format!("{}.{n}", Self::SUBNET)
+    }
+
+    /// The hub's own namespace (address [`TestLan::hub_address`]), e.g. for an etcd.
+    pub fn hub(&self) -> &NetNs {
+        &self.hub
+    }
+
+    /// The hub's address on the LAN.
+    pub fn hub_address() -> String {
+        Self::address(254)
+    }
+
+    /// A new host on the LAN with address [`TestLan::address`]`(n)` on its `eth0`.
+    pub fn host(&self, n: u8) -> Result<NetNs> {
+        let host = NetNs::create_empty()?;
+        let i = self
+            .hosts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = format!("p{i}");
+        let hub = self.hub.name.as_str();
+        run_ip(&[
+            "-n", hub, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns",
+            &host.name,
+        ])?;
+        run_ip(&["-n", hub, "link", "set", &port, "master", "br0"])?;
+        run_ip(&["-n", hub, "link", "set", &port, "up"])?;
+        run_ip(&[
+            "-n",
+            &host.name,
+            "addr",
+            "add",
+            &format!("{}/24", Self::address(n)),
+            "dev",
+            "eth0",
+        ])?;
+        run_ip(&["-n", &host.name, "link", "set", "eth0", "up"])?;
+        Ok(host)
+    }
+}
+
+fn run_ip(args: &[&str]) -> Result<()> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .context("running ip (iproute2)")?;
+    if !out.status.success() {
+        bail!(
+            "ip {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
 /// The address of a test node inside its network namespace.
 pub const NODE_IP: &str = "172.31.255.1";
 /// The name of a test node.
@@ -887,28 +1027,14 @@ impl NetNs {
         static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let name = format!("skt-{}-{n}", std::process::id());
-        let ip = |args: &[&str]| -> Result<()> {
-            let out = Command::new("ip")
-                .args(args)
-                .output()
-                .context("running ip (iproute2)")?;
-            if !out.status.success() {
-                bail!(
-                    "ip {} failed: {}",
-                    args.join(" "),
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            Ok(())
-        };
-        ip(&["netns", "add", &name])?;
+        run_ip(&["netns", "add", &name])?;
         let ns = NetNs { name };
         let n = ns.name.as_str();
-        ip(&["-n", n, "link", "set", "lo", "up"])?;
-        ip(&[
+        run_ip(&["-n", n, "link", "set", "lo", "up"])?;
+        run_ip(&[
             "-n", n, "link", "add", "eth0", "type", "veth", "peer", "name", "eth1",
         ])?;
-        ip(&[
+        run_ip(&[
             "-n",
             n,
             "addr",
@@ -917,8 +1043,8 @@ impl NetNs {
             "dev",
             "eth0",
         ])?;
-        ip(&["-n", n, "link", "set", "eth0", "up"])?;
-        ip(&["-n", n, "link", "set", "eth1", "up"])?;
+        run_ip(&["-n", n, "link", "set", "eth0", "up"])?;
+        run_ip(&["-n", n, "link", "set", "eth1", "up"])?;
         Ok(ns)
     }
 
@@ -931,22 +1057,8 @@ impl NetNs {
     /// the two are linked (and still closed to everything else).
     pub fn split_peer(&self, address: &str) -> Result<NetNs> {
         let peer = NetNs::create_empty()?;
-        let ip = |args: &[&str]| -> Result<()> {
-            let out = Command::new("ip")
-                .args(args)
-                .output()
-                .context("running ip (iproute2)")?;
-            if !out.status.success() {
-                bail!(
-                    "ip {} failed: {}",
-                    args.join(" "),
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            Ok(())
-        };
-        ip(&["-n", &self.name, "link", "set", "eth1", "netns", &peer.name])?;
-        ip(&[
+        run_ip(&["-n", &self.name, "link", "set", "eth1", "netns", &peer.name])?;
+        run_ip(&[
             "-n",
             &peer.name,
             "addr",
@@ -955,7 +1067,7 @@ impl NetNs {
             "dev",
             "eth1",
         ])?;
-        ip(&["-n", &peer.name, "link", "set", "eth1", "up"])?;
+        run_ip(&["-n", &peer.name, "link", "set", "eth1", "up"])?;
         Ok(peer)
     }
 

@@ -635,6 +635,23 @@ async fn node_loss_taints_then_evicts_after_toleration_seconds() -> Result<()> {
             .then_some(()))
     })
     .await?;
+    // `kubectl describe node` tells the story: registered, not ready, removed.
+    let events: Api<k8s_openapi::api::core::v1::Event> =
+        Api::namespaced(e.client.clone(), "default");
+    eventually("the lost node's events", 20, || async {
+        let reasons: Vec<String> = events
+            .list(&ListParams::default().fields("involvedObject.name=lost"))
+            .await?
+            .items
+            .into_iter()
+            .filter_map(|e| e.reason)
+            .collect();
+        Ok(["RegisteredNode", "NodeNotReady", "RemovingNode"]
+            .iter()
+            .all(|r| reasons.iter().any(|x| x == r))
+            .then_some(()))
+    })
+    .await?;
     Ok(())
 }
 

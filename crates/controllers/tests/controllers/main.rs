@@ -3,6 +3,7 @@
 //! a kubelet in these clusters, tests play the kubelet's part where a controller needs pods to
 //! run: they write pod status (phase, readiness, IPs) themselves.
 
+mod cloud;
 mod housekeeping;
 mod manager;
 mod policy;
