@@ -88,16 +88,37 @@ const MI: u64 = 1 << 20;
 #[test]
 fn stats_summary_and_resource_metrics_report_real_usage() -> Result<()> {
     let cluster = TestCluster::with_node()?;
+    // A claim pre-bound to a hostPath volume, to see claims reported with their pvcRef.
+    let pv_dir = cluster.data_dir().join("pv-data");
+    cluster.k_stdin(
+        &["apply", "-f", "-"],
+        &json!({ "apiVersion": "v1", "kind": "List", "items": [
+            { "apiVersion": "v1", "kind": "PersistentVolume", "metadata": { "name": "stats-pv" },
+              "spec": { "capacity": { "storage": "1Gi" }, "accessModes": ["ReadWriteOnce"],
+                "storageClassName": "manual",
+                "hostPath": { "path": pv_dir.display().to_string(), "type": "DirectoryOrCreate" } } },
+            { "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": { "name": "stats-claim" },
+              "spec": { "accessModes": ["ReadWriteOnce"], "storageClassName": "manual",
+                "volumeName": "stats-pv", "resources": { "requests": { "storage": "1Gi" } } } },
+        ] })
+        .to_string(),
+    )?;
     apply(
         &cluster,
         pod_manifest(
             "busy",
             json!({
-                "volumes": [{ "name": "scratch", "emptyDir": {} }],
+                "volumes": [
+                    { "name": "scratch", "emptyDir": {} },
+                    { "name": "claim", "persistentVolumeClaim": { "claimName": "stats-claim" } },
+                ],
                 "containers": [
                     { "name": "burner", "image": BUSYBOX_IMAGE,
                       "command": ["sh", "-c", "while :; do :; done"],
-                      "volumeMounts": [{ "name": "scratch", "mountPath": "/scratch" }] },
+                      "volumeMounts": [
+                          { "name": "scratch", "mountPath": "/scratch" },
+                          { "name": "claim", "mountPath": "/claim" },
+                      ] },
                     // 32 MB of anonymous memory held by the shell (which waits rather than
                     // exec the sleep and let go of it).
                     { "name": "hog", "image": BUSYBOX_IMAGE,
@@ -211,6 +232,19 @@ fn stats_summary_and_resource_metrics_report_real_usage() -> Result<()> {
     assert_eq!(pod["network"]["name"], "eth0", "{pod}");
     assert!(pod["ephemeral-storage"]["usedBytes"].is_u64(), "{pod}");
     assert!(pod["process_stats"]["process_count"].as_u64().unwrap_or(0) >= 2);
+
+    let claim = pod["volume"]
+        .as_array()
+        .and_then(|vs| vs.iter().find(|v| v["name"] == "claim"))
+        .context("the claim's volume stats")?;
+    assert_eq!(
+        claim["pvcRef"],
+        json!({ "name": "stats-claim", "namespace": "default" })
+    );
+    assert!(
+        claim["usedBytes"].is_u64() && claim["capacityBytes"].is_u64(),
+        "{claim}"
+    );
 
     // Writing into the emptyDir shows in its usage at the next measurement.
     let before = volume_used(pod, "scratch").context("scratch usage")?;
