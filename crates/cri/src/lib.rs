@@ -174,6 +174,11 @@ rpcs! { runtime:
     container_stats(ContainerStatsRequest) -> ContainerStatsResponse = "ContainerStats";
     /// Resource usage of containers matching a filter.
     list_container_stats(ListContainerStatsRequest) -> ListContainerStatsResponse = "ListContainerStats";
+    /// One pod sandbox's resource usage (cpu, memory, network, processes, its containers).
+    pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse = "PodSandboxStats";
+    /// Resource usage of pod sandboxes matching a filter. Runtimes that predate the call
+    /// answer `Unimplemented`.
+    list_pod_sandbox_stats(ListPodSandboxStatsRequest) -> ListPodSandboxStatsResponse = "ListPodSandboxStats";
     /// The runtime's conditions (RuntimeReady, NetworkReady).
     status(StatusRequest) -> StatusResponse = "Status";
     /// Update the runtime's configuration (the pod CIDR).

@@ -4,15 +4,19 @@
 //! runtime ([`containerd`], or uses an existing CRI runtime), and runs the pods bound to the
 //! node ([`pod`]): each pod gets a worker that compares the pod spec with what the runtime
 //! holds, plans the difference ([`pod::plan`]), carries it out through the CRI, and reports the
-//! pod status ([`pod::status`]). The kubelet is a client of the API server like any other
-//! component; the API server reaches it for logs, exec, attach and port-forward through its
-//! HTTPS API ([`server`]). It tells the cloud controllers about its machine ([`cloud`]) and
-//! routes pod traffic to the other nodes ([`hostgw`]).
+//! pod status ([`pod::status`]). New pods are admitted against the node first
+//! ([`pod::admission`]). Resource usage is measured by [`stats`] (served as
+//! `/stats/summary` and `/metrics/resource`), and pods over their local storage limits are
+//! evicted ([`eviction`]). The kubelet is a client of the API server like any other
+//! component; the API server reaches it for logs, exec, attach, port-forward and stats
+//! through its HTTPS API ([`server`]). It tells the cloud controllers about its machine
+//! ([`cloud`]) and routes pod traffic to the other nodes ([`hostgw`]).
 
 pub mod cloud;
 pub mod cni;
 pub mod config;
 pub mod containerd;
+pub mod eviction;
 pub mod hostgw;
 pub mod images;
 pub mod logs;
@@ -20,6 +24,7 @@ pub mod node;
 pub mod pod;
 pub mod provisioner;
 pub mod server;
+pub mod stats;
 pub mod sysinfo;
 
 use std::collections::BTreeMap;
@@ -152,16 +157,6 @@ pub async fn run(
     let pods = informers.get_filtered::<Pod>(
         watcher::Config::default().fields(&format!("spec.nodeName={}", config.node_name)),
     );
-    tokio::spawn(server::serve(
-        server::Context {
-            cri: cri.clone(),
-            pods: pods.clone(),
-            logs_dir: config.logs_dir(),
-        },
-        api,
-        config.tls.clone(),
-        shutdown.clone(),
-    ));
     let (probe_tx, mut probe_rx) = tokio::sync::mpsc::unbounded_channel();
     let recorder =
         skiff_runtime::events::Recorder::new(client.clone(), "kubelet", Some(&config.node_name));
@@ -181,7 +176,13 @@ pub async fn run(
             memory_capacity: machine.memory_bytes,
         },
         host_ip: config.node_ip.to_string(),
-        volumes: VolumeManager::new(client.clone(), config.pods_dir()),
+        volumes: VolumeManager::new(
+            client.clone(),
+            config.pods_dir(),
+            allocatable
+                .get("memory")
+                .map_or(machine.memory_bytes, |q| q.value().max(0) as u64),
+        ),
         probes: ProbeManager::new(cri.clone(), probe_tx),
         recorder: recorder.clone(),
         services,
@@ -189,7 +190,44 @@ pub async fn run(
         pods_dir: config.pods_dir(),
         node_uid: parking_lot::RwLock::new(registered.metadata.uid.clone()),
     });
-    let manager = PodManager::new(env.clone(), config.max_pods as usize, shutdown.clone());
+    let nodes = informers.get_filtered::<Node>(
+        watcher::Config::default().fields(&format!("metadata.name={}", config.node_name)),
+    );
+    let manager = PodManager::new(
+        env.clone(),
+        nodes,
+        config.max_pods as usize,
+        shutdown.clone(),
+    );
+    let stats = Arc::new(stats::Provider::new(
+        cri.clone(),
+        config.node_name.clone(),
+        stats::Paths {
+            root_dir: config.root_dir.clone(),
+            pods_dir: config.pods_dir(),
+            logs_dir: config.logs_dir(),
+            cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+        },
+        machine.memory_bytes,
+        manager.clone(),
+    ));
+    tokio::spawn(server::serve(
+        server::Context {
+            cri: cri.clone(),
+            pods: pods.clone(),
+            logs_dir: config.logs_dir(),
+            stats: stats.clone(),
+        },
+        api,
+        config.tls.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(eviction::run(
+        stats,
+        manager.clone(),
+        recorder.clone(),
+        shutdown.clone(),
+    ));
     // Probe failures become Unhealthy events on the pod.
     {
         let pods = pods.clone();

@@ -704,14 +704,15 @@ impl TestCluster {
 
 impl Drop for TestCluster {
     fn drop(&mut self) {
-        if self.netns.is_some() {
-            self.stop_containers();
-        }
+        // The kubelet goes first: alive, it restarts the containers being killed (a
+        // liveness-probed pod, a restartPolicy Always one), and those would outlive the test.
+        // Its containerd survives it, so the containers are still reachable.
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
         if self.netns.is_some() {
+            self.stop_containers();
             stop_runtime(self.data_dir.path());
         }
         if let Some(ns) = self.netns.take() {
@@ -846,8 +847,9 @@ impl TestAgent {
 
 impl Drop for TestAgent {
     fn drop(&mut self) {
-        stop_containers(self.data_dir.path());
+        // The kubelet first, as for a TestCluster.
         drop(self.child.take());
+        stop_containers(self.data_dir.path());
         stop_runtime(self.data_dir.path());
         drop(self.netns.take());
         unmount_under(self.data_dir.path());

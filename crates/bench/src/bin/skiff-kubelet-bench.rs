@@ -2,7 +2,9 @@
 //! (create → Running and Ready seen by a watch, image already present; SLO p99 ≤ 5 s) for
 //! single pods one after another and for a stream of pods created at a fixed rate (the
 //! upstream node-throughput test: 100 pods at 5 pods/s), plus the kubelet's memory with
-//! those pods running.
+//! those pods running and the latency of its stats endpoints (`/stats/summary`,
+//! `/metrics/resource`) with them, read the way metrics-server does: through the API
+//! server's node proxy.
 //!
 //! The node under test is a `skiff agent` (so its process holds the kubelet alone) joined to
 //! a server; both run in network namespaces this benchmark creates, which it joins itself to
@@ -34,6 +36,9 @@ struct Args {
     /// Creation rate of the throughput run (pods/s).
     #[arg(long, default_value_t = 5.0)]
     rate: f64,
+    /// Reads of each stats endpoint with the throughput run's pods running.
+    #[arg(long, default_value_t = 20)]
+    stats_reads: usize,
 }
 
 const NODE: &str = "bench-node";
@@ -89,6 +94,22 @@ fn watch_ready(api: Api<Pod>, seen: Arc<Mutex<HashMap<String, Instant>>>) {
     });
 }
 
+/// Latency of `GET path` through the API server, `reads` times one after another.
+async fn read_latency(client: &Client, path: &str, reads: usize) -> Result<Vec<Duration>> {
+    let mut samples = Vec::with_capacity(reads);
+    for _ in 0..reads {
+        let request = http::Request::get(path).body(Vec::new())?;
+        let start = Instant::now();
+        let body = client
+            .request_text(request)
+            .await
+            .with_context(|| format!("reading {path}"))?;
+        samples.push(start.elapsed());
+        anyhow::ensure!(!body.is_empty(), "{path} answered nothing");
+    }
+    Ok(samples)
+}
+
 async fn wait_ready(seen: &Arc<Mutex<HashMap<String, Instant>>>, names: &[String]) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(300);
     while names.iter().any(|n| !seen.lock().contains_key(n)) {
@@ -109,13 +130,22 @@ fn main() -> Result<()> {
     let netns = cluster
         .netns()
         .context("the cluster has a network namespace")?;
+    let home = std::fs::File::open("/proc/self/ns/net")?;
     let fd = std::fs::File::open(format!("/var/run/netns/{}", netns.name()))?;
     nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).context("entering the netns")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(run(&cluster, agent.pid().context("agent pid")?, &args))
+    let result = runtime.block_on(run(&cluster, agent.pid().context("agent pid")?, &args));
+    drop(runtime);
+    // Leave the namespace before the cluster is dropped: its teardown kills every process
+    // in it, which would otherwise include this one (leaving the namespace and the data
+    // directory behind).
+    nix::sched::setns(&home, nix::sched::CloneFlags::CLONE_NEWNET).context("leaving the netns")?;
+    drop(agent);
+    drop(cluster);
+    result
 }
 
 async fn run(cluster: &TestCluster, agent_pid: u32, args: &Args) -> Result<()> {
@@ -169,6 +199,18 @@ async fn run(cluster: &TestCluster, agent_pid: u32, args: &Args) -> Result<()> {
     let batch: Vec<Duration> = names.iter().map(|n| seen.lock()[n] - created[n]).collect();
     tokio::time::sleep(Duration::from_secs(5)).await;
     let full_rss = rss_mib(agent_pid);
+    let summary_reads = read_latency(
+        &client,
+        &format!("/api/v1/nodes/{NODE}/proxy/stats/summary"),
+        args.stats_reads,
+    )
+    .await?;
+    let metrics_reads = read_latency(
+        &client,
+        &format!("/api/v1/nodes/{NODE}/proxy/metrics/resource"),
+        args.stats_reads,
+    )
+    .await?;
 
     println!("| workload | pods | p50 | p99 | max |");
     println!("| --- | ---: | ---: | ---: | ---: |");
@@ -192,6 +234,24 @@ async fn run(cluster: &TestCluster, agent_pid: u32, args: &Args) -> Result<()> {
     println!("| --- | ---: |");
     println!("| idle, node Ready | {idle_rss:.0} MiB |");
     println!("| with {} pods running | {full_rss:.0} MiB |", args.pods);
+    println!();
+    println!(
+        "| kubelet endpoint via nodes/proxy, {} pods running | reads | p50 | p99 | max |",
+        args.pods
+    );
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    for (label, samples) in [
+        ("/stats/summary", &summary_reads),
+        ("/metrics/resource", &metrics_reads),
+    ] {
+        println!(
+            "| {label} | {} | {} | {} | {} |",
+            samples.len(),
+            ms(percentile(samples, 0.5)),
+            ms(percentile(samples, 0.99)),
+            ms(percentile(samples, 1.0))
+        );
+    }
     pods.delete_collection(
         &DeleteParams::default(),
         &ListParams::default().labels("bench=startup"),

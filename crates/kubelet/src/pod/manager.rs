@@ -1,8 +1,10 @@
 //! The pod manager: merges the pod sources (pods bound to this node in the API, static pod
-//! manifests), runs one [`Worker`] per pod, wakes workers when the runtime state of their
-//! containers changes (the PLEG: a relist of sandboxes and containers every second), and stops
-//! what the runtime runs for pods no source knows any more (leftovers of a kubelet restart,
-//! force-deleted pods).
+//! manifests), admits new pods against the node ([`super::admission`]: oldest first, each
+//! against the pods admitted before it, a refused pod marked Failed and never run), runs one
+//! [`Worker`] per admitted pod, wakes workers when the runtime state of their containers
+//! changes (the PLEG: a relist of sandboxes and containers every second), terminates pods the
+//! eviction manager picks ([`PodManager::evict`]), and stops what the runtime runs for pods no
+//! source knows any more (leftovers of a kubelet restart, force-deleted pods).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
@@ -10,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, NodeStatus, Pod};
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use parking_lot::Mutex;
@@ -21,9 +23,11 @@ use skiff_runtime::informer::{Change, Notification};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::admission::{self, Rejection};
 use super::observed::labels;
 use super::statics;
-use super::worker::{Desired, Env, Worker};
+use super::volumes::MountedVolume;
+use super::worker::{Desired, Env, Termination, Worker};
 
 /// How often the runtime is relisted (upstream's PLEG relist period).
 const RELIST: Duration = Duration::from_secs(1);
@@ -31,6 +35,7 @@ const RELIST: Duration = Duration::from_secs(1);
 struct Handle {
     desired: watch::Sender<Desired>,
     wake: Arc<Notify>,
+    terminate: Arc<Mutex<Option<Termination>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -40,6 +45,10 @@ pub struct PodManager {
     workers: Mutex<HashMap<String, Handle>>,
     /// Pods the node refused (uid), so they are not admitted later.
     rejected: Mutex<HashSet<String>>,
+    /// Pods being terminated by the kubelet (evicted): they no longer count as admitted.
+    terminated: Mutex<HashSet<String>>,
+    /// This node, for admission (its labels, taints and allocatable).
+    nodes: Informer<Node>,
     max_pods: usize,
     shutdown: CancellationToken,
 }
@@ -52,12 +61,19 @@ fn is_terminal(pod: &Pod) -> bool {
 }
 
 impl PodManager {
-    /// A manager over `env`.
-    pub fn new(env: Arc<Env>, max_pods: usize, shutdown: CancellationToken) -> Arc<PodManager> {
+    /// A manager over `env`; `nodes` follows this node's Node object.
+    pub fn new(
+        env: Arc<Env>,
+        nodes: Informer<Node>,
+        max_pods: usize,
+        shutdown: CancellationToken,
+    ) -> Arc<PodManager> {
         Arc::new(PodManager {
             env,
             workers: Mutex::new(HashMap::new()),
             rejected: Mutex::new(HashSet::new()),
+            terminated: Mutex::new(HashSet::new()),
+            nodes,
             max_pods,
             shutdown,
         })
@@ -72,16 +88,86 @@ impl PodManager {
         }
         let (tx, rx) = watch::channel(desired);
         let wake = Arc::new(Notify::new());
-        let worker = Worker::new(self.env.clone(), uid.to_owned(), rx, wake.clone());
+        let terminate = Arc::new(Mutex::new(None));
+        let worker = Worker::new(
+            self.env.clone(),
+            uid.to_owned(),
+            rx,
+            wake.clone(),
+            terminate.clone(),
+        );
         let task = tokio::spawn(worker.run(self.shutdown.clone()));
         workers.insert(
             uid.to_owned(),
             Handle {
                 desired: tx,
                 wake,
+                terminate,
                 task,
             },
         );
+    }
+
+    /// Terminate a pod on the kubelet's own account (an eviction): its worker kills the
+    /// containers within `termination.grace`, reports phase Failed with the reason and
+    /// message, and runs nothing more for it. Returns whether the pod was running here.
+    pub fn evict(&self, uid: &str, termination: Termination) -> bool {
+        let workers = self.workers.lock();
+        let Some(h) = workers.get(uid).filter(|h| !h.task.is_finished()) else {
+            return false;
+        };
+        if !self.terminated.lock().insert(uid.to_owned()) {
+            return false;
+        }
+        *h.terminate.lock() = Some(termination);
+        h.wake.notify_one();
+        true
+    }
+
+    /// The pods admitted and still active: running (or about to), not finished, not being
+    /// terminated by the kubelet. What a new pod is admitted against.
+    pub fn admitted(&self) -> Vec<(Arc<Pod>, bool)> {
+        let terminated = self.terminated.lock().clone();
+        self.workers
+            .lock()
+            .iter()
+            .filter(|(uid, h)| !h.task.is_finished() && !terminated.contains(*uid))
+            .filter_map(|(_, h)| match &*h.desired.borrow() {
+                Desired::Run { pod, is_static } if !is_terminal(pod) => {
+                    Some((pod.clone(), *is_static))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// This node as admission sees it: the Node object, with the allocatable the kubelet
+    /// computed itself until the object reports one.
+    fn node(&self) -> Node {
+        let mut node = self
+            .nodes
+            .get_named("", &self.env.node.node_name)
+            .map(|n| (*n).clone())
+            .unwrap_or_default();
+        let status = node.status.get_or_insert_with(NodeStatus::default);
+        if status.allocatable.as_ref().is_none_or(|a| a.is_empty()) {
+            let mut allocatable: BTreeMap<_, _> = self
+                .env
+                .allocatable
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        k8s_openapi::apimachinery::pkg::api::resource::Quantity(v.to_string()),
+                    )
+                })
+                .collect();
+            allocatable.entry("pods".to_owned()).or_insert_with(|| {
+                k8s_openapi::apimachinery::pkg::api::resource::Quantity(self.max_pods.to_string())
+            });
+            status.allocatable = Some(allocatable);
+        }
+        node
     }
 
     /// Wake a pod's worker (a probe verdict or runtime change).
@@ -89,18 +175,6 @@ impl PodManager {
         if let Some(h) = self.workers.lock().get(uid) {
             h.wake.notify_one();
         }
-    }
-
-    /// The number of pods currently admitted and not finished.
-    fn active(&self) -> usize {
-        self.workers
-            .lock()
-            .values()
-            .filter(|h| {
-                !h.task.is_finished()
-                    && matches!(&*h.desired.borrow(), Desired::Run { pod, .. } if !is_terminal(pod))
-            })
-            .count()
     }
 
     /// Admit (or refuse) and run an API pod.
@@ -113,19 +187,17 @@ impl PodManager {
             return;
         }
         let known = self.workers.lock().contains_key(&uid);
-        if !known
-            && !is_terminal(&pod)
-            && pod.metadata.deletion_timestamp.is_none()
-            && self.active() >= self.max_pods
-        {
-            self.rejected.lock().insert(uid);
-            self.reject(&pod, "OutOfpods", &format!(
-                "Pod was rejected: Node didn't have enough resource: pods, requested: 1, used: {}, capacity: {}",
-                self.active(),
-                self.max_pods
-            ))
-            .await;
-            return;
+        if !known && !is_terminal(&pod) && pod.metadata.deletion_timestamp.is_none() {
+            let admitted: Vec<Arc<Pod>> = self.admitted().into_iter().map(|(p, _)| p).collect();
+            if let Err(rejection) = admission::admit(&pod, &self.node(), &admitted, false) {
+                tracing::info!(pod = %pod.name_any(), reason = %rejection.reason, message = %rejection.message, "pod rejected");
+                self.rejected.lock().insert(uid.clone());
+                self.reject(&pod, &rejection).await;
+                // A pod that ran here before a kubelet restart and no longer fits is stopped,
+                // as upstream's pod worker kills a rejected pod's containers.
+                self.desire(&uid, Desired::Gone);
+                return;
+            }
         }
         self.desire(
             &uid,
@@ -136,13 +208,28 @@ impl PodManager {
         );
     }
 
-    async fn reject(&self, pod: &Pod, reason: &str, message: &str) {
+    /// Admit a batch of API pods oldest first (upstream `HandlePodAdditions` sorts by
+    /// creation time), so which of them fit does not depend on list order.
+    async fn api_pods(&self, mut pods: Vec<Arc<Pod>>) {
+        pods.sort_by(|a, b| admission::admission_order(a, b));
+        for pod in pods {
+            self.api_pod(pod).await;
+        }
+    }
+
+    /// Upstream `rejectPod`: a Warning event with the reason and message, and the pod
+    /// Failed with `Pod was rejected: <message>`.
+    async fn reject(&self, pod: &Pod, rejection: &Rejection) {
         let api: Api<Pod> = Api::namespaced(
             self.env.client.clone(),
             &pod.namespace().unwrap_or_default(),
         );
-        let patch =
-            json!({ "status": { "phase": "Failed", "reason": reason, "message": message } });
+        let patch = json!({ "status": {
+            "phase": "Failed",
+            "reason": rejection.reason,
+            "message": rejection.status_message(),
+            "qosClass": super::status::qos_class(pod),
+        } });
         let params = PatchParams {
             field_manager: Some("kubelet".into()),
             ..Default::default()
@@ -156,8 +243,8 @@ impl PodManager {
         self.env.recorder.publish(
             &skiff_runtime::events::reference(pod),
             skiff_runtime::events::EventType::Warning,
-            reason,
-            message,
+            &rejection.reason,
+            &rejection.message,
         );
     }
 
@@ -171,9 +258,9 @@ impl PodManager {
     ) {
         let mut subscription = pods.subscribe();
         pods.wait_synced().await;
-        for pod in pods.list() {
-            self.api_pod(pod).await;
-        }
+        // Admission judges against the Node; wait (briefly) for it.
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.nodes.wait_synced()).await;
+        self.api_pods(pods.list()).await;
         tokio::spawn(self.clone().watch_manifests(manifests, manifest_check));
         tokio::spawn(self.clone().relist(pods.clone()));
         loop {
@@ -185,7 +272,10 @@ impl PodManager {
                 Some(Notification::Change(Change::Applied { new, .. })) => self.api_pod(new).await,
                 Some(Notification::Change(Change::Deleted(pod))) => {
                     if !statics::is_mirror(&pod) {
-                        self.desire(&pod.uid().unwrap_or_default(), Desired::Gone);
+                        let uid = pod.uid().unwrap_or_default();
+                        self.rejected.lock().remove(&uid);
+                        self.terminated.lock().remove(&uid);
+                        self.desire(&uid, Desired::Gone);
                     }
                 }
                 Some(Notification::Lagged) => {
@@ -210,9 +300,7 @@ impl PodManager {
                     for uid in gone {
                         self.desire(&uid, Desired::Gone);
                     }
-                    for pod in pods.list() {
-                        self.api_pod(pod).await;
-                    }
+                    self.api_pods(pods.list()).await;
                 }
                 None => return,
             }
@@ -341,5 +429,15 @@ impl PodManager {
             }
             last = now;
         }
+    }
+}
+
+impl crate::stats::PodSource for PodManager {
+    fn pods(&self) -> Vec<Arc<Pod>> {
+        self.admitted().into_iter().map(|(p, _)| p).collect()
+    }
+
+    fn volumes(&self, uid: &str) -> Vec<MountedVolume> {
+        self.env.volumes.mounted(uid)
     }
 }

@@ -1,5 +1,6 @@
 //! Running pods: observed state, planning, status.
 
+pub mod admission;
 pub mod env;
 pub mod hooks;
 pub mod manager;

@@ -1,5 +1,5 @@
 //! Pod volumes on the node, under `<root>/pods/<uid>/volumes/<plugin>/<name>` like upstream:
-//! emptyDir (disk, or tmpfs for `medium: Memory` with `sizeLimit`), hostPath (with its type
+//! emptyDir (disk, or tmpfs for `medium: Memory`, sized by [`memory_empty_dir_size`]), hostPath (with its type
 //! checks), configMap, secret, downwardAPI and projected volumes (including bound
 //! service-account tokens, refreshed before they expire), and persistentVolumeClaims bound to
 //! hostPath or local PersistentVolumes.
@@ -207,6 +207,140 @@ pub fn volume_dir(pod_dir: &Path, plugin: &str, name: &str) -> PathBuf {
         .join(name)
 }
 
+/// What kind of volume a mounted one is, as usage accounting needs to know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VolumeKind {
+    /// An emptyDir; `memory` for tmpfs ones.
+    EmptyDir {
+        /// `medium: Memory`.
+        memory: bool,
+    },
+    /// A configMap volume.
+    ConfigMap,
+    /// A secret volume.
+    Secret,
+    /// A downwardAPI volume.
+    DownwardApi,
+    /// A projected volume.
+    Projected,
+    /// A hostPath volume (not the pod's: never measured).
+    HostPath,
+    /// A PersistentVolumeClaim, by claim name.
+    Claim(String),
+}
+
+impl VolumeKind {
+    /// The kind of a pod volume.
+    pub fn of(volume: &Volume) -> Option<VolumeKind> {
+        if let Some(e) = &volume.empty_dir {
+            return Some(VolumeKind::EmptyDir {
+                memory: e.medium.as_deref() == Some("Memory"),
+            });
+        }
+        if volume.config_map.is_some() {
+            return Some(VolumeKind::ConfigMap);
+        }
+        if volume.secret.is_some() {
+            return Some(VolumeKind::Secret);
+        }
+        if volume.downward_api.is_some() {
+            return Some(VolumeKind::DownwardApi);
+        }
+        if volume.projected.is_some() {
+            return Some(VolumeKind::Projected);
+        }
+        if volume.host_path.is_some() {
+            return Some(VolumeKind::HostPath);
+        }
+        volume
+            .persistent_volume_claim
+            .as_ref()
+            .map(|c| VolumeKind::Claim(c.claim_name.clone()))
+    }
+
+    /// Whether the volume counts toward the pod's local ephemeral storage (upstream
+    /// `isVolumeEphemeral`: disk emptyDirs and configMaps).
+    pub fn is_ephemeral(&self) -> bool {
+        matches!(
+            self,
+            VolumeKind::EmptyDir { memory: false } | VolumeKind::ConfigMap
+        )
+    }
+}
+
+/// A volume set up for a pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountedVolume {
+    /// The volume's name in the pod spec.
+    pub name: String,
+    /// Where it is on the host.
+    pub path: PathBuf,
+    /// What it is.
+    pub kind: VolumeKind,
+}
+
+/// The size of a `medium: Memory` emptyDir's tmpfs (upstream `calculateEmptyDirMemorySize`,
+/// SizeMemoryBackedVolumes): the node's allocatable memory, lowered to the pod's memory
+/// limit when it has one, lowered to the volume's `sizeLimit` when that is smaller still. A
+/// tmpfs that could outgrow what the pod may use would let it take memory nobody accounts.
+pub fn memory_empty_dir_size(pod: &Pod, size_limit: Option<i64>, node_allocatable: u64) -> u64 {
+    let mut size = node_allocatable;
+    if let Some(limit) = pod_memory_limit(pod)
+        && limit > 0
+        && limit <= size
+    {
+        size = limit;
+    }
+    if let Some(limit) = size_limit.and_then(|l| u64::try_from(l).ok())
+        && limit > 0
+        && limit <= size
+    {
+        size = limit;
+    }
+    size
+}
+
+/// The pod's memory limit as its cgroup gets it (upstream `ResourceConfigForPod`): the
+/// pod-level limit if set; otherwise, only when every container and init container has a
+/// memory limit, the larger of the containers' sum (with restartable init containers) and
+/// the largest init container, plus the pod overhead.
+pub fn pod_memory_limit(pod: &Pod) -> Option<u64> {
+    use skiff_api::quantity::Quantity;
+    let spec = pod.spec.as_ref()?;
+    let limit_of = |r: Option<&k8s_openapi::api::core::v1::ResourceRequirements>| {
+        r.and_then(|r| r.limits.as_ref())
+            .and_then(|l| l.get("memory"))
+            .and_then(|q| Quantity::parse(&q.0).ok())
+            .map(|q| q.value().max(0) as u64)
+    };
+    let overhead = spec
+        .overhead
+        .as_ref()
+        .and_then(|o| o.get("memory"))
+        .and_then(|q| Quantity::parse(&q.0).ok())
+        .map_or(0, |q| q.value().max(0) as u64);
+    if let Some(pod_level) = limit_of(spec.resources.as_ref()) {
+        return Some(pod_level + overhead);
+    }
+    let mut sum = 0u64;
+    let mut sidecars = 0u64;
+    let mut init_peak = 0u64;
+    for c in &spec.containers {
+        sum += limit_of(c.resources.as_ref())?;
+    }
+    for c in spec.init_containers.iter().flatten() {
+        let limit = limit_of(c.resources.as_ref())?;
+        if c.restart_policy.as_deref() == Some("Always") {
+            sidecars += limit;
+            sum += limit;
+            init_peak = init_peak.max(sidecars);
+        } else {
+            init_peak = init_peak.max(limit + sidecars);
+        }
+    }
+    Some(sum.max(init_peak) + overhead)
+}
+
 /// A service-account token the kubelet obtained for a projected volume.
 #[derive(Debug, Clone)]
 struct Token {
@@ -218,17 +352,27 @@ struct Token {
 pub struct VolumeManager {
     client: Client,
     pods_dir: PathBuf,
+    allocatable_memory: u64,
     tokens: Mutex<BTreeMap<(String, String, String), Token>>,
+    mounted: Mutex<BTreeMap<String, Vec<MountedVolume>>>,
 }
 
 impl VolumeManager {
-    /// A manager writing under `pods_dir`.
-    pub fn new(client: Client, pods_dir: PathBuf) -> VolumeManager {
+    /// A manager writing under `pods_dir`; `allocatable_memory` bounds memory-backed
+    /// emptyDirs.
+    pub fn new(client: Client, pods_dir: PathBuf, allocatable_memory: u64) -> VolumeManager {
         VolumeManager {
             client,
             pods_dir,
+            allocatable_memory,
             tokens: Mutex::new(BTreeMap::new()),
+            mounted: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// The volumes set up for pod `uid` (for usage accounting).
+    pub fn mounted(&self, uid: &str) -> Vec<MountedVolume> {
+        self.mounted.lock().get(uid).cloned().unwrap_or_default()
     }
 
     /// The pod's directory.
@@ -245,6 +389,7 @@ impl VolumeManager {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let pod_dir = self.pod_dir(&uid);
         let mut out = BTreeMap::new();
+        let mut mounted = Vec::new();
         for volume in pod
             .spec
             .as_ref()
@@ -260,8 +405,16 @@ impl VolumeManager {
                 .prepare_one(pod, &pod_dir, volume, sources)
                 .await
                 .map_err(fail)?;
+            if let Some(kind) = VolumeKind::of(volume) {
+                mounted.push(MountedVolume {
+                    name: volume.name.clone(),
+                    path: host.path.clone(),
+                    kind,
+                });
+            }
             out.insert(volume.name.clone(), host);
         }
+        self.mounted.lock().insert(uid, mounted);
         Ok(out)
     }
 
@@ -278,18 +431,21 @@ impl VolumeManager {
             let dir = volume_dir(pod_dir, "empty-dir", &volume.name);
             std::fs::create_dir_all(&dir).map_err(io)?;
             if empty.medium.as_deref() == Some("Memory") && !is_mount_point(&dir) {
-                let size = empty
-                    .size_limit
-                    .as_ref()
-                    .and_then(|q| skiff_api::quantity::Quantity::parse(&q.0).ok())
-                    .map(|q| format!(",size={}", q.value()))
-                    .unwrap_or_default();
+                let size = memory_empty_dir_size(
+                    pod,
+                    empty
+                        .size_limit
+                        .as_ref()
+                        .and_then(|q| skiff_api::quantity::Quantity::parse(&q.0).ok())
+                        .map(|q| q.value()),
+                    self.allocatable_memory,
+                );
                 nix::mount::mount(
                     Some("tmpfs"),
                     &dir,
                     Some("tmpfs"),
                     nix::mount::MsFlags::empty(),
-                    Some(format!("mode=0777{size}").as_str()),
+                    Some(format!("mode=0777,size={size}").as_str()),
                 )
                 .map_err(|e| format!("mounting tmpfs: {e}"))?;
             } else {
@@ -583,6 +739,29 @@ impl VolumeManager {
         Ok(status.token)
     }
 
+    /// Remove the content of the pod's emptyDirs (unmounting tmpfs ones), as upstream's
+    /// teardown of a terminated pod's volumes does: an evicted pod must give back the space
+    /// it was evicted for, while its other files stay until the pod is deleted.
+    pub fn release_empty_dirs(&self, uid: &str) {
+        let dir = self
+            .pod_dir(uid)
+            .join("volumes")
+            .join("kubernetes.io~empty-dir");
+        if let Ok(rd) = std::fs::read_dir(&dir) {
+            for entry in rd.flatten() {
+                if is_mount_point(&entry.path()) {
+                    let _ = nix::mount::umount2(&entry.path(), nix::mount::MntFlags::MNT_DETACH);
+                }
+                if let Err(err) = std::fs::remove_dir_all(entry.path()) {
+                    tracing::warn!(dir = %entry.path().display(), error = %err, "removing an emptyDir failed");
+                }
+            }
+        }
+        if let Some(volumes) = self.mounted.lock().get_mut(uid) {
+            volumes.retain(|v| !matches!(v.kind, VolumeKind::EmptyDir { .. }));
+        }
+    }
+
     /// Tear down the pod's volumes: unmount tmpfs, forget tokens, remove the pod directory.
     pub fn cleanup(&self, uid: &str) {
         let dir = self.pod_dir(uid);
@@ -595,6 +774,7 @@ impl VolumeManager {
             }
         }
         self.tokens.lock().retain(|(u, _, _), _| u != uid);
+        self.mounted.lock().remove(uid);
         if let Err(err) = std::fs::remove_dir_all(&dir)
             && err.kind() != std::io::ErrorKind::NotFound
         {
@@ -800,6 +980,92 @@ mod tests {
         );
         let all = select(&data, None, Some(0o640), false, "configmap").unwrap();
         assert_eq!(all["k1"].1, 0o640);
+    }
+
+    fn pod(spec: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({ "metadata": { "name": "p" }, "spec": spec }))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_pod_memory_limit_needs_every_container_limited() {
+        let limited = |m: &str| serde_json::json!({ "resources": { "limits": { "memory": m } } });
+        let with = |containers: serde_json::Value, init: serde_json::Value| {
+            pod(serde_json::json!({ "containers": containers, "initContainers": init }))
+        };
+        let mut a = limited("64Mi");
+        a["name"] = "a".into();
+        let mut b = limited("32Mi");
+        b["name"] = "b".into();
+        assert_eq!(
+            pod_memory_limit(&with(serde_json::json!([a, b]), serde_json::json!([]))),
+            Some(96 << 20)
+        );
+        let mut big_init = limited("128Mi");
+        big_init["name"] = "init".into();
+        assert_eq!(
+            pod_memory_limit(&with(serde_json::json!([a]), serde_json::json!([big_init]))),
+            Some(128 << 20),
+            "the largest init container when larger"
+        );
+        assert_eq!(
+            pod_memory_limit(&with(
+                serde_json::json!([a, { "name": "free" }]),
+                serde_json::json!([])
+            )),
+            None,
+            "one container without a limit leaves the pod unlimited"
+        );
+        let pod_level = pod(serde_json::json!({
+            "resources": { "limits": { "memory": "256Mi" } },
+            "containers": [{ "name": "free" }],
+        }));
+        assert_eq!(pod_memory_limit(&pod_level), Some(256 << 20));
+    }
+
+    #[test]
+    fn memory_empty_dirs_take_the_smallest_bound() {
+        let unlimited = pod(serde_json::json!({ "containers": [{ "name": "c" }] }));
+        let limited = pod(serde_json::json!({ "containers": [
+            { "name": "c", "resources": { "limits": { "memory": "64Mi" } } },
+        ] }));
+        let node = 8u64 << 30;
+        assert_eq!(memory_empty_dir_size(&unlimited, None, node), node);
+        assert_eq!(memory_empty_dir_size(&limited, None, node), 64 << 20);
+        assert_eq!(
+            memory_empty_dir_size(&limited, Some(16 << 20), node),
+            16 << 20
+        );
+        assert_eq!(
+            memory_empty_dir_size(&limited, Some(1 << 30), node),
+            64 << 20,
+            "a sizeLimit above what the pod may use is lowered"
+        );
+        assert_eq!(memory_empty_dir_size(&unlimited, Some(0), node), node);
+    }
+
+    #[test]
+    fn volume_kinds_and_what_counts_as_ephemeral() {
+        let v = |json: serde_json::Value| -> Volume { serde_json::from_value(json).unwrap() };
+        let disk = VolumeKind::of(&v(serde_json::json!({ "name": "a", "emptyDir": {} }))).unwrap();
+        assert_eq!(disk, VolumeKind::EmptyDir { memory: false });
+        assert!(disk.is_ephemeral());
+        let memory = VolumeKind::of(&v(
+            serde_json::json!({ "name": "a", "emptyDir": { "medium": "Memory" } }),
+        ))
+        .unwrap();
+        assert!(!memory.is_ephemeral(), "tmpfs is memory, not disk");
+        let cm = VolumeKind::of(&v(
+            serde_json::json!({ "name": "a", "configMap": { "name": "x" } }),
+        ))
+        .unwrap();
+        assert!(cm.is_ephemeral());
+        let claim = VolumeKind::of(&v(
+            serde_json::json!({ "name": "a", "persistentVolumeClaim": { "claimName": "data" } }),
+        ))
+        .unwrap();
+        assert_eq!(claim, VolumeKind::Claim("data".into()));
+        assert!(!claim.is_ephemeral());
     }
 
     #[test]

@@ -8,7 +8,10 @@
 //! changes (the PLEG), when a probe verdict changes, when a back-off expires, and every
 //! [`RESYNC`] to refresh volumes. A pod marked for deletion is stopped within its grace period,
 //! given a terminal phase, and deleted for good; a pod that vanished from the API is stopped
-//! at once. Either way its containers, sandbox and volumes are removed.
+//! at once. Either way its containers, sandbox and volumes are removed. A pod the kubelet
+//! terminates itself ([`Termination`], an eviction) is killed within the given grace period,
+//! its emptyDirs are released, and it is reported Failed with the termination's reason and
+//! message; it never runs again.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -68,6 +71,17 @@ pub struct Env {
     pub node_uid: parking_lot::RwLock<Option<String>>,
 }
 
+/// The kubelet's own decision to end a pod (upstream `TerminatePodAbnormallyAndWait`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Termination {
+    /// The status reason (`Evicted`).
+    pub reason: String,
+    /// The status message.
+    pub message: String,
+    /// The grace period containers get.
+    pub grace: Duration,
+}
+
 /// The latest desired state of a pod, as the manager sends it.
 #[derive(Debug, Clone)]
 pub enum Desired {
@@ -119,6 +133,10 @@ pub struct Worker {
     sandbox_backoffs: Backoffs,
     last_status: Option<Value>,
     termination_messages: BTreeMap<String, String>,
+    /// Where the manager asks for a [`Termination`].
+    terminate: Arc<parking_lot::Mutex<Option<Termination>>>,
+    /// The termination carried out, once it was.
+    terminated: Option<Termination>,
 }
 
 impl Worker {
@@ -128,6 +146,7 @@ impl Worker {
         uid: String,
         desired: watch::Receiver<Desired>,
         wake: Arc<Notify>,
+        terminate: Arc<parking_lot::Mutex<Option<Termination>>>,
     ) -> Worker {
         Worker {
             env,
@@ -146,6 +165,8 @@ impl Worker {
             sandbox_backoffs: Backoffs::new(),
             last_status: None,
             termination_messages: BTreeMap::new(),
+            terminate,
+            terminated: None,
         }
     }
 
@@ -154,6 +175,7 @@ impl Worker {
     pub async fn run(mut self, shutdown: CancellationToken) {
         loop {
             let desired = self.desired.borrow_and_update().clone();
+            let requested = self.terminate.lock().take();
             let next = match desired {
                 Desired::Gone => {
                     self.stop(None, Duration::ZERO, true).await;
@@ -179,6 +201,14 @@ impl Worker {
                         }
                         // Wait to be told the pod is gone (or retry the delete on the next change).
                         None
+                    } else if let Some(termination) =
+                        requested.or_else(|| self.terminated.clone()).filter(|_| {
+                            pod.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Failed")
+                        })
+                    {
+                        // Until the API shows the pod Failed, keep (re)reporting it.
+                        self.terminate_pod(&pod, is_static, termination).await;
+                        Some(tokio::time::Instant::now() + Duration::from_secs(2))
                     } else if matches!(
                         pod.status.as_ref().and_then(|s| s.phase.as_deref()),
                         Some("Succeeded" | "Failed")
@@ -1216,6 +1246,40 @@ impl Worker {
         }
     }
 
+    /// Carry out a [`Termination`]: kill what runs (within its grace period), give back the
+    /// emptyDirs, and report the pod Failed with its reason and message. Idempotent: later
+    /// calls only re-send the status until the API has it.
+    async fn terminate_pod(&mut self, pod: &Arc<Pod>, is_static: bool, termination: Termination) {
+        if self.terminated.is_none() {
+            tracing::info!(pod = %pod.name_any(), reason = %termination.reason, message = %termination.message, "terminating pod");
+        }
+        let runtime = match self.read().await {
+            Ok(r) => r,
+            Err(err) => {
+                tracing::warn!(uid = %self.uid, error = %err, "reading the pod's runtime state failed");
+                self.terminated = Some(termination);
+                return;
+            }
+        };
+        if runtime.is_running() {
+            self.kill_all(Some(pod), &runtime, termination.grace).await;
+        }
+        if self.terminated.is_none() {
+            self.env.volumes.release_empty_dirs(&self.uid);
+        }
+        let runtime = self.read().await.unwrap_or(runtime);
+        self.read_termination_messages(pod, &runtime);
+        let extra = Extra {
+            host_ip: self.env.host_ip.clone(),
+            termination_messages: self.termination_messages.clone(),
+            failed: Some((termination.reason.clone(), termination.message.clone())),
+            ..Default::default()
+        };
+        let computed = status::compute(pod, &runtime, &extra, &now_rfc3339());
+        self.terminated = Some(termination);
+        self.write_status(pod, computed, is_static).await;
+    }
+
     /// Stop the pod; with `remove`, also remove its containers and sandboxes and report a final
     /// terminal status.
     async fn stop(&mut self, pod: Option<&Arc<Pod>>, grace: Duration, remove: bool) {
@@ -1242,9 +1306,20 @@ impl Worker {
             let extra = Extra {
                 host_ip: self.env.host_ip.clone(),
                 termination_messages: self.termination_messages.clone(),
+                failed: self
+                    .terminated
+                    .as_ref()
+                    .map(|t| (t.reason.clone(), t.message.clone())),
                 ..Default::default()
             };
             let mut computed = status::compute(pod, &runtime, &extra, &now_rfc3339());
+            // A terminal phase is final (an evicted pod's killed containers would otherwise
+            // read as waiting to restart).
+            if let Some(phase @ ("Succeeded" | "Failed")) =
+                pod.status.as_ref().and_then(|s| s.phase.as_deref())
+            {
+                computed["phase"] = json!(phase);
+            }
             if remove && !matches!(computed["phase"].as_str(), Some("Succeeded" | "Failed")) {
                 // Since 1.27 a deleted pod ends in a terminal phase before it goes away.
                 let all_ok = computed["containerStatuses"]

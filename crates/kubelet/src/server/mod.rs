@@ -1,11 +1,12 @@
 //! The kubelet's HTTPS API, which the API server calls for pods' logs, exec, attach and
 //! port-forward (and `nodes/proxy`): `/healthz`, `/pods`, `/runningpods/`,
-//! `/containerLogs/{ns}/{pod}/{container}` ([`logs`]), and `/exec`, `/attach`,
-//! `/portForward` ([`streams`]). TLS requires a client certificate signed by the cluster CA,
+//! `/containerLogs/{ns}/{pod}/{container}` ([`logs`]), `/exec`, `/attach`,
+//! `/portForward` ([`streams`]), and `/stats/summary` and `/metrics/resource` ([`stats`]). TLS requires a client certificate signed by the cluster CA,
 //! so only the API server and cluster components get in.
 
 pub mod logs;
 pub mod pods;
+pub mod stats;
 pub mod streams;
 
 use std::net::SocketAddr;
@@ -37,6 +38,8 @@ pub struct Context {
     pub pods: Informer<Pod>,
     /// Container log files, `<ns>_<pod>_<uid>/<container>/<restart>.log`.
     pub logs_dir: PathBuf,
+    /// Resource usage of the node and its pods.
+    pub stats: Arc<crate::stats::Provider>,
 }
 
 /// The router of every endpoint.
@@ -47,6 +50,9 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/pods/", get(pods::pods))
         .route("/runningpods", get(pods::running))
         .route("/runningpods/", get(pods::running))
+        .route("/stats/summary", get(stats::summary))
+        .route("/stats/summary/", get(stats::summary))
+        .route("/metrics/resource", get(stats::resource_metrics))
         .route(
             "/containerLogs/{namespace}/{pod}/{container}",
             get(logs::container_logs),

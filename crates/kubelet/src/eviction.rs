@@ -1,0 +1,473 @@
+//! Local ephemeral storage eviction (upstream eviction manager's `localStorageEviction`):
+//! every housekeeping period the stats provider measures disk usage, then each pod is judged
+//! against its limits in upstream's order, and a pod over any of them is evicted at once:
+//!
+//! 1. an emptyDir whose usage exceeds its `sizeLimit` —
+//!    `Usage of EmptyDir volume "x" exceeds the limit "1Mi". `;
+//! 2. the pod's ephemeral storage (writable layers, logs, disk emptyDirs, configMaps, the
+//!    hosts file) exceeding the sum of its containers' `ephemeral-storage` limits —
+//!    `Pod ephemeral local storage usage exceeds the total limit of containers 2Mi. `;
+//! 3. a container's writable layer plus logs exceeding its own limit —
+//!    `Container c exceeded its local ephemeral storage limit "1Mi". `.
+//!
+//! Evicting means a Warning `Evicted` event, the containers killed with a one-second grace
+//! period, the pod Failed with reason `Evicted` and the message, and its emptyDirs released
+//! ([`crate::pod::worker::Termination`]). Critical pods (static, mirror, or of system
+//! priority) are never evicted, as upstream refuses to.
+//!
+//! [`local_storage`] is pure; [`run`] is the loop around it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use skiff_api::quantity::Quantity;
+use skiff_runtime::CancellationToken;
+use skiff_runtime::events::{EventType, Recorder};
+
+use crate::pod::manager::PodManager;
+use crate::pod::worker::Termination;
+use crate::stats::Provider;
+use crate::stats::summary::{FsStats, Summary};
+
+/// How often usage is measured and judged (upstream's eviction monitoring period and
+/// housekeeping interval).
+pub const HOUSEKEEPING: Duration = Duration::from_secs(10);
+/// The grace period of an eviction (upstream `immediateEvictionGracePeriodSeconds`).
+pub const GRACE: Duration = Duration::from_secs(1);
+/// The status reason and event reason of an eviction.
+pub const REASON: &str = "Evicted";
+/// Priority at and above which a pod is critical (upstream `SystemCriticalPriority`).
+const SYSTEM_CRITICAL_PRIORITY: i32 = 2_000_000_000;
+
+/// A pod to evict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Eviction {
+    /// The pod's uid.
+    pub uid: String,
+    /// Why, in upstream's words.
+    pub message: String,
+}
+
+/// A quantity as Go's `resource.Quantity.String()` writes it: binary-suffixed quantities
+/// (`Ki`, `Mi`, …) in the largest binary unit that divides them, decimal and plain ones in
+/// the largest power of 1000 (`k`, `M`, …); `written` is a quantity of the same format.
+pub fn quantity_string(value: i64, written: &str) -> String {
+    let binary = written.trim_end().ends_with('i');
+    let (base, suffixes): (i64, &[&str]) = if binary {
+        (1024, &["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"])
+    } else {
+        (1000, &["", "k", "M", "G", "T", "P", "E"])
+    };
+    if value == 0 || (binary && value.abs() < 1024) {
+        return value.to_string();
+    }
+    let (mut n, mut exp) = (value, 0);
+    while exp + 1 < suffixes.len() && n % base == 0 {
+        n /= base;
+        exp += 1;
+    }
+    format!("{n}{}", suffixes[exp])
+}
+
+fn bytes(q: &str) -> Option<i64> {
+    Quantity::parse(q).ok().map(Quantity::value)
+}
+
+/// Upstream `IsCriticalPod`: static and mirror pods, and pods of system priority.
+pub fn is_critical(pod: &Pod) -> bool {
+    let source = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("kubernetes.io/config.source"));
+    let mirror = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key("kubernetes.io/config.mirror"));
+    let priority = pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
+    source.is_some_and(|s| s != "api") || mirror || priority >= SYSTEM_CRITICAL_PRIORITY
+}
+
+/// The pod's `ephemeral-storage` limit (upstream `PodLimits`): the containers' sum with
+/// restartable init containers, or the largest init container if larger; `None` when no
+/// container sets one. Returns the limit and a written limit to take the format from.
+fn pod_ephemeral_limit(pod: &Pod) -> Option<(i64, String)> {
+    let spec = pod.spec.as_ref()?;
+    let limit = |c: &k8s_openapi::api::core::v1::Container| {
+        c.resources
+            .as_ref()
+            .and_then(|r| r.limits.as_ref())
+            .and_then(|l| l.get("ephemeral-storage"))
+            .map(|q| q.0.clone())
+    };
+    let mut written: Option<String> = None;
+    let mut sum = 0i64;
+    let mut sidecars = 0i64;
+    let mut init_peak = 0i64;
+    for c in &spec.containers {
+        if let Some(q) = limit(c) {
+            sum += bytes(&q).unwrap_or(0);
+            written.get_or_insert(q);
+        }
+    }
+    for c in spec.init_containers.iter().flatten() {
+        let Some(q) = limit(c) else { continue };
+        let b = bytes(&q).unwrap_or(0);
+        written.get_or_insert(q);
+        if c.restart_policy.as_deref() == Some("Always") {
+            sidecars += b;
+            sum += b;
+            init_peak = init_peak.max(sidecars);
+        } else {
+            init_peak = init_peak.max(b + sidecars);
+        }
+    }
+    Some((sum.max(init_peak), written?))
+}
+
+fn used(fs: Option<&FsStats>) -> i64 {
+    fs.and_then(|f| f.used_bytes).unwrap_or(0) as i64
+}
+
+/// Which pods exceed a local storage limit. `dedicated_image_fs` leaves writable layers out
+/// of container usage (they are then on another filesystem), as upstream does.
+pub fn local_storage(
+    pods: &[Arc<Pod>],
+    summary: &Summary,
+    dedicated_image_fs: bool,
+) -> Vec<Eviction> {
+    let mut out = Vec::new();
+    for pod in pods {
+        let Some(uid) = pod.metadata.uid.as_deref() else {
+            continue;
+        };
+        let Some(stats) = summary.pods.iter().find(|p| p.pod_ref.uid == uid) else {
+            continue;
+        };
+        // Critical pods are not evicted; pods already terminating are on their way out.
+        if is_critical(pod) || pod.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let Some(spec) = pod.spec.as_ref() else {
+            continue;
+        };
+        let evict = |message: String| Eviction {
+            uid: uid.to_owned(),
+            message,
+        };
+        // 1. emptyDir size limits.
+        let over_size = spec.volumes.iter().flatten().find_map(|v| {
+            let limit = v.empty_dir.as_ref()?.size_limit.as_ref()?;
+            let size = bytes(&limit.0).filter(|s| *s > 0)?;
+            let usage = stats
+                .volume_stats
+                .iter()
+                .find(|s| s.name == v.name)?
+                .fs
+                .used_bytes? as i64;
+            (usage > size).then(|| {
+                format!(
+                    "Usage of EmptyDir volume {:?} exceeds the limit {:?}. ",
+                    v.name,
+                    quantity_string(size, &limit.0)
+                )
+            })
+        });
+        if let Some(message) = over_size {
+            out.push(evict(message));
+            continue;
+        }
+        // 2. The pod's total.
+        if let Some((limit, written)) = pod_ephemeral_limit(pod)
+            && used(stats.ephemeral_storage.as_ref()) > limit
+        {
+            out.push(evict(format!(
+                "Pod ephemeral local storage usage exceeds the total limit of containers {}. ",
+                quantity_string(limit, &written)
+            )));
+            continue;
+        }
+        // 3. Each container.
+        let over_container = spec.containers.iter().find_map(|c| {
+            let written = c
+                .resources
+                .as_ref()?
+                .limits
+                .as_ref()?
+                .get("ephemeral-storage")?;
+            let limit = bytes(&written.0).filter(|l| *l != 0)?;
+            let cs = stats.containers.iter().find(|s| s.name == c.name)?;
+            let mut usage = used(cs.logs.as_ref());
+            if !dedicated_image_fs {
+                usage += used(cs.rootfs.as_ref());
+            }
+            (usage > limit).then(|| {
+                format!(
+                    "Container {} exceeded its local ephemeral storage limit {:?}. ",
+                    c.name,
+                    quantity_string(limit, &written.0)
+                )
+            })
+        });
+        if let Some(message) = over_container {
+            out.push(evict(message));
+        }
+    }
+    out
+}
+
+/// Measure and judge every [`HOUSEKEEPING`] until `shutdown`, evicting what is over.
+pub async fn run(
+    stats: Arc<Provider>,
+    manager: Arc<PodManager>,
+    recorder: Recorder,
+    shutdown: CancellationToken,
+) {
+    loop {
+        stats.housekeeping().await;
+        match stats.summary().await {
+            Ok(summary) => {
+                let pods = stats.pods();
+                // The image filesystem is the node filesystem unless the runtime's root is
+                // on another device (upstream's `dedicatedImageFs`).
+                let dedicated = match (
+                    summary.node.fs.as_ref(),
+                    summary
+                        .node
+                        .runtime
+                        .as_ref()
+                        .and_then(|r| r.image_fs.as_ref()),
+                ) {
+                    (Some(node), Some(image)) => node.capacity_bytes != image.capacity_bytes,
+                    _ => false,
+                };
+                for eviction in local_storage(&pods, &summary, dedicated) {
+                    let Some(pod) = pods
+                        .iter()
+                        .find(|p| p.metadata.uid.as_deref() == Some(eviction.uid.as_str()))
+                    else {
+                        continue;
+                    };
+                    let termination = Termination {
+                        reason: REASON.to_owned(),
+                        message: eviction.message.clone(),
+                        grace: GRACE,
+                    };
+                    if manager.evict(&eviction.uid, termination) {
+                        tracing::info!(pod = ?pod.metadata.name, message = %eviction.message, "evicting pod");
+                        recorder.publish(
+                            &skiff_runtime::events::reference(pod.as_ref()),
+                            EventType::Warning,
+                            REASON,
+                            &eviction.message,
+                        );
+                    }
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "reading stats for eviction failed"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(HOUSEKEEPING) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::summary::{ContainerStats, PodReference, PodStats, VolumeStats};
+    use serde_json::{Value, json};
+
+    fn pod(uid: &str, spec: Value, annotations: Value) -> Arc<Pod> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "metadata": { "name": uid, "namespace": "default", "uid": uid, "annotations": annotations },
+                "spec": spec,
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn fs(bytes: u64) -> Option<FsStats> {
+        Some(FsStats {
+            used_bytes: Some(bytes),
+            ..Default::default()
+        })
+    }
+
+    fn stats(
+        uid: &str,
+        volumes: &[(&str, u64)],
+        containers: &[(&str, u64, u64)],
+        total: u64,
+    ) -> PodStats {
+        PodStats {
+            pod_ref: PodReference {
+                name: uid.into(),
+                namespace: "default".into(),
+                uid: uid.into(),
+            },
+            volume_stats: volumes
+                .iter()
+                .map(|(name, used)| VolumeStats {
+                    fs: fs(*used).unwrap(),
+                    name: (*name).into(),
+                    pvc_ref: None,
+                })
+                .collect(),
+            containers: containers
+                .iter()
+                .map(|(name, rootfs, logs)| ContainerStats {
+                    name: (*name).into(),
+                    rootfs: fs(*rootfs),
+                    logs: fs(*logs),
+                    ..Default::default()
+                })
+                .collect(),
+            ephemeral_storage: fs(total),
+            ..Default::default()
+        }
+    }
+
+    fn summary(pods: Vec<PodStats>) -> Summary {
+        Summary {
+            pods,
+            ..Default::default()
+        }
+    }
+
+    const MI: u64 = 1 << 20;
+
+    #[test]
+    fn quantities_print_like_go() {
+        assert_eq!(quantity_string(1 << 20, "1Mi"), "1Mi");
+        assert_eq!(quantity_string(3 << 20, "1Mi"), "3Mi");
+        assert_eq!(quantity_string(1536 << 20, "1.5Gi"), "1536Mi");
+        assert_eq!(quantity_string(1000, "1Ki"), "1000");
+        assert_eq!(quantity_string(2_000_000, "2000000"), "2M");
+        assert_eq!(quantity_string(1_500_000, "1500k"), "1500k");
+        assert_eq!(quantity_string(1_048_576, "1048576"), "1048576");
+        assert_eq!(quantity_string(0, "0"), "0");
+    }
+
+    #[test]
+    fn an_empty_dir_over_its_size_limit_is_evicted_with_upstreams_message() {
+        let p = pod(
+            "u1",
+            json!({ "containers": [{ "name": "c" }], "volumes": [
+                { "name": "scratch", "emptyDir": { "sizeLimit": "1Mi" } },
+                { "name": "unbounded", "emptyDir": {} },
+            ] }),
+            json!({}),
+        );
+        let within = summary(vec![stats(
+            "u1",
+            &[("scratch", MI), ("unbounded", 50 * MI)],
+            &[],
+            51 * MI,
+        )]);
+        assert!(
+            local_storage(std::slice::from_ref(&p), &within, false).is_empty(),
+            "equal is within"
+        );
+        let over = summary(vec![stats("u1", &[("scratch", MI + 4096)], &[], MI)]);
+        assert_eq!(
+            local_storage(&[p], &over, false),
+            [Eviction {
+                uid: "u1".into(),
+                message: "Usage of EmptyDir volume \"scratch\" exceeds the limit \"1Mi\". ".into(),
+            }]
+        );
+    }
+
+    #[test]
+    fn the_pod_total_is_judged_against_its_containers_limits() {
+        let p = pod(
+            "u2",
+            json!({ "containers": [
+                { "name": "a", "resources": { "limits": { "ephemeral-storage": "1Mi" } } },
+                { "name": "b", "resources": { "limits": { "ephemeral-storage": "2Mi" } } },
+            ] }),
+            json!({}),
+        );
+        let over = summary(vec![stats(
+            "u2",
+            &[],
+            &[("a", 0, 0), ("b", 0, 0)],
+            3 * MI + 1,
+        )]);
+        assert_eq!(
+            local_storage(std::slice::from_ref(&p), &over, false)[0].message,
+            "Pod ephemeral local storage usage exceeds the total limit of containers 3Mi. "
+        );
+        let fine = summary(vec![stats(
+            "u2",
+            &[],
+            &[("a", MI / 2, 0), ("b", MI, 0)],
+            3 * MI,
+        )]);
+        assert!(local_storage(&[p], &fine, false).is_empty());
+    }
+
+    #[test]
+    fn a_container_over_its_own_limit_counts_layer_and_logs() {
+        let p = pod(
+            "u3",
+            json!({ "containers": [
+                { "name": "small", "resources": { "limits": { "ephemeral-storage": "1Mi" } } },
+                { "name": "free" },
+            ] }),
+            json!({}),
+        );
+        // The pod total (1Mi: only `small` sets a limit) is not exceeded; the container is.
+        let over = summary(vec![stats(
+            "u3",
+            &[],
+            &[("small", MI / 2 + 1, MI / 2), ("free", 100 * MI, 0)],
+            MI,
+        )]);
+        assert_eq!(
+            local_storage(std::slice::from_ref(&p), &over, false)[0].message,
+            "Container small exceeded its local ephemeral storage limit \"1Mi\". "
+        );
+        assert!(
+            local_storage(&[p], &over, true).is_empty(),
+            "with a dedicated image filesystem the writable layer is not counted"
+        );
+    }
+
+    #[test]
+    fn critical_terminating_and_unmeasured_pods_are_left_alone() {
+        let spec = json!({ "containers": [{ "name": "c" }], "volumes": [{ "name": "v", "emptyDir": { "sizeLimit": "1Ki" } }] });
+        let over = |uid: &str| stats(uid, &[("v", MI)], &[], MI);
+        let static_pod = pod(
+            "s",
+            spec.clone(),
+            json!({ "kubernetes.io/config.source": "file" }),
+        );
+        let mut critical = (*pod("c", spec.clone(), json!({}))).clone();
+        critical.spec.as_mut().unwrap().priority = Some(2_000_001_000);
+        let mut leaving = (*pod("d", spec.clone(), json!({}))).clone();
+        leaving.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH),
+        );
+        let unmeasured = pod("n", spec, json!({}));
+        let s = summary(vec![over("s"), over("c"), over("d")]);
+        assert!(
+            local_storage(
+                &[
+                    static_pod,
+                    Arc::new(critical),
+                    Arc::new(leaving),
+                    unmeasured
+                ],
+                &s,
+                false
+            )
+            .is_empty()
+        );
+    }
+}
