@@ -22,5 +22,6 @@ pub mod patch;
 pub mod protobuf;
 pub mod quantity;
 pub mod registry;
+pub mod scheduling;
 pub mod selector;
 pub mod table;

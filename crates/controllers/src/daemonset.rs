@@ -29,8 +29,8 @@ use skiff_runtime::{Change, Informer, ObjectKey, WorkQueue};
 use crate::context::{Context, synced};
 use crate::history::{self, REVISION_LABEL};
 use crate::replicaset::{api_message, pod_informer};
-use crate::scheduling;
 use crate::{During, Error, Result, pods};
+use skiff_api::scheduling;
 
 /// The deprecated label with the DaemonSet generation a pod was made from.
 pub const TEMPLATE_GENERATION: &str = "pod-template-generation";

@@ -36,7 +36,6 @@ pub mod podgc;
 pub mod replicaset;
 pub mod resourcequota;
 pub mod rootcacert;
-pub mod scheduling;
 pub mod serviceaccount;
 pub mod statefulset;
 pub mod tainteviction;

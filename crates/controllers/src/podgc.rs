@@ -22,8 +22,8 @@ use skiff_runtime::Informer;
 use tokio::time::Instant;
 
 use crate::context::{Context, synced};
-use crate::scheduling;
 use crate::{Error, Result, pods};
+use skiff_api::scheduling;
 
 const OUT_OF_SERVICE: &str = "node.kubernetes.io/out-of-service";
 

@@ -18,7 +18,8 @@ use skiff_runtime::{Change, Informer, ObjectKey, WorkQueue};
 
 use crate::context::{Context, synced};
 use crate::nodelifecycle::{POD_NODE_INDEX, pods_by_node};
-use crate::{Error, Result, pods, scheduling};
+use crate::{Error, Result, pods};
+use skiff_api::scheduling;
 
 /// Start the controller.
 pub async fn start(ctx: Context) {

@@ -22,13 +22,10 @@
 //! Pure: the caller passes the node and the admitted pods; a rejected pod is never added
 //! to those, so it consumes nothing.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{
-    Container, Node, NodeSelectorRequirement, Pod, ResourceRequirements, Taint, Toleration,
-};
-use skiff_api::quantity::Quantity;
+use k8s_openapi::api::core::v1::{Container, Node, Pod};
+use skiff_api::scheduling::{self, Resources, add, allocatable, pod_requests, tolerates};
 
 /// Why a pod was refused: the status `reason`, and the message (without upstream's
 /// `Pod was rejected: ` prefix, which only the pod status carries).
@@ -62,103 +59,6 @@ pub const NODE_AFFINITY_REASON: &str = "node(s) didn't match Pod's node affinity
 pub const NODE_PORTS_REASON: &str = "node(s) didn't have free ports for the requested pod ports";
 /// Upstream's TaintToleration failure reason.
 pub const TAINT_REASON: &str = "node(s) had taints that the pod didn't tolerate";
-
-/// Amounts by resource name: cpu in millicores, everything else in units.
-pub type Resources = BTreeMap<String, i64>;
-
-fn amount(name: &str, q: &str) -> i64 {
-    let parsed = Quantity::parse(q).unwrap_or_default();
-    if name == "cpu" {
-        parsed.milli_value()
-    } else {
-        parsed.value()
-    }
-}
-
-fn add(into: &mut Resources, from: &Resources) {
-    for (k, v) in from {
-        *into.entry(k.clone()).or_insert(0) += v;
-    }
-}
-
-fn max_with(into: &mut Resources, from: &Resources) {
-    for (k, v) in from {
-        let e = into.entry(k.clone()).or_insert(0);
-        *e = (*e).max(*v);
-    }
-}
-
-/// A container's requests (limits stand in for requests left unset, as defaulting does).
-fn container_requests(r: Option<&ResourceRequirements>) -> Resources {
-    let mut out = Resources::new();
-    let Some(r) = r else {
-        return out;
-    };
-    for (name, q) in r.requests.iter().flatten() {
-        out.insert(name.clone(), amount(name, &q.0));
-    }
-    for (name, q) in r.limits.iter().flatten() {
-        out.entry(name.clone())
-            .or_insert_with(|| amount(name, &q.0));
-    }
-    out
-}
-
-/// What a pod requests (upstream `resourcehelper.PodRequests`): the larger of its
-/// containers plus restartable init containers and the peak of its init containers run in
-/// order on top of the sidecars started before them; pod-level requests replace the
-/// container sum for cpu, memory and hugepages; the overhead is added.
-pub fn pod_requests(pod: &Pod) -> Resources {
-    let Some(spec) = pod.spec.as_ref() else {
-        return Resources::new();
-    };
-    let mut sum = Resources::new();
-    for c in &spec.containers {
-        add(&mut sum, &container_requests(c.resources.as_ref()));
-    }
-    let mut sidecars = Resources::new();
-    let mut init_peak = Resources::new();
-    for c in spec.init_containers.iter().flatten() {
-        let r = container_requests(c.resources.as_ref());
-        if c.restart_policy.as_deref() == Some("Always") {
-            add(&mut sum, &r);
-            add(&mut sidecars, &r);
-            max_with(&mut init_peak, &sidecars);
-        } else {
-            let mut running = r;
-            add(&mut running, &sidecars);
-            max_with(&mut init_peak, &running);
-        }
-    }
-    max_with(&mut sum, &init_peak);
-    for (name, q) in spec
-        .resources
-        .as_ref()
-        .and_then(|r| r.requests.as_ref())
-        .into_iter()
-        .flatten()
-    {
-        if name == "cpu" || name == "memory" || name.starts_with("hugepages-") {
-            sum.insert(name.clone(), amount(name, &q.0));
-        }
-    }
-    for (name, q) in spec.overhead.iter().flatten() {
-        *sum.entry(name.clone()).or_insert(0) += amount(name, &q.0);
-    }
-    sum.retain(|_, v| *v != 0);
-    sum
-}
-
-/// A node's allocatable resources (capacity when it reports no allocatable).
-pub fn allocatable(node: &Node) -> Resources {
-    let status = node.status.as_ref();
-    status
-        .and_then(|s| s.allocatable.as_ref().or(s.capacity.as_ref()))
-        .into_iter()
-        .flatten()
-        .map(|(k, q)| (k.clone(), amount(k, &q.0)))
-        .collect()
-}
 
 /// Whether a resource name is an extended resource (domain-qualified, outside
 /// `kubernetes.io/`), which a node may simply not have.
@@ -224,66 +124,11 @@ fn fits_resources(pod: &Pod, node: &Node, admitted: &[Arc<Pod>]) -> Option<Rejec
     None
 }
 
-fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&str>) -> bool {
-    let values = r.values.as_deref().unwrap_or_default();
-    match r.operator.as_str() {
-        "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
-        "NotIn" => value.is_none_or(|v| !values.iter().any(|x| x == v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        "Gt" | "Lt" => {
-            let (Some(v), Some(bound)) = (
-                value.and_then(|v| v.parse::<i64>().ok()),
-                values.first().and_then(|b| b.parse::<i64>().ok()),
-            ) else {
-                return false;
-            };
-            if r.operator == "Gt" {
-                v > bound
-            } else {
-                v < bound
-            }
-        }
-        _ => false,
-    }
-}
-
-/// The pod's `nodeSelector` and required node affinity (terms ORed, requirements ANDed, an
-/// empty term matching nothing; `matchFields` on `metadata.name`).
+/// The pod's `nodeSelector` and required node affinity allow the node.
 pub fn node_affinity_matches(pod: &Pod, node: &Node) -> bool {
-    let Some(spec) = pod.spec.as_ref() else {
-        return true;
-    };
-    let empty = BTreeMap::new();
-    let labels = node.metadata.labels.as_ref().unwrap_or(&empty);
-    if let Some(sel) = &spec.node_selector
-        && !sel.iter().all(|(k, v)| labels.get(k) == Some(v))
-    {
-        return false;
-    }
-    let Some(required) = spec
-        .affinity
+    pod.spec
         .as_ref()
-        .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|n| {
-            n.required_during_scheduling_ignored_during_execution
-                .as_ref()
-        })
-    else {
-        return true;
-    };
-    let name = node.metadata.name.as_deref().unwrap_or("");
-    required.node_selector_terms.iter().any(|term| {
-        let exprs = term.match_expressions.as_deref().unwrap_or_default();
-        let fields = term.match_fields.as_deref().unwrap_or_default();
-        (!exprs.is_empty() || !fields.is_empty())
-            && exprs
-                .iter()
-                .all(|r| requirement_matches(r, labels.get(&r.key).map(String::as_str)))
-            && fields
-                .iter()
-                .all(|r| r.key == "metadata.name" && requirement_matches(r, Some(name)))
-    })
+        .is_none_or(|spec| scheduling::node_matches(spec, node))
 }
 
 /// A host port a pod asks for: (protocol, host IP, port).
@@ -318,24 +163,6 @@ fn host_ports(pod: &Pod) -> Vec<HostPort> {
 
 fn ports_conflict(a: &HostPort, b: &HostPort) -> bool {
     a.0 == b.0 && a.2 == b.2 && (a.1 == b.1 || a.1 == "0.0.0.0" || b.1 == "0.0.0.0")
-}
-
-/// Upstream `Toleration.ToleratesTaint`.
-pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
-    if let Some(effect) = t.effect.as_deref().filter(|e| !e.is_empty())
-        && effect != taint.effect
-    {
-        return false;
-    }
-    let key = t.key.as_deref().unwrap_or("");
-    if !key.is_empty() && key != taint.key {
-        return false;
-    }
-    match t.operator.as_deref().unwrap_or("Equal") {
-        "Exists" => true,
-        "Equal" | "" => t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or(""),
-        _ => false,
-    }
 }
 
 /// Judge `pod` for `node`, given the pods already admitted there. `is_static` pods skip the

@@ -1,13 +1,18 @@
-//! The placement rules controllers judge the way the scheduler would (upstream
-//! component-helpers/scheduling): taints and tolerations, node selectors and required node
-//! affinity (labels and the `metadata.name` field). The DaemonSet controller decides where
-//! its pods belong with them; taint eviction decides which pods must leave a node.
+//! Placement rules every component judges alike (upstream `component-helpers/scheduling`
+//! and `component-helpers/resource`): taints and tolerations, node selectors and required
+//! node affinity (labels and the `metadata.name` field), and what a pod requests. The
+//! DaemonSet controller decides where its pods belong with them, taint eviction which pods
+//! must leave a node, and the kubelet whether it admits a pod. (The scheduler keeps its own
+//! forms of these, shaped for its per-cycle hot paths.)
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Node, NodeSelector, NodeSelectorRequirement, PodSpec, Taint, Toleration,
+    Node, NodeSelector, NodeSelectorRequirement, Pod, PodSpec, ResourceRequirements, Taint,
+    Toleration,
 };
+
+use crate::quantity::Quantity;
 
 /// Upstream `Toleration.ToleratesTaint`.
 pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
@@ -17,16 +22,12 @@ pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
         return false;
     }
     let key = t.key.as_deref().unwrap_or("");
-    let operator = t.operator.as_deref().unwrap_or("Equal");
     if !key.is_empty() && key != taint.key {
         return false;
     }
-    match operator {
+    match t.operator.as_deref().unwrap_or("Equal") {
         "Exists" => true,
-        "Equal" | "" => {
-            !key.is_empty()
-                && t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
-        }
+        "Equal" | "" => t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or(""),
         _ => false,
     }
 }
@@ -36,12 +37,9 @@ pub fn tolerated(tolerations: &[Toleration], taint: &Taint) -> bool {
     tolerations.iter().any(|t| tolerates(t, taint))
 }
 
-fn node_labels(node: &Node) -> BTreeMap<String, String> {
-    node.metadata.labels.clone().unwrap_or_default()
-}
-
-fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&str>) -> bool {
-    let values = r.values.clone().unwrap_or_default();
+/// Whether a node selector requirement holds for a label's (or field's) value.
+pub fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&str>) -> bool {
+    let values = r.values.as_deref().unwrap_or_default();
     match r.operator.as_str() {
         "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
         "NotIn" => value.is_none_or(|v| !values.iter().any(|x| x == v)),
@@ -67,11 +65,12 @@ fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&str>) -> bool
 /// Whether a node matches a node selector (terms ORed, requirements in a term ANDed; an
 /// empty term matches nothing).
 pub fn selector_matches(sel: &NodeSelector, node: &Node) -> bool {
-    let labels = node_labels(node);
-    let name = node.metadata.name.clone().unwrap_or_default();
+    let empty = BTreeMap::new();
+    let labels = node.metadata.labels.as_ref().unwrap_or(&empty);
+    let name = node.metadata.name.as_deref().unwrap_or("");
     sel.node_selector_terms.iter().any(|term| {
-        let exprs = term.match_expressions.clone().unwrap_or_default();
-        let fields = term.match_fields.clone().unwrap_or_default();
+        let exprs = term.match_expressions.as_deref().unwrap_or_default();
+        let fields = term.match_fields.as_deref().unwrap_or_default();
         if exprs.is_empty() && fields.is_empty() {
             return false;
         }
@@ -80,13 +79,14 @@ pub fn selector_matches(sel: &NodeSelector, node: &Node) -> bool {
             .all(|r| requirement_matches(r, labels.get(&r.key).map(String::as_str)))
             && fields
                 .iter()
-                .all(|r| r.key == "metadata.name" && requirement_matches(r, Some(&name)))
+                .all(|r| r.key == "metadata.name" && requirement_matches(r, Some(name)))
     })
 }
 
 /// The pod's nodeSelector and required node affinity allow the node.
 pub fn node_matches(spec: &PodSpec, node: &Node) -> bool {
-    let labels = node_labels(node);
+    let empty = BTreeMap::new();
+    let labels = node.metadata.labels.as_ref().unwrap_or(&empty);
     if let Some(sel) = &spec.node_selector
         && !sel.iter().all(|(k, v)| labels.get(k) == Some(v))
     {
@@ -134,11 +134,110 @@ pub fn target_node(spec: &PodSpec) -> Option<String> {
     })
 }
 
+/// Amounts by resource name: cpu in millicores, everything else in units.
+pub type Resources = BTreeMap<String, i64>;
+
+/// A quantity in the unit [`Resources`] keeps for `name` (0 when it does not parse).
+pub fn amount(name: &str, q: &str) -> i64 {
+    let parsed = Quantity::parse(q).unwrap_or_default();
+    if name == "cpu" {
+        parsed.milli_value()
+    } else {
+        parsed.value()
+    }
+}
+
+/// Add `from` to `into`, resource by resource.
+pub fn add(into: &mut Resources, from: &Resources) {
+    for (k, v) in from {
+        *into.entry(k.clone()).or_insert(0) += v;
+    }
+}
+
+fn max_with(into: &mut Resources, from: &Resources) {
+    for (k, v) in from {
+        let e = into.entry(k.clone()).or_insert(0);
+        *e = (*e).max(*v);
+    }
+}
+
+/// A container's requests (limits stand in for requests left unset, as defaulting does).
+fn container_requests(r: Option<&ResourceRequirements>) -> Resources {
+    let mut out = Resources::new();
+    let Some(r) = r else {
+        return out;
+    };
+    for (name, q) in r.requests.iter().flatten() {
+        out.insert(name.clone(), amount(name, &q.0));
+    }
+    for (name, q) in r.limits.iter().flatten() {
+        out.entry(name.clone())
+            .or_insert_with(|| amount(name, &q.0));
+    }
+    out
+}
+
+/// What a pod requests (upstream `resourcehelper.PodRequests`): the larger of its
+/// containers plus restartable init containers and the peak of its init containers run in
+/// order on top of the sidecars started before them; pod-level requests replace the
+/// container sum for cpu, memory and hugepages; the overhead is added.
+pub fn pod_requests(pod: &Pod) -> Resources {
+    let Some(spec) = pod.spec.as_ref() else {
+        return Resources::new();
+    };
+    let mut sum = Resources::new();
+    for c in &spec.containers {
+        add(&mut sum, &container_requests(c.resources.as_ref()));
+    }
+    let mut sidecars = Resources::new();
+    let mut init_peak = Resources::new();
+    for c in spec.init_containers.iter().flatten() {
+        let r = container_requests(c.resources.as_ref());
+        if c.restart_policy.as_deref() == Some("Always") {
+            add(&mut sum, &r);
+            add(&mut sidecars, &r);
+            max_with(&mut init_peak, &sidecars);
+        } else {
+            let mut running = r;
+            add(&mut running, &sidecars);
+            max_with(&mut init_peak, &running);
+        }
+    }
+    max_with(&mut sum, &init_peak);
+    for (name, q) in spec
+        .resources
+        .as_ref()
+        .and_then(|r| r.requests.as_ref())
+        .into_iter()
+        .flatten()
+    {
+        if name == "cpu" || name == "memory" || name.starts_with("hugepages-") {
+            sum.insert(name.clone(), amount(name, &q.0));
+        }
+    }
+    for (name, q) in spec.overhead.iter().flatten() {
+        *sum.entry(name.clone()).or_insert(0) += amount(name, &q.0);
+    }
+    sum.retain(|_, v| *v != 0);
+    sum
+}
+
+/// A node's allocatable resources (capacity when it reports no allocatable).
+pub fn allocatable(node: &Node) -> Resources {
+    let status = node.status.as_ref();
+    status
+        .and_then(|s| s.allocatable.as_ref().or(s.capacity.as_ref()))
+        .into_iter()
+        .flatten()
+        .map(|(k, q)| (k.clone(), amount(k, &q.0)))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{Affinity, NodeAffinity, NodeSelectorTerm};
-    use kube::api::ObjectMeta;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     fn taint(key: &str, value: &str, effect: &str) -> Taint {
         Taint {
