@@ -104,6 +104,34 @@ impl Cri {
     pub fn socket(&self) -> &Path {
         &self.socket
     }
+
+    /// Every sandbox in state `SANDBOX_READY`.
+    pub async fn ready_sandboxes(&self) -> Result<Vec<api::PodSandbox>> {
+        let filter = api::PodSandboxFilter {
+            state: Some(api::PodSandboxStateValue {
+                state: api::PodSandboxState::SandboxReady as i32,
+            }),
+            ..Default::default()
+        };
+        let request = api::ListPodSandboxRequest {
+            filter: Some(filter),
+        };
+        Ok(self.list_pod_sandbox(request).await?.items)
+    }
+
+    /// Every container in state `CONTAINER_RUNNING`.
+    pub async fn running_containers(&self) -> Result<Vec<api::Container>> {
+        let filter = api::ContainerFilter {
+            state: Some(api::ContainerStateValue {
+                state: api::ContainerState::ContainerRunning as i32,
+            }),
+            ..Default::default()
+        };
+        let request = api::ListContainersRequest {
+            filter: Some(filter),
+        };
+        Ok(self.list_containers(request).await?.containers)
+    }
 }
 
 fn call_error(rpc: &'static str, status: tonic::Status) -> Error {

@@ -8,7 +8,6 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use serde_json::{Value, json};
-use skiff_cri::api;
 
 use super::{Context, error};
 use crate::pod::observed::labels;
@@ -40,19 +39,8 @@ pub async fn pods(State(ctx): State<Arc<Context>>) -> Response {
 
 /// `GET /runningpods/`.
 pub async fn running(State(ctx): State<Arc<Context>>) -> Response {
-    let sandboxes = match ctx
-        .cri
-        .list_pod_sandbox(api::ListPodSandboxRequest {
-            filter: Some(api::PodSandboxFilter {
-                state: Some(api::PodSandboxStateValue {
-                    state: api::PodSandboxState::SandboxReady as i32,
-                }),
-                ..Default::default()
-            }),
-        })
-        .await
-    {
-        Ok(r) => r.items,
+    let sandboxes = match ctx.cri.ready_sandboxes().await {
+        Ok(items) => items,
         Err(e) => {
             return error(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -61,19 +49,8 @@ pub async fn running(State(ctx): State<Arc<Context>>) -> Response {
             );
         }
     };
-    let containers = match ctx
-        .cri
-        .list_containers(api::ListContainersRequest {
-            filter: Some(api::ContainerFilter {
-                state: Some(api::ContainerStateValue {
-                    state: api::ContainerState::ContainerRunning as i32,
-                }),
-                ..Default::default()
-            }),
-        })
-        .await
-    {
-        Ok(r) => r.containers,
+    let containers = match ctx.cri.running_containers().await {
+        Ok(items) => items,
         Err(e) => {
             return error(
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -482,30 +482,14 @@ impl Provider {
         let runtime = |what| move |source| Error::Runtime { what, source };
         let sandboxes = self
             .cri
-            .list_pod_sandbox(api::ListPodSandboxRequest {
-                filter: Some(api::PodSandboxFilter {
-                    state: Some(api::PodSandboxStateValue {
-                        state: api::PodSandboxState::SandboxReady as i32,
-                    }),
-                    ..Default::default()
-                }),
-            })
+            .ready_sandboxes()
             .await
-            .map_err(runtime("pod sandboxes"))?
-            .items;
+            .map_err(runtime("pod sandboxes"))?;
         let containers = self
             .cri
-            .list_containers(api::ListContainersRequest {
-                filter: Some(api::ContainerFilter {
-                    state: Some(api::ContainerStateValue {
-                        state: api::ContainerState::ContainerRunning as i32,
-                    }),
-                    ..Default::default()
-                }),
-            })
+            .running_containers()
             .await
-            .map_err(runtime("containers"))?
-            .containers;
+            .map_err(runtime("containers"))?;
         let container_stats = self.container_stats(&containers).await;
         // The newest ready sandbox of each pod, with the pod's cgroup.
         let mut newest: BTreeMap<String, &api::PodSandbox> = BTreeMap::new();
