@@ -7,11 +7,10 @@ use std::time::Duration;
 use anyhow::Result;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Service};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
-use crate::{env, eventually, obj};
+use crate::{env, eventually, obj, renew};
 
 const UNINITIALIZED: &str = "node.cloudprovider.kubernetes.io/uninitialized";
 
@@ -41,20 +40,6 @@ async fn report(nodes: &Api<Node>, name: &str, ip: &str, ready: &str) -> Result<
     } });
     nodes
         .patch_status(name, &PatchParams::default(), &Patch::Strategic(&patch))
-        .await?;
-    Ok(())
-}
-
-/// Renew the node's Lease (so the node lifecycle controller keeps a Ready node Ready).
-async fn renew(leases: &Api<Lease>, node: &str) -> Result<()> {
-    let lease = json!({ "apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": { "name": node },
-        "spec": { "holderIdentity": node, "leaseDurationSeconds": 40, "renewTime": MicroTime(jiff::Timestamp::now()) } });
-    leases
-        .patch(
-            node,
-            &PatchParams::apply("test-kubelet").force(),
-            &Patch::Apply(&lease),
-        )
         .await?;
     Ok(())
 }

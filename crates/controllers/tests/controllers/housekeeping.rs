@@ -11,14 +11,13 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, Namespace, Node, Pod, Service, ServiceAccount,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::ResourceExt;
 use kube::api::{
     Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, PropagationPolicy,
 };
 use serde_json::json;
 
-use crate::{env, eventually, finish, make_ready, names, obj};
+use crate::{env, eventually, finish, make_ready, names, obj, renew};
 
 fn owner_ref(
     kind: &str,
@@ -469,19 +468,6 @@ async fn endpoints_and_slices_follow_pod_readiness_and_ports() -> Result<()> {
     .await?;
     // The kubernetes service's endpoints belong to the API server.
     assert!(endpoints.get_opt("kubernetes").await?.is_some());
-    Ok(())
-}
-
-async fn renew(leases: &Api<Lease>, node: &str) -> Result<()> {
-    let lease = json!({ "apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": { "name": node },
-        "spec": { "holderIdentity": node, "leaseDurationSeconds": 40, "renewTime": MicroTime(jiff::Timestamp::now()) } });
-    leases
-        .patch(
-            node,
-            &PatchParams::apply("test-kubelet").force(),
-            &Patch::Apply(&lease),
-        )
-        .await?;
     Ok(())
 }
 

@@ -104,6 +104,23 @@ pub async fn finish(pods: &Api<Pod>, name: &str, phase: &str, exit_code: i32) ->
 }
 
 /// Names of a list of objects.
+/// Renew the node's Lease (so the node lifecycle controller keeps a Ready node Ready).
+pub async fn renew(
+    leases: &Api<k8s_openapi::api::coordination::v1::Lease>,
+    node: &str,
+) -> Result<()> {
+    let lease = json!({ "apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": { "name": node },
+        "spec": { "holderIdentity": node, "leaseDurationSeconds": 40, "renewTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(jiff::Timestamp::now()) } });
+    leases
+        .patch(
+            node,
+            &PatchParams::apply("test-kubelet").force(),
+            &Patch::Apply(&lease),
+        )
+        .await?;
+    Ok(())
+}
+
 pub fn names<K: kube::ResourceExt>(items: &[K]) -> Vec<String> {
     let mut v: Vec<String> = items.iter().map(|i| i.name_any()).collect();
     v.sort();
