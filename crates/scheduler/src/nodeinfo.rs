@@ -262,6 +262,10 @@ pub struct NodeInfo {
     pub node: Arc<Node>,
     /// Whether `node` is a real Node object.
     pub has_node: bool,
+    /// `spec.unschedulable` (kept here so Filter does not read the Node object for it).
+    pub unschedulable: bool,
+    /// Whether the node has any taint.
+    pub has_taints: bool,
     /// The node name.
     pub name: String,
     /// Pods on the node, assumed ones included.
@@ -303,6 +307,8 @@ impl NodeInfo {
         NodeInfo {
             node: Arc::new(Node::default()),
             has_node: false,
+            unschedulable: false,
+            has_taints: false,
             name: name.to_owned(),
             pods: Vec::new(),
             pods_with_affinity: Vec::new(),
@@ -340,6 +346,11 @@ impl NodeInfo {
             }
         }
         self.images = Arc::new(images);
+        let spec = node.spec.as_ref();
+        self.unschedulable = spec.and_then(|s| s.unschedulable).unwrap_or(false);
+        self.has_taints = spec
+            .and_then(|s| s.taints.as_ref())
+            .is_some_and(|t| !t.is_empty());
         self.node = node;
         self.has_node = true;
     }

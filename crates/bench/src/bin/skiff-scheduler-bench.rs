@@ -26,7 +26,8 @@ use kube::Client;
 use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use parking_lot::Mutex;
-use serde_json::{Value, json};
+use serde_json::json;
+use skiff_bench::scheduler_perf::{NODE_CPU, NODE_MEMORY, NODE_PODS, PodSet, Workload, workloads};
 use skiff_bench::{client_for, percentile, rss_mib};
 use skiff_testing::{ChildGuard, TestCluster, free_port};
 
@@ -46,195 +47,38 @@ struct Args {
     /// 5000 nodes; the upstream benchmark runs no kubelets at all).
     #[arg(long, default_value_t = 30)]
     lease_interval: u64,
+    /// Sample the scheduler process with `perf record -g` while the measured pods are
+    /// scheduled, writing `<dir>/<workload>.perf.data` (a profile, not a measurement).
+    #[arg(long)]
+    perf_record: Option<std::path::PathBuf>,
 }
 
-/// Pods of one template in one namespace.
-struct PodSet {
-    namespace: &'static str,
-    count: usize,
-    template: fn(&str) -> Value,
+/// `perf record` attached to a process until dropped (SIGINT makes perf write its file).
+struct PerfRecord(std::process::Child);
+
+impl PerfRecord {
+    fn attach(pid: u32, out: &std::path::Path) -> Result<PerfRecord> {
+        let child = std::process::Command::new("perf")
+            .args(["record", "-g", "-F", "499", "-p", &pid.to_string(), "-o"])
+            .arg(out)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("starting perf record")?;
+        Ok(PerfRecord(child))
+    }
 }
 
-struct Workload {
-    name: &'static str,
-    /// Upstream's threshold (pods/s) as stated in the issue, and the current upstream one.
-    threshold: (f64, f64),
-    /// (name prefix, count, node label) groups.
-    nodes: Vec<(&'static str, usize, Option<&'static str>)>,
-    init: Vec<PodSet>,
-    measure: PodSet,
-    priority_classes: bool,
-}
-
-fn container(cpu: &str) -> Value {
-    json!([{ "name": "pause", "image": "registry.k8s.io/pause:3.10.1", "ports": [{ "containerPort": 80 }],
-             "resources": { "limits": { "cpu": cpu, "memory": "500Mi" }, "requests": { "cpu": cpu, "memory": "500Mi" } } }])
-}
-
-fn pod_default(name: &str) -> Value {
-    json!({ "apiVersion": "v1", "kind": "Pod", "metadata": { "name": name },
-            "spec": { "containers": container("100m") } })
-}
-
-fn pod_node_affinity(name: &str) -> Value {
-    let mut p = pod_default(name);
-    p["spec"]["affinity"] = json!({ "nodeAffinity": { "requiredDuringSchedulingIgnoredDuringExecution": {
-        "nodeSelectorTerms": [{ "matchExpressions": [{ "key": "topology.kubernetes.io/zone", "operator": "In", "values": ["zone1", "zone2"] }] }] } } });
-    p
-}
-
-fn pod_spreading(name: &str) -> Value {
-    let mut p = pod_default(name);
-    p["metadata"]["labels"] = json!({ "color": "blue" });
-    p["spec"]["topologySpreadConstraints"] = json!([{ "maxSkew": 5, "topologyKey": "topology.kubernetes.io/zone",
-        "whenUnsatisfiable": "DoNotSchedule", "labelSelector": { "matchLabels": { "color": "blue" } } }]);
-    p
-}
-
-fn pod_anti_affinity(name: &str) -> Value {
-    let mut p = pod_default(name);
-    p["metadata"]["labels"] = json!({ "color": "green" });
-    p["spec"]["affinity"] = json!({ "podAntiAffinity": { "requiredDuringSchedulingIgnoredDuringExecution": [{
-        "labelSelector": { "matchLabels": { "color": "green" } }, "topologyKey": "kubernetes.io/hostname",
-        "namespaces": ["sched-1", "sched-0"] }] } });
-    p
-}
-
-fn pod_affinity(name: &str) -> Value {
-    let mut p = pod_default(name);
-    p["metadata"]["labels"] = json!({ "color": "blue" });
-    p["spec"]["affinity"] = json!({ "podAffinity": { "requiredDuringSchedulingIgnoredDuringExecution": [{
-        "labelSelector": { "matchLabels": { "color": "blue" } }, "topologyKey": "topology.kubernetes.io/zone",
-        "namespaces": ["sched-1", "sched-0"] }] } });
-    p
-}
-
-fn pod_low_priority(name: &str) -> Value {
-    json!({ "apiVersion": "v1", "kind": "Pod", "metadata": { "name": name },
-            "spec": { "terminationGracePeriodSeconds": 0, "containers": container("900m") } })
-}
-
-fn pod_high_priority(name: &str) -> Value {
-    json!({ "apiVersion": "v1", "kind": "Pod", "metadata": { "name": name },
-            "spec": { "priorityClassName": "bench-high", "containers": container("3000m") } })
-}
-
-fn workloads(scale: f64) -> Vec<Workload> {
-    let s = |n: usize| ((n as f64 * scale).round() as usize).max(1);
-    vec![
-        Workload {
-            name: "SchedulingBasic",
-            threshold: (270.0, 680.0),
-            nodes: vec![("node", s(5000), None)],
-            init: vec![PodSet {
-                namespace: "sched-0",
-                count: s(1000),
-                template: pod_default,
-            }],
-            measure: PodSet {
-                namespace: "sched-1",
-                count: s(10000),
-                template: pod_default,
-            },
-            priority_classes: false,
-        },
-        Workload {
-            name: "SchedulingNodeAffinity",
-            threshold: (220.0, 220.0),
-            nodes: vec![("node", s(5000), Some("topology.kubernetes.io/zone=zone1"))],
-            init: vec![PodSet {
-                namespace: "sched-0",
-                count: s(5000),
-                template: pod_node_affinity,
-            }],
-            measure: PodSet {
-                namespace: "sched-1",
-                count: s(10000),
-                template: pod_node_affinity,
-            },
-            priority_classes: false,
-        },
-        Workload {
-            name: "TopologySpreading",
-            threshold: (85.0, 460.0),
-            nodes: vec![
-                (
-                    "moon1",
-                    s(5000) / 3 + s(5000) % 3,
-                    Some("topology.kubernetes.io/zone=moon-1"),
-                ),
-                (
-                    "moon2",
-                    s(5000) / 3,
-                    Some("topology.kubernetes.io/zone=moon-2"),
-                ),
-                (
-                    "moon3",
-                    s(5000) / 3,
-                    Some("topology.kubernetes.io/zone=moon-3"),
-                ),
-            ],
-            init: vec![PodSet {
-                namespace: "sched-0",
-                count: s(5000),
-                template: pod_default,
-            }],
-            measure: PodSet {
-                namespace: "sched-1",
-                count: s(5000),
-                template: pod_spreading,
-            },
-            priority_classes: false,
-        },
-        Workload {
-            name: "SchedulingPodAntiAffinity",
-            threshold: (60.0, 60.0),
-            nodes: vec![("node", s(5000), None)],
-            init: vec![PodSet {
-                namespace: "sched-0",
-                count: s(1000),
-                template: pod_anti_affinity,
-            }],
-            measure: PodSet {
-                namespace: "sched-1",
-                count: s(2000),
-                template: pod_anti_affinity,
-            },
-            priority_classes: false,
-        },
-        Workload {
-            name: "SchedulingPodAffinity",
-            threshold: (35.0, 35.0),
-            nodes: vec![("node", s(5000), Some("topology.kubernetes.io/zone=zone1"))],
-            init: vec![PodSet {
-                namespace: "sched-0",
-                count: s(5000),
-                template: pod_affinity,
-            }],
-            measure: PodSet {
-                namespace: "sched-1",
-                count: s(5000),
-                template: pod_affinity,
-            },
-            priority_classes: false,
-        },
-        Workload {
-            name: "PreemptionBasic",
-            threshold: (0.0, 0.0),
-            nodes: vec![("node", s(1000), None)],
-            init: vec![PodSet {
-                namespace: "sched-0",
-                count: s(4000),
-                template: pod_low_priority,
-            }],
-            measure: PodSet {
-                namespace: "sched-1",
-                count: s(1000),
-                template: pod_high_priority,
-            },
-            priority_classes: true,
-        },
-    ]
+impl Drop for PerfRecord {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.0.id()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGINT,
+            );
+        }
+        let _ = self.0.wait();
+    }
 }
 
 /// Wait until `want` hollow nodes report Ready with their capacity.
@@ -445,11 +289,12 @@ struct Outcome {
 async fn run_workload(w: &Workload, args: &Args) -> Result<Outcome> {
     let cluster = TestCluster::start_with(&["--disable-agent", "--disable-scheduler"])?;
     let client = client_for(&cluster).await?;
-    let total_nodes: usize = w.nodes.iter().map(|(_, n, _)| n).sum();
+    let total_nodes = w.node_count();
     let lease = args.lease_interval.to_string();
     let mut hollow: Vec<ChildGuard> = Vec::new();
-    for (prefix, count, label) in &w.nodes {
-        let count = count.to_string();
+    for group in &w.nodes {
+        let (prefix, label) = (group.prefix, group.label);
+        let count = group.count.to_string();
         let mut flags = vec![
             "hollow-nodes",
             "--count",
@@ -457,11 +302,11 @@ async fn run_workload(w: &Workload, args: &Args) -> Result<Outcome> {
             "--name-prefix",
             prefix,
             "--cpu",
-            "4",
+            NODE_CPU,
             "--memory",
-            "32Gi",
+            NODE_MEMORY,
             "--pods",
-            "110",
+            NODE_PODS,
             "--lease-interval",
             &lease,
             "--workers",
@@ -521,6 +366,13 @@ async fn run_workload(w: &Workload, args: &Args) -> Result<Outcome> {
     // Measured pods.
     let (bound, watch) = watch_bindings(&client, w.measure.namespace);
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let perf = match &args.perf_record {
+        Some(dir) => Some(PerfRecord::attach(
+            scheduler.pid(),
+            &dir.join(format!("{}.perf.data", w.name)),
+        )?),
+        None => None,
+    };
     let creating = Instant::now();
     let sent = create_pods(&client, &w.measure, "m", args.clients).await?;
     eprintln!(
@@ -530,6 +382,7 @@ async fn run_workload(w: &Workload, args: &Args) -> Result<Outcome> {
         bound.lock().len()
     );
     let done = wait_bound(&bound, w.measure.count, Duration::from_secs(1800)).await;
+    drop(perf);
     watch.abort();
     done.with_context(|| format!("measured pods of {}:\n{}", w.name, tail(&scheduler.log())))?;
     let bound = bound.lock().clone();

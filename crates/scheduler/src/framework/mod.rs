@@ -167,6 +167,22 @@ pub struct Framework {
     weights: HashMap<&'static str, i64>,
 }
 
+/// A cycle's Filter plugins in order ([`Framework::filters`]).
+pub struct Filters<'a>(Vec<(&'static str, &'a dyn FilterPlugin)>);
+
+impl Filters<'_> {
+    /// Filter on one node: the first plugin that does not return Success decides.
+    pub fn run(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
+        for (name, f) in &self.0 {
+            let s = f.filter(state, pod, node);
+            if !s.is_success() {
+                return s.with_plugin(name);
+            }
+        }
+        Status::success()
+    }
+}
+
 impl std::fmt::Debug for Framework {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Framework")
@@ -481,17 +497,19 @@ impl Framework {
 
     /// Filter on one node: the first plugin that does not return Success decides.
     pub fn run_filter(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
-        for p in self.at(Point::Filter) {
-            if state.skip_filter.contains(p.name()) {
-                continue;
-            }
-            let Some(f) = p.as_filter() else { continue };
-            let s = f.filter(state, pod, node);
-            if !s.is_success() {
-                return s.with_plugin(p.name());
-            }
-        }
-        Status::success()
+        self.filters(state).run(state, pod, node)
+    }
+
+    /// The Filter plugins to run this cycle (those whose PreFilter did not Skip), resolved
+    /// once for all the nodes the cycle filters.
+    pub fn filters(&self, state: &CycleState) -> Filters<'_> {
+        Filters(
+            self.at(Point::Filter)
+                .iter()
+                .filter(|p| !state.skip_filter.contains(p.name()))
+                .filter_map(|p| p.as_filter().map(|f| (p.name(), f)))
+                .collect(),
+        )
     }
 
     /// Filter with the pods nominated to the node (of equal or higher priority) counted as if

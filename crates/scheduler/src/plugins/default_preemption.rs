@@ -372,7 +372,7 @@ impl DefaultPreemption {
     ) -> (Vec<Candidate>, NodeToStatus) {
         let potential: Vec<&Arc<NodeInfo>> = ctx
             .snapshot
-            .nodes
+            .nodes()
             .iter()
             .filter(|n| {
                 ctx.statuses
@@ -590,7 +590,7 @@ mod tests {
         let (s, _) = f.run_pre_filter(&mut state, p, snap);
         assert!(s.is_success());
         let m = snap
-            .nodes
+            .nodes()
             .iter()
             .map(|n| (n.name.clone(), f.run_filter(&state, p, n)))
             .collect();
