@@ -894,4 +894,123 @@ mod tests {
         plugin().normalize(&state, &p, &nodes, &mut scores);
         assert_eq!(scores, [100, 0, 100]);
     }
+
+    /// Filter and Score of `p` on every node of `snap` with `pl`'s memos.
+    fn outcomes(pl: &InterPodAffinity, p: &PodInfo, snap: &Snapshot) -> Vec<(Code, i64)> {
+        let mut state = CycleState::new();
+        let (s, _) = pl.pre_filter(&mut state, p, snap);
+        let nodes = snap.nodes().to_vec();
+        let scored = pl.pre_score(&mut state, p, &nodes, snap).is_success();
+        let mut scores: Vec<i64> = nodes
+            .iter()
+            .map(|n| {
+                if scored {
+                    pl.score(&state, p, n).unwrap()
+                } else {
+                    0
+                }
+            })
+            .collect();
+        if scored {
+            pl.normalize(&state, p, &nodes, &mut scores);
+        }
+        nodes
+            .iter()
+            .zip(scores)
+            .map(|(n, score)| {
+                let code = if s.is_skip() {
+                    Code::Success
+                } else {
+                    pl.filter(&state, p, n).code()
+                };
+                (code, score)
+            })
+            .collect()
+    }
+
+    /// The memos are an optimization only: after any change to pods or nodes, a plugin that
+    /// kept its counts from earlier cycles decides and scores exactly like one counting from
+    /// scratch — for the pod's own terms and for existing pods' terms about the pod.
+    #[test]
+    fn counts_kept_across_cycles_match_counting_from_scratch() {
+        use crate::cache::Cache;
+        let cache = Cache::new();
+        for (i, zone) in ["a", "a", "b", "b", "c"].iter().enumerate() {
+            cache.add_node(Arc::new(zone_node(&format!("n{i}"), zone).0));
+        }
+        let anti_web = || Affinity {
+            pod_anti_affinity: Some(PodAntiAffinity {
+                required_during_scheduling_ignored_during_execution: Some(vec![term(
+                    "app",
+                    &["web"],
+                    HOST,
+                )]),
+                preferred_during_scheduling_ignored_during_execution: Some(vec![
+                    WeightedPodAffinityTerm {
+                        weight: 10,
+                        pod_affinity_term: term("app", &["cache"], ZONE),
+                    },
+                ]),
+            }),
+            pod_affinity: Some(PodAffinity {
+                preferred_during_scheduling_ignored_during_execution: Some(vec![
+                    WeightedPodAffinityTerm {
+                        weight: 5,
+                        pod_affinity_term: term("app", &["db"], ZONE),
+                    },
+                ]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let web = |name: &str| pod(name).label("app", "web").affinity(anti_web());
+        let with_db = pod("with-db")
+            .label("app", "web")
+            .affinity(Affinity {
+                pod_affinity: Some(PodAffinity {
+                    required_during_scheduling_ignored_during_execution: Some(vec![term(
+                        "app",
+                        &["db"],
+                        ZONE,
+                    )]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .info();
+        let incoming = [
+            web("incoming").info(),
+            with_db,
+            pod("plain").label("app", "web").info(),
+        ];
+        let warm = plugin();
+        let mut snap = Snapshot::default();
+        let steps: Vec<Box<dyn Fn(&Cache)>> = vec![
+            Box::new(|_| {}),
+            Box::new(|c| c.add_pod(Arc::new(pod("db1").label("app", "db").node("n0").0))),
+            Box::new(|c| {
+                c.add_pod(Arc::new(web("w1").node("n1").0));
+                c.add_pod(Arc::new(pod("cache1").label("app", "cache").node("n2").0));
+            }),
+            Box::new(|c| c.add_pod(Arc::new(web("w2").node("n3").0))),
+            Box::new(|c| c.remove_pod(&pod("db1").label("app", "db").node("n0").0)),
+            Box::new(|c| c.add_pod(Arc::new(pod("db2").label("app", "db").node("n4").0))),
+            // n4 moves to zone a.
+            Box::new(|c| c.add_node(Arc::new(zone_node("n4", "a").0))),
+            Box::new(|c| c.remove_pod(&web("w1").node("n1").0)),
+            Box::new(|c| c.add_node(Arc::new(zone_node("n5", "b").0))),
+        ];
+        for (i, step) in steps.iter().enumerate() {
+            step(&cache);
+            cache.update_snapshot(&mut snap);
+            for p in &incoming {
+                let name = p.pod.metadata.name.clone().unwrap();
+                assert_eq!(
+                    outcomes(&warm, p, &snap),
+                    outcomes(&plugin(), p, &snap),
+                    "step {i}, pod {name}"
+                );
+            }
+        }
+    }
 }

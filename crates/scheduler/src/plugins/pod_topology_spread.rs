@@ -991,4 +991,82 @@ mod tests {
         assert!(c[0].selector.matches(pod_labels(&p.pod)));
         assert!(pl.constraints(&p.pod, true).is_empty());
     }
+
+    /// Filter and Score of `p` on every node of the cache's current snapshot, with `pl`'s
+    /// memos (warm from earlier cycles or not).
+    fn outcomes(pl: &PodTopologySpread, p: &PodInfo, snap: &Snapshot) -> Vec<(Code, i64)> {
+        let mut state = CycleState::new();
+        let (s, _) = pl.pre_filter(&mut state, p, snap);
+        let nodes = snap.nodes().to_vec();
+        let scored = pl.pre_score(&mut state, p, &nodes, snap).is_success();
+        nodes
+            .iter()
+            .map(|n| {
+                let code = if s.is_skip() {
+                    Code::Success
+                } else {
+                    pl.filter(&state, p, n).code()
+                };
+                let score = if scored {
+                    pl.score(&state, p, n).unwrap()
+                } else {
+                    0
+                };
+                (code, score)
+            })
+            .collect()
+    }
+
+    /// The memos are an optimization only: after any change to pods or nodes, a plugin that
+    /// kept its counts from earlier cycles decides exactly like one counting from scratch.
+    #[test]
+    fn counts_kept_across_cycles_match_counting_from_scratch() {
+        use crate::cache::Cache;
+        let cache = Cache::new();
+        for (i, zone) in ["a", "a", "b", "b", "c", "c"].iter().enumerate() {
+            cache.add_node(Arc::new(zn(&format!("n{i}"), zone).0));
+        }
+        let hard = foo("hard")
+            .spread(constraint(1, ZONE, "DoNotSchedule"))
+            .spread(constraint(2, HOSTNAME, "DoNotSchedule"))
+            .info();
+        let soft = foo("soft")
+            .spread(constraint(1, ZONE, "ScheduleAnyway"))
+            .spread(constraint(1, HOSTNAME, "ScheduleAnyway"))
+            .info();
+        let warm = plugin();
+        let mut snap = Snapshot::default();
+        let steps: Vec<Box<dyn Fn(&Cache)>> = vec![
+            Box::new(|_| {}),
+            Box::new(|c| c.add_pod(Arc::new(foo("x1").node("n0").0))),
+            Box::new(|c| {
+                c.add_pod(Arc::new(foo("x2").node("n0").0));
+                c.add_pod(Arc::new(foo("x3").node("n2").0));
+                c.add_pod(Arc::new(foo("other-ns").ns("other").node("n4").0));
+            }),
+            Box::new(|c| c.add_pod(Arc::new(foo("x2").node("n0").terminating().0))),
+            Box::new(|c| c.remove_pod(&foo("x1").node("n0").0)),
+            // n5 moves from zone c to zone a: its pods now count there.
+            Box::new(|c| {
+                c.add_pod(Arc::new(foo("x4").node("n5").0));
+                c.add_node(Arc::new(zn("n5", "a").0));
+            }),
+            // A node without the zone label: its domain is gone, then a new node.
+            Box::new(|c| c.add_node(Arc::new(node("n3").0))),
+            Box::new(|c| c.add_node(Arc::new(zn("n6", "d").0))),
+        ];
+        for (i, step) in steps.iter().enumerate() {
+            step(&cache);
+            cache.update_snapshot(&mut snap);
+            for p in [&hard, &soft] {
+                let name = p.pod.metadata.name.clone().unwrap();
+                assert_eq!(
+                    outcomes(&warm, p, &snap),
+                    outcomes(&plugin(), p, &snap),
+                    "step {i}, pod {name}"
+                );
+            }
+        }
+        assert_eq!(warm.filter_memos.lock().len(), 1);
+    }
 }
