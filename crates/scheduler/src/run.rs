@@ -209,6 +209,18 @@ async fn lead(
         Resource::StorageClass,
     );
     handlers::follow_events(
+        &listers.csi_drivers,
+        shared.clone(),
+        stop.clone(),
+        Resource::CsiDriver,
+    );
+    handlers::follow_events(
+        &listers.csi_storage_capacities,
+        shared.clone(),
+        stop.clone(),
+        Resource::CsiStorageCapacity,
+    );
+    handlers::follow_events(
         &listers.namespaces,
         shared.clone(),
         stop.clone(),

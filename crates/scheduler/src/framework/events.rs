@@ -18,6 +18,10 @@ pub enum Resource {
     PersistentVolumeClaim,
     /// A StorageClass.
     StorageClass,
+    /// A CSIDriver (whether it publishes storage capacity).
+    CsiDriver,
+    /// A CSIStorageCapacity.
+    CsiStorageCapacity,
     /// A Namespace (labels matter to namespace selectors).
     Namespace,
     /// A Service (default topology spread selectors).

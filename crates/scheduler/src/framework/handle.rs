@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{
     Namespace, PersistentVolume, PersistentVolumeClaim, Pod, ReplicationController, Service,
 };
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::api::storage::v1::{CSIDriver, CSIStorageCapacity, StorageClass};
 use skiff_runtime::events::Recorder;
 use skiff_runtime::{Informer, Informers};
 
@@ -37,6 +37,10 @@ pub struct Listers {
     pub pvs: Informer<PersistentVolume>,
     /// Storage classes.
     pub storage_classes: Informer<StorageClass>,
+    /// CSI drivers (whether a provisioner publishes storage capacity).
+    pub csi_drivers: Informer<CSIDriver>,
+    /// Storage capacity CSI drivers report per topology segment.
+    pub csi_storage_capacities: Informer<CSIStorageCapacity>,
     /// Disruption budgets (preemption tries not to violate them).
     pub pdbs: Informer<PodDisruptionBudget>,
 }
@@ -54,6 +58,8 @@ impl Listers {
             pvcs: Informer::detached(),
             pvs: Informer::detached(),
             storage_classes: Informer::detached(),
+            csi_drivers: Informer::detached(),
+            csi_storage_capacities: Informer::detached(),
             pdbs: Informer::detached(),
         }
     }
@@ -70,6 +76,8 @@ impl Listers {
             pvcs: informers.get(),
             pvs: informers.get(),
             storage_classes: informers.get(),
+            csi_drivers: informers.get(),
+            csi_storage_capacities: informers.get(),
             pdbs: informers.get(),
         }
     }
@@ -85,6 +93,8 @@ impl Listers {
         self.pvcs.wait_synced().await;
         self.pvs.wait_synced().await;
         self.storage_classes.wait_synced().await;
+        self.csi_drivers.wait_synced().await;
+        self.csi_storage_capacities.wait_synced().await;
         self.pdbs.wait_synced().await;
     }
 }

@@ -755,6 +755,7 @@ mod tests {
                 "TaintToleration",
                 "NodeAffinity",
                 "NodeResourcesFit",
+                "VolumeBinding",
                 "PodTopologySpread",
                 "InterPodAffinity",
                 "NodeResourcesBalancedAllocation",
@@ -766,6 +767,7 @@ mod tests {
         assert_eq!(f.weight("PodTopologySpread"), Some(2));
         assert_eq!(f.weight("InterPodAffinity"), Some(2));
         assert_eq!(f.weight("NodeResourcesFit"), Some(1));
+        assert_eq!(f.weight("VolumeBinding"), Some(1));
         assert_eq!(f.names_at(Point::QueueSort), ["PrioritySort"]);
         assert_eq!(f.names_at(Point::PreEnqueue), ["SchedulingGates"]);
         assert_eq!(f.names_at(Point::PostFilter), ["DefaultPreemption"]);

@@ -142,7 +142,7 @@ fn resource_specs(specs: Option<Vec<ResourceSpec>>) -> Result<Vec<(String, i64)>
 }
 
 /// A piecewise-linear function through the shape (upstream `BuildBrokenLinearFunction`).
-fn broken_linear(shape: &[ShapePoint], p: i64) -> i64 {
+pub(crate) fn broken_linear(shape: &[ShapePoint], p: i64) -> i64 {
     for i in 0..shape.len() {
         if p <= shape[i].utilization {
             if i == 0 {

@@ -1036,7 +1036,8 @@ mod tests {
             .info();
         let warm = plugin();
         let mut snap = Snapshot::default();
-        let steps: Vec<Box<dyn Fn(&Cache)>> = vec![
+        type Step<'a> = Box<dyn Fn(&Cache) + 'a>;
+        let steps: Vec<Step> = vec![
             Box::new(|_| {}),
             Box::new(|c| c.add_pod(Arc::new(foo("x1").node("n0").0))),
             Box::new(|c| {
