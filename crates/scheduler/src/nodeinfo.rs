@@ -365,9 +365,9 @@ impl NodeInfo {
         self.requested.add(&pod.requests);
         self.non_zero_requested.add(&pod.non_zero_requests);
         self.used_ports.extend(pod.host_ports.iter().cloned());
-        let ns = pod.namespace().to_owned();
         for claim in pod.pvc_names() {
-            *self.pvc_refs.entry(format!("{ns}/{claim}")).or_insert(0) += 1;
+            let key = format!("{}/{claim}", pod.namespace());
+            *self.pvc_refs.entry(key).or_insert(0) += 1;
         }
         if pod.has_affinity() {
             self.pods_with_affinity.push(pod.clone());
@@ -391,9 +391,8 @@ impl NodeInfo {
                 self.used_ports.swap_remove(i);
             }
         }
-        let ns = pod.namespace().to_owned();
         for claim in pod.pvc_names() {
-            let k = format!("{ns}/{claim}");
+            let k = format!("{}/{claim}", pod.namespace());
             if let Some(n) = self.pvc_refs.get_mut(&k) {
                 *n -= 1;
                 if *n == 0 {
@@ -401,9 +400,15 @@ impl NodeInfo {
                 }
             }
         }
-        self.pods_with_affinity.retain(|p| p.key != key);
-        self.pods_with_required_anti_affinity
-            .retain(|p| p.key != key);
+        // Preemption removes and re-adds pods on node copies many times per cycle: the lists
+        // hold the pod only if it has such terms.
+        if pod.has_affinity() {
+            self.pods_with_affinity.retain(|p| p.key != key);
+        }
+        if !pod.required_anti_affinity.is_empty() {
+            self.pods_with_required_anti_affinity
+                .retain(|p| p.key != key);
+        }
         true
     }
 }

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use parking_lot::{Mutex, RwLock};
+use rustc_hash::FxHashMap;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -182,10 +183,11 @@ pub struct Nominator {
     state: RwLock<NominatorState>,
 }
 
+/// Looked up for every node a cycle filters while any pod is nominated: a fast hasher.
 #[derive(Default)]
 struct NominatorState {
-    by_node: HashMap<String, Vec<Arc<PodInfo>>>,
-    node_of: HashMap<String, String>,
+    by_node: FxHashMap<String, Vec<Arc<PodInfo>>>,
+    node_of: FxHashMap<String, String>,
 }
 
 impl Nominator {
