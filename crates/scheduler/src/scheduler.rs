@@ -134,10 +134,15 @@ pub fn find_nodes_that_fit(
     let filters = fwk.filters(state);
     let filter = |node: &NodeInfo| {
         if check_nominated {
-            fwk.run_filter_with_nominated(state, pod, node, &nominator.pods_for_node(&node.name))
-        } else {
-            filters.run(state, pod, node)
+            let nominated = nominator.pods_for_node(&node.name);
+            if nominated
+                .iter()
+                .any(|n| n.key != pod.key && n.priority >= pod.priority)
+            {
+                return fwk.run_filter_with_nominated(state, pod, node, &nominated);
+            }
         }
+        filters.run(state, pod, node)
     };
 
     // The nominated node (from an earlier preemption) is tried first.

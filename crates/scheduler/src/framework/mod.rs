@@ -495,9 +495,20 @@ impl Framework {
         Status::success()
     }
 
-    /// Filter on one node: the first plugin that does not return Success decides.
+    /// Filter on one node: the first plugin that does not return Success decides. (A cycle
+    /// filtering many nodes resolves the plugins once with [`Framework::filters`].)
     pub fn run_filter(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
-        self.filters(state).run(state, pod, node)
+        for p in self.at(Point::Filter) {
+            if state.skip_filter.contains(p.name()) {
+                continue;
+            }
+            let Some(f) = p.as_filter() else { continue };
+            let s = f.filter(state, pod, node);
+            if !s.is_success() {
+                return s.with_plugin(p.name());
+            }
+        }
+        Status::success()
     }
 
     /// The Filter plugins to run this cycle (those whose PreFilter did not Skip), resolved
