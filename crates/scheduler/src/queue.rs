@@ -553,15 +553,15 @@ impl SchedulingQueue {
         }
         if now.duration_since(s.last_leftover_check) >= LEFTOVER_CHECK {
             s.last_leftover_check = now;
+            // Gated pods too, as upstream: placing them asks their PreEnqueue plugins again
+            // (and keeps them here while those still refuse).
             let stale: Vec<String> = s
                 .unschedulable
                 .iter()
-                .filter(|(_, q)| {
-                    q.gated.is_none() && now.duration_since(q.timestamp) > MAX_IN_UNSCHEDULABLE
-                })
+                .filter(|(_, q)| now.duration_since(q.timestamp) > MAX_IN_UNSCHEDULABLE)
                 .map(|(k, _)| k.clone())
                 .collect();
-            if !stale.is_empty() {
+            if stale.iter().any(|k| s.unschedulable[k].gated.is_none()) {
                 s.move_request_cycle = Some(s.scheduling_cycle);
             }
             for key in stale {
@@ -675,16 +675,46 @@ impl SchedulingQueue {
             .filter(|(_, q)| q.gated.is_none() && self.event_may_help(q, event, old, new))
             .map(|(k, _)| k.clone())
             .collect();
+        // Pods a PreEnqueue plugin held back are asked again on the events that plugin
+        // registered (upstream: preemption holds a pod while its victims are evicted, and a
+        // pod deletion may end that); once let through, the usual hints decide.
+        let gated: Vec<String> = s
+            .unschedulable
+            .iter()
+            .filter(|(_, q)| {
+                q.gated
+                    .as_ref()
+                    .is_some_and(|g| self.registered(g.plugin(), event))
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
         let mut grew = false;
         for key in candidates {
             if let Some(q) = s.unschedulable.remove(&key) {
                 grew |= self.place(&mut s, q, false);
             }
         }
+        for key in gated {
+            let Some(mut q) = s.unschedulable.remove(&key) else {
+                continue;
+            };
+            if self.pre_enqueue(&mut q) && self.event_may_help(&q, event, old, new) {
+                grew |= self.place(&mut s, q, false);
+            } else {
+                s.unschedulable.insert(key, q);
+            }
+        }
         drop(s);
         if grew {
             self.notify.notify_one();
         }
+    }
+
+    /// Whether `plugin` registered `event`.
+    fn registered(&self, plugin: &str, event: &ClusterEvent) -> bool {
+        self.registrations
+            .iter()
+            .any(|r| r.plugin.name() == plugin && r.event.matches(event))
     }
 
     fn event_may_help(
@@ -912,5 +942,80 @@ mod tests {
         assert!(start.elapsed() >= MAX_IN_UNSCHEDULABLE);
         assert!(start.elapsed() <= MAX_IN_UNSCHEDULABLE + LEFTOVER_CHECK);
         assert_eq!(name(&again), "a");
+    }
+
+    use crate::framework::PreEnqueuePlugin;
+
+    static TEST_GATE_OPEN: std::sync::atomic::AtomicBool =
+        std::sync::atomic::AtomicBool::new(false);
+
+    /// A PreEnqueue plugin that holds pods back until opened, asked again on pod deletions.
+    struct TestGate;
+
+    impl Plugin for TestGate {
+        fn name(&self) -> &'static str {
+            "TestGate"
+        }
+        fn events_to_register(&self) -> Vec<ClusterEvent> {
+            vec![events::ASSIGNED_POD_DELETE]
+        }
+        fn queueing_hint(
+            &self,
+            _: &ClusterEvent,
+            _: &PodInfo,
+            _: &EventObject<'_>,
+            _: &EventObject<'_>,
+        ) -> bool {
+            false
+        }
+        crate::extension_points!(as_pre_enqueue => PreEnqueuePlugin);
+    }
+
+    impl PreEnqueuePlugin for TestGate {
+        fn pre_enqueue(&self, _pod: &PodInfo) -> Status {
+            if TEST_GATE_OPEN.load(std::sync::atomic::Ordering::SeqCst) {
+                Status::success()
+            } else {
+                Status::unresolvable("held")
+            }
+        }
+    }
+
+    /// Upstream asks a PreEnqueue plugin again when an event it registered happens (async
+    /// preemption holds a preemptor back until its victims are being deleted).
+    #[tokio::test(start_paused = true)]
+    async fn held_pods_are_asked_again_on_the_holding_plugins_events() {
+        let config = SchedulerConfiguration::parse(
+            "profiles:\n- plugins:\n    preEnqueue:\n      enabled: [{name: TestGate}]\n",
+        )
+        .unwrap();
+        let mut registry = Registry::in_tree();
+        registry.register("TestGate", |_, _| Ok(Arc::new(TestGate)));
+        let nominator = Arc::new(Nominator::default());
+        let f = Framework::new(&config.profiles()[0], &registry, Handle::for_tests()).unwrap();
+        let q = SchedulingQueue::new(
+            [("default-scheduler".to_owned(), Arc::new(f))].into(),
+            nominator,
+            Duration::from_secs(1),
+            Duration::from_secs(10),
+        );
+        q.add(pod("held", 0));
+        assert_eq!(q.pending().gated, 1);
+        q.move_on_event(
+            &events::ASSIGNED_POD_DELETE,
+            &EventObject::None,
+            &EventObject::None,
+        );
+        assert_eq!(q.pending().gated, 1, "still held");
+        TEST_GATE_OPEN.store(true, std::sync::atomic::Ordering::SeqCst);
+        q.move_on_event(&events::NODE_ADD, &EventObject::None, &EventObject::None);
+        assert_eq!(q.pending().gated, 1, "not an event the gate registered");
+        q.move_on_event(
+            &events::ASSIGNED_POD_DELETE,
+            &EventObject::None,
+            &EventObject::None,
+        );
+        assert_eq!(q.pending().active, 1);
+        assert_eq!(name(&pop_now(&q).await.unwrap()), "held");
     }
 }

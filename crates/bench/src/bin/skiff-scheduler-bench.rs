@@ -236,6 +236,20 @@ fn buckets(metrics: &str, name: &str) -> Vec<(f64, f64)> {
         .collect()
 }
 
+/// The value of one sample (name with labels, exactly) in Prometheus text; 0 if absent.
+fn counter(metrics: &str, sample: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(sample)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
 /// A quantile of the observations between two scrapes (linear within a bucket).
 fn histogram_quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> f64 {
     let diff: Vec<(f64, f64)> = after
@@ -359,10 +373,8 @@ async fn run_workload(w: &Workload, args: &Args) -> Result<Outcome> {
         );
     }
     let sli = "scheduler_pod_scheduling_sli_duration_seconds";
-    let before = buckets(
-        &http_get(&metrics_addr, "/metrics").unwrap_or_default(),
-        sli,
-    );
+    let metrics_before = http_get(&metrics_addr, "/metrics").unwrap_or_default();
+    let before = buckets(&metrics_before, sli);
     // Measured pods.
     let (bound, watch) = watch_bindings(&client, w.measure.namespace);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -393,9 +405,19 @@ async fn run_workload(w: &Workload, args: &Args) -> Result<Outcome> {
         .filter_map(|(name, at)| bound.get(name).map(|b| b.saturating_duration_since(*at)))
         .collect();
     latencies.sort();
-    let after = buckets(
-        &http_get(&metrics_addr, "/metrics").unwrap_or_default(),
-        sli,
+    let metrics_after = http_get(&metrics_addr, "/metrics").unwrap_or_default();
+    let after = buckets(&metrics_after, sli);
+    let delta = |name: &str| counter(&metrics_after, name) - counter(&metrics_before, name);
+    eprintln!(
+        "  scheduling attempts while measuring: {} scheduled, {} unschedulable, {} errors; {} preemption attempts",
+        delta(
+            "scheduler_schedule_attempts_total{profile=\"default-scheduler\",result=\"scheduled\"}"
+        ),
+        delta(
+            "scheduler_schedule_attempts_total{profile=\"default-scheduler\",result=\"unschedulable\"}"
+        ),
+        delta("scheduler_schedule_attempts_total{profile=\"default-scheduler\",result=\"error\"}"),
+        delta("scheduler_preemption_attempts_total"),
     );
     let rss = rss_mib(scheduler.pid());
     drop(hollow);

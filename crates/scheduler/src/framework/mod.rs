@@ -780,7 +780,10 @@ mod tests {
         assert_eq!(f.weight("NodeResourcesFit"), Some(1));
         assert_eq!(f.weight("VolumeBinding"), Some(1));
         assert_eq!(f.names_at(Point::QueueSort), ["PrioritySort"]);
-        assert_eq!(f.names_at(Point::PreEnqueue), ["SchedulingGates"]);
+        assert_eq!(
+            f.names_at(Point::PreEnqueue),
+            ["SchedulingGates", "DefaultPreemption"]
+        );
         assert_eq!(f.names_at(Point::PostFilter), ["DefaultPreemption"]);
         assert_eq!(f.names_at(Point::Bind), ["DefaultBinder"]);
     }

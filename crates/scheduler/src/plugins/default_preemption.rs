@@ -11,6 +11,11 @@
 //! highest victim priority, the lowest priority sum, the fewest victims, the latest start.
 //! Victims get a `DisruptionTarget` condition and are deleted; lower-priority pods nominated to
 //! the node lose their nomination.
+//!
+//! Eviction is asynchronous, as upstream's (KEP-4832): while the victims are being evicted the
+//! plugin's PreEnqueue holds the preemptor back ("waiting for the preemption for this pod to be
+//! finished") instead of letting it retry — and fail — against a node still full. It lets the
+//! pod go before the last victim is deleted, so that deletion's event re-queues it.
 
 use std::sync::Arc;
 
@@ -25,9 +30,10 @@ use skiff_runtime::events::{EventType, reference};
 
 use crate::diagnosis::{Diagnosis, FitError};
 use crate::extension_points;
+use crate::framework::events::Resource;
 use crate::framework::{
-    Code, CycleState, Framework, Handle, NodeToStatus, Plugin, PostFilterContext, PostFilterPlugin,
-    PostFilterResult, Status,
+    ActionType, ClusterEvent, Code, CycleState, EventObject, Framework, Handle, NodeToStatus,
+    Plugin, PostFilterContext, PostFilterPlugin, PostFilterResult, PreEnqueuePlugin, Status,
 };
 use crate::helpers::pod_labels;
 use crate::nodeinfo::{NodeInfo, PodInfo, pod_name};
@@ -39,6 +45,8 @@ pub const NAME: &str = "DefaultPreemption";
 pub const NOT_HELPFUL: &str = "Preemption is not helpful for scheduling";
 /// Upstream's reason for nodes without lower-priority pods.
 pub const NO_VICTIMS: &str = "No preemption victims found for incoming pod";
+/// Upstream's PreEnqueue message while a pod's victims are being evicted.
+pub const PREEMPTING: &str = "waiting for the preemption for this pod to be finished";
 
 /// `DefaultPreemptionArgs`.
 #[derive(Debug, Clone, Deserialize)]
@@ -425,60 +433,53 @@ struct Eviction {
     scheduler: String,
 }
 
-/// Mark each victim `DisruptionTarget` and delete it (all victims at once), then clear the
-/// nominations of lower-priority pods on the node.
-async fn evict(e: Eviction) -> Result<(), String> {
-    let condition = json!({ "status": { "conditions": [{
-        "type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler",
-        "message": format!("{}: preempting to accommodate a higher priority pod", e.scheduler),
-        "lastTransitionTime": jiff::Timestamp::now().round(jiff::Unit::Second).map_err(|x| x.to_string())?,
-    }]}});
-    let results = futures::future::join_all(
-        e.victims
-            .iter()
-            .filter(|v| v.pod.metadata.deletion_timestamp.is_none())
-            .map(|victim| {
-                let api: Api<Pod> = Api::namespaced(e.client.clone(), victim.namespace());
-                let condition = &condition;
-                let e = &e;
-                async move {
-                    let name = victim.pod.metadata.name.as_deref().unwrap_or("");
-                    match api
-                        .patch_status(name, &PatchParams::default(), &Patch::Strategic(condition))
-                        .await
-                    {
-                        Ok(_) => {}
-                        Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
-                        Err(err) => {
-                            return Err(format!(
-                                "marking victim {} failed: {err}",
-                                pod_name(&victim.pod)
-                            ));
-                        }
-                    }
-                    match api.delete(name, &DeleteParams::default()).await {
-                        Ok(_) => {}
-                        Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
-                        Err(err) => {
-                            return Err(format!(
-                                "preempting victim {} failed: {err}",
-                                pod_name(&victim.pod)
-                            ));
-                        }
-                    }
-                    if let Some(recorder) = &e.recorder {
-                        recorder.publish(
-                            &reference(&*victim.pod),
-                            EventType::Normal,
-                            "Preempted",
-                            &format!("Preempted by pod {} on node {}", e.preemptor_uid, e.node),
-                        );
-                    }
-                    Ok(())
-                }
-            }),
-    )
-    .await;
+/// Mark one victim `DisruptionTarget` and delete it (a victim already gone is fine).
+async fn evict_one(
+    e: &Eviction,
+    condition: &serde_json::Value,
+    victim: &PodInfo,
+) -> Result<(), String> {
+    let api: Api<Pod> = Api::namespaced(e.client.clone(), victim.namespace());
+    let name = victim.pod.metadata.name.as_deref().unwrap_or("");
+    match api
+        .patch_status(name, &PatchParams::default(), &Patch::Strategic(condition))
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+        Err(err) => {
+            return Err(format!(
+                "marking victim {} failed: {err}",
+                pod_name(&victim.pod)
+            ));
+        }
+    }
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+        Err(err) => {
+            return Err(format!(
+                "preempting victim {} failed: {err}",
+                pod_name(&victim.pod)
+            ));
+        }
+    }
+    if let Some(recorder) = &e.recorder {
+        recorder.publish(
+            &reference(&*victim.pod),
+            EventType::Normal,
+            "Preempted",
+            &format!("Preempted by pod {} on node {}", e.preemptor_uid, e.node),
+        );
+    }
+    Ok(())
+}
+
+/// Upstream's async preemption (`prepareCandidateAsync`): clear the nominations of
+/// lower-priority pods on the node, evict every victim but the last at once, `release` the
+/// preemptor (its PreEnqueue passes again), then evict the last victim — whose deletion event
+/// then re-queues the preemptor, which would otherwise wait for an event that already passed.
+async fn evict(e: Eviction, release: impl FnOnce()) -> Result<(), String> {
     for nominated in &e.displaced {
         let api: Api<Pod> = Api::namespaced(e.client.clone(), nominated.namespace());
         let patch = json!({ "status": { "nominatedNodeName": null } });
@@ -490,14 +491,60 @@ async fn evict(e: Eviction) -> Result<(), String> {
             tracing::debug!(pod = %pod_name(&nominated.pod), error = %err, "clearing a nomination failed");
         }
     }
-    results.into_iter().collect()
+    let condition = json!({ "status": { "conditions": [{
+        "type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler",
+        "message": format!("{}: preempting to accommodate a higher priority pod", e.scheduler),
+        "lastTransitionTime": jiff::Timestamp::now().round(jiff::Unit::Second).map_err(|x| x.to_string())?,
+    }]}});
+    let victims: Vec<&Arc<PodInfo>> = e
+        .victims
+        .iter()
+        .filter(|v| v.pod.metadata.deletion_timestamp.is_none())
+        .collect();
+    let Some((last, first)) = victims.split_last() else {
+        release();
+        return Ok(());
+    };
+    let results =
+        futures::future::join_all(first.iter().map(|v| evict_one(&e, &condition, v))).await;
+    release();
+    let last = evict_one(&e, &condition, last).await;
+    results.into_iter().chain([last]).collect()
 }
 
 impl Plugin for DefaultPreemption {
     fn name(&self) -> &'static str {
         NAME
     }
-    extension_points!(as_post_filter => PostFilterPlugin);
+    /// A held-back preemptor is looked at again when a pod is deleted (upstream registers the
+    /// same event with a hint that never queues by itself: the other plugins' hints decide).
+    fn events_to_register(&self) -> Vec<ClusterEvent> {
+        vec![ClusterEvent::new(
+            Resource::Pod,
+            ActionType::DELETE,
+            "AssignedPodDelete",
+        )]
+    }
+    fn queueing_hint(
+        &self,
+        _event: &ClusterEvent,
+        _pod: &PodInfo,
+        _old: &EventObject<'_>,
+        _new: &EventObject<'_>,
+    ) -> bool {
+        false
+    }
+    extension_points!(as_pre_enqueue => PreEnqueuePlugin, as_post_filter => PostFilterPlugin);
+}
+
+impl PreEnqueuePlugin for DefaultPreemption {
+    fn pre_enqueue(&self, pod: &PodInfo) -> Status {
+        if self.preempting.lock().contains(&pod.key) {
+            Status::unresolvable(PREEMPTING)
+        } else {
+            Status::success()
+        }
+    }
 }
 
 #[async_trait]
@@ -553,14 +600,23 @@ impl PostFilterPlugin for DefaultPreemption {
                 .unwrap_or_else(|| crate::config::DEFAULT_SCHEDULER_NAME.into()),
         };
         // Evict in the background (upstream's async preemption): the scheduling loop goes on,
-        // and this pod does not preempt again until the evictions were sent.
+        // and this pod is held back (PreEnqueue) until the evictions were sent.
         let key = ctx.pod.key.clone();
         self.preempting.lock().insert(key.clone());
         let preempting = self.preempting.clone();
         tokio::spawn(async move {
-            if let Err(e) = evict(eviction).await {
+            let release = {
+                let (preempting, key) = (preempting.clone(), key.clone());
+                move || {
+                    preempting.lock().remove(&key);
+                }
+            };
+            if let Err(e) = evict(eviction, release).await {
                 tracing::warn!(error = %e, "preemption failed");
             }
+            // Released already unless eviction failed before its first victim. (Upstream also
+            // re-activates the pod on failure; here any pod deletion, or the unschedulable
+            // pods' periodic flush, looks at it again.)
             preempting.lock().remove(&key);
         });
         (
@@ -595,6 +651,27 @@ mod tests {
             .map(|n| (n.name.clone(), f.run_filter(&state, p, n)))
             .collect();
         (state, m)
+    }
+
+    #[test]
+    fn a_pod_whose_victims_are_being_evicted_is_held_back() {
+        let plugin = DefaultPreemption {
+            args: Args::default(),
+            handle: Handle::for_tests(),
+            preempting: Default::default(),
+        };
+        let p = pod("preemptor").priority(10).info();
+        assert!(plugin.pre_enqueue(&p).is_success());
+        plugin.preempting.lock().insert(p.key.clone());
+        let held = plugin.pre_enqueue(&p);
+        assert_eq!(held.code(), Code::UnschedulableAndUnresolvable);
+        assert_eq!(held.message(), PREEMPTING);
+        assert!(
+            plugin
+                .events_to_register()
+                .iter()
+                .any(|e| e.matches(&crate::framework::events::ASSIGNED_POD_DELETE))
+        );
     }
 
     #[test]
