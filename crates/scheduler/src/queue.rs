@@ -736,6 +736,23 @@ impl SchedulingQueue {
         })
     }
 
+    /// A pod a PreEnqueue plugin held back may go now (upstream `Activate`, for the pods a
+    /// plugin held): ask the PreEnqueue plugins again and queue it if they agree.
+    pub fn release_if_held(&self, key: &str) {
+        let mut s = self.state.lock();
+        if s.unschedulable.get(key).is_none_or(|q| q.gated.is_none()) {
+            return;
+        }
+        let Some(q) = s.unschedulable.remove(key) else {
+            return;
+        };
+        let grew = self.place(&mut s, q, false);
+        drop(s);
+        if grew {
+            self.notify.notify_one();
+        }
+    }
+
     /// Move every unschedulable pod (binding failed, or a catch-all change).
     pub fn move_all(&self) {
         self.move_on_event(&events::WILDCARD, &EventObject::None, &EventObject::None);
@@ -1017,5 +1034,25 @@ mod tests {
         );
         assert_eq!(q.pending().active, 1);
         assert_eq!(name(&pop_now(&q).await.unwrap()), "held");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_plugin_can_release_a_pod_it_held() {
+        let q = queue();
+        let mut gated = (*pod("g", 0)).clone();
+        gated.spec.as_mut().unwrap().scheduling_gates = Some(vec![PodSchedulingGate {
+            name: "example.com/wait".into(),
+        }]);
+        q.add(Arc::new(gated));
+        let key = "uid-g";
+        q.release_if_held(key);
+        assert_eq!(q.pending().gated, 1, "its gate still holds it");
+        q.add(pod("free", 0));
+        q.release_if_held("uid-free");
+        assert_eq!(
+            q.pending().active,
+            1,
+            "pods not held are left where they are"
+        );
     }
 }

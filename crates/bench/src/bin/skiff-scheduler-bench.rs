@@ -51,6 +51,9 @@ struct Args {
     /// scheduled, writing `<dir>/<workload>.perf.data` (a profile, not a measurement).
     #[arg(long)]
     perf_record: Option<std::path::PathBuf>,
+    /// Keep the scheduler's log as `<dir>/<workload>.scheduler.log` (set `SKIFF_LOG` for more).
+    #[arg(long)]
+    scheduler_log: Option<std::path::PathBuf>,
 }
 
 /// `perf record` attached to a process until dropped (SIGINT makes perf write its file).
@@ -420,6 +423,12 @@ async fn run_workload(w: &Workload, args: &Args) -> Result<Outcome> {
         delta("scheduler_preemption_attempts_total"),
     );
     let rss = rss_mib(scheduler.pid());
+    if let Some(dir) = &args.scheduler_log {
+        std::fs::write(
+            dir.join(format!("{}.scheduler.log", w.name)),
+            scheduler.log(),
+        )?;
+    }
     drop(hollow);
     Ok(Outcome {
         pods_per_sec: w.measure.count as f64 / (last - first).as_secs_f64(),

@@ -2,7 +2,7 @@
 //! (namespaces, workloads, volumes, disruption budgets), the API client for the plugins that
 //! write (preemption, binding, volume binding), the nominator and the event recorder.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 
 use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{
@@ -14,7 +14,26 @@ use skiff_runtime::events::Recorder;
 use skiff_runtime::{Informer, Informers};
 
 use super::WaitingPods;
-use crate::queue::Nominator;
+use crate::queue::{Nominator, SchedulingQueue};
+
+/// Lets plugins hand back pods they held at PreEnqueue (upstream `Handle.Activate`). The queue
+/// is built after the profiles, so it is attached once it exists.
+#[derive(Default)]
+pub struct Activator(OnceLock<Weak<SchedulingQueue>>);
+
+impl Activator {
+    /// Attach the queue.
+    pub fn attach(&self, queue: &Arc<SchedulingQueue>) {
+        let _ = self.0.set(Arc::downgrade(queue));
+    }
+
+    /// Ask the PreEnqueue plugins about a held pod again, and queue it if they let it through.
+    pub fn release(&self, key: &str) {
+        if let Some(queue) = self.0.get().and_then(Weak::upgrade) {
+            queue.release_if_held(key);
+        }
+    }
+}
 
 /// Cached views of the kinds plugins read.
 #[derive(Clone)]
@@ -114,6 +133,8 @@ pub struct Handle {
     pub scheduler_name: String,
     /// Pods waiting at Permit.
     pub waiting: Arc<WaitingPods>,
+    /// Gives held pods back to the queue.
+    pub activator: Arc<Activator>,
 }
 
 impl Handle {
@@ -126,6 +147,7 @@ impl Handle {
             recorder: None,
             scheduler_name: "default-scheduler".into(),
             waiting: Arc::new(WaitingPods::default()),
+            activator: Arc::new(Activator::default()),
         }
     }
 }

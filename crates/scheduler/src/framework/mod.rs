@@ -23,7 +23,7 @@ use std::time::Duration;
 
 pub use cycle_state::CycleState;
 pub use events::{ActionType, ClusterEvent};
-pub use handle::{Handle, Listers};
+pub use handle::{Activator, Handle, Listers};
 pub use interface::*;
 pub use status::{Code, Status};
 pub use waiting::WaitingPods;

@@ -14,8 +14,14 @@
 //!
 //! Eviction is asynchronous, as upstream's (KEP-4832): while the victims are being evicted the
 //! plugin's PreEnqueue holds the preemptor back ("waiting for the preemption for this pod to be
-//! finished") instead of letting it retry — and fail — against a node still full. It lets the
-//! pod go before the last victim is deleted, so that deletion's event re-queues it.
+//! finished") instead of letting it retry — and fail — against a node still full. Upstream lets
+//! the pod go before its last victim is deleted, so that deletion's event re-queues it; but any
+//! other pod's deletion in between re-queues it as well, and under load it was then retried
+//! while its victims were still running in the scheduler's view, found no room, and preempted
+//! again (on PreemptionBasic every second preemptor evicted two sets of victims). Skiff holds
+//! the pod until the victims it deleted are gone or terminating in the scheduler's informer —
+//! the state in which its retry can succeed — and re-checks on pod deletions and on pods
+//! starting to terminate.
 
 use std::sync::Arc;
 
@@ -76,12 +82,24 @@ impl Default for Args {
     }
 }
 
+/// A preemption in flight.
+#[derive(Debug, Default)]
+struct Preemption {
+    /// Victims are still being evicted (upstream's `IsPodRunningPreemption`).
+    evicting: bool,
+    /// Victims deleted (or being deleted) whose deletion the informer may not show yet.
+    victims: Vec<Arc<PodInfo>>,
+}
+
+/// Preemptions in flight, by preemptor key.
+type Preempting = Arc<parking_lot::Mutex<std::collections::HashMap<String, Preemption>>>;
+
 /// The plugin.
 pub struct DefaultPreemption {
     args: Args,
     handle: Handle,
-    /// Pods whose victims are being evicted in the background.
-    preempting: Arc<parking_lot::Mutex<std::collections::HashSet<String>>>,
+    /// Preemptors whose victims are being evicted in the background.
+    preempting: Preempting,
 }
 
 /// Factory.
@@ -330,9 +348,10 @@ impl DefaultPreemption {
         if self
             .preempting
             .lock()
-            .contains(&crate::nodeinfo::pod_key(pod))
+            .get(&crate::nodeinfo::pod_key(pod))
+            .is_some_and(|p| p.evicting)
         {
-            return Err("waiting for the preemption for this pod to be finished".into());
+            return Err(PREEMPTING.into());
         }
         let nominated = pod
             .status
@@ -476,10 +495,10 @@ async fn evict_one(
 }
 
 /// Upstream's async preemption (`prepareCandidateAsync`): clear the nominations of
-/// lower-priority pods on the node, evict every victim but the last at once, `release` the
-/// preemptor (its PreEnqueue passes again), then evict the last victim — whose deletion event
-/// then re-queues the preemptor, which would otherwise wait for an event that already passed.
-async fn evict(e: Eviction, release: impl FnOnce()) -> Result<(), String> {
+/// lower-priority pods on the node, evict every victim but the last at once, mark the
+/// preemption no longer `evicting`, then evict the last victim. Victims whose eviction failed
+/// are not waited for.
+async fn evict(e: Eviction, preempting: &Preempting, key: &str) -> Result<(), String> {
     for nominated in &e.displaced {
         let api: Api<Pod> = Api::namespaced(e.client.clone(), nominated.namespace());
         let patch = json!({ "status": { "nominatedNodeName": null } });
@@ -491,6 +510,19 @@ async fn evict(e: Eviction, release: impl FnOnce()) -> Result<(), String> {
             tracing::debug!(pod = %pod_name(&nominated.pod), error = %err, "clearing a nomination failed");
         }
     }
+    let settle = |results: &[(&Arc<PodInfo>, Result<(), String>)], done: bool| {
+        let mut map = preempting.lock();
+        if let Some(p) = map.get_mut(key) {
+            for (victim, result) in results {
+                if result.is_err() {
+                    p.victims.retain(|v| v.key != victim.key);
+                }
+            }
+            if done {
+                p.evicting = false;
+            }
+        }
+    };
     let condition = json!({ "status": { "conditions": [{
         "type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler",
         "message": format!("{}: preempting to accommodate a higher priority pod", e.scheduler),
@@ -502,27 +534,32 @@ async fn evict(e: Eviction, release: impl FnOnce()) -> Result<(), String> {
         .filter(|v| v.pod.metadata.deletion_timestamp.is_none())
         .collect();
     let Some((last, first)) = victims.split_last() else {
-        release();
+        settle(&[], true);
         return Ok(());
     };
-    let results =
-        futures::future::join_all(first.iter().map(|v| evict_one(&e, &condition, v))).await;
-    release();
-    let last = evict_one(&e, &condition, last).await;
-    results.into_iter().chain([last]).collect()
+    let results: Vec<(&Arc<PodInfo>, Result<(), String>)> = first
+        .iter()
+        .copied()
+        .zip(futures::future::join_all(first.iter().map(|v| evict_one(&e, &condition, v))).await)
+        .collect();
+    settle(&results, true);
+    let last = (*last, evict_one(&e, &condition, last).await);
+    settle(std::slice::from_ref(&last), false);
+    results.into_iter().chain([last]).try_for_each(|(_, r)| r)
 }
 
 impl Plugin for DefaultPreemption {
     fn name(&self) -> &'static str {
         NAME
     }
-    /// A held-back preemptor is looked at again when a pod is deleted (upstream registers the
-    /// same event with a hint that never queues by itself: the other plugins' hints decide).
+    /// A held-back preemptor is looked at again when a pod is deleted or starts terminating
+    /// (upstream registers deletions, with a hint that never queues by itself: the other
+    /// plugins' hints decide once the pod is let through).
     fn events_to_register(&self) -> Vec<ClusterEvent> {
         vec![ClusterEvent::new(
             Resource::Pod,
-            ActionType::DELETE,
-            "AssignedPodDelete",
+            ActionType::DELETE | ActionType::UPDATE_POD_TERMINATING,
+            "AssignedPodDeleteOrTerminating",
         )]
     }
     fn queueing_hint(
@@ -537,13 +574,36 @@ impl Plugin for DefaultPreemption {
     extension_points!(as_pre_enqueue => PreEnqueuePlugin, as_post_filter => PostFilterPlugin);
 }
 
+impl DefaultPreemption {
+    /// Whether a victim is still running in the scheduler's view (not deleted, not terminating).
+    fn still_running(&self, victim: &PodInfo) -> bool {
+        self.handle
+            .listers
+            .pods
+            .get_named(
+                victim.namespace(),
+                victim.pod.metadata.name.as_deref().unwrap_or(""),
+            )
+            .is_some_and(|p| {
+                p.metadata.uid == victim.pod.metadata.uid && p.metadata.deletion_timestamp.is_none()
+            })
+    }
+}
+
 impl PreEnqueuePlugin for DefaultPreemption {
     fn pre_enqueue(&self, pod: &PodInfo) -> Status {
-        if self.preempting.lock().contains(&pod.key) {
-            Status::unresolvable(PREEMPTING)
-        } else {
-            Status::success()
+        let mut preempting = self.preempting.lock();
+        let Some(p) = preempting.get_mut(&pod.key) else {
+            return Status::success();
+        };
+        if !p.evicting {
+            p.victims.retain(|v| self.still_running(v));
+            if p.victims.is_empty() {
+                preempting.remove(&pod.key);
+                return Status::success();
+            }
         }
+        Status::unresolvable(PREEMPTING)
     }
 }
 
@@ -602,22 +662,31 @@ impl PostFilterPlugin for DefaultPreemption {
         // Evict in the background (upstream's async preemption): the scheduling loop goes on,
         // and this pod is held back (PreEnqueue) until the evictions were sent.
         let key = ctx.pod.key.clone();
-        self.preempting.lock().insert(key.clone());
+        self.preempting.lock().insert(
+            key.clone(),
+            Preemption {
+                evicting: true,
+                victims: best.victims.clone(),
+            },
+        );
         let preempting = self.preempting.clone();
+        let activator = self.handle.activator.clone();
+        let pods = self.handle.listers.pods.clone();
+        let (namespace, name) = (
+            ctx.pod.namespace().to_owned(),
+            ctx.pod.pod.metadata.name.clone().unwrap_or_default(),
+        );
         tokio::spawn(async move {
-            let release = {
-                let (preempting, key) = (preempting.clone(), key.clone());
-                move || {
-                    preempting.lock().remove(&key);
-                }
-            };
-            if let Err(e) = evict(eviction, release).await {
+            if let Err(e) = evict(eviction, &preempting, &key).await {
                 tracing::warn!(error = %e, "preemption failed");
             }
-            // Released already unless eviction failed before its first victim. (Upstream also
-            // re-activates the pod on failure; here any pod deletion, or the unschedulable
-            // pods' periodic flush, looks at it again.)
-            preempting.lock().remove(&key);
+            // Events re-check a held pod; if they all passed before it was held (or the
+            // evictions failed), none will come: ask once more (upstream activates the pod on
+            // failure).
+            activator.release(&key);
+            if pods.get_named(&namespace, &name).is_none() {
+                preempting.lock().remove(&key);
+            }
         });
         (
             Status::success(),
@@ -662,10 +731,36 @@ mod tests {
         };
         let p = pod("preemptor").priority(10).info();
         assert!(plugin.pre_enqueue(&p).is_success());
-        plugin.preempting.lock().insert(p.key.clone());
+        let victim = pod("victim").node("n1");
+        plugin
+            .handle
+            .listers
+            .pods
+            .handle(kube::runtime::watcher::Event::Apply(victim.0.clone()));
+        plugin.preempting.lock().insert(
+            p.key.clone(),
+            Preemption {
+                evicting: true,
+                victims: vec![victim.clone().info()],
+            },
+        );
         let held = plugin.pre_enqueue(&p);
         assert_eq!(held.code(), Code::UnschedulableAndUnresolvable);
         assert_eq!(held.message(), PREEMPTING);
+        // Evicted, but the informer still shows the victim running: a retry could not fit.
+        plugin.preempting.lock().get_mut(&p.key).unwrap().evicting = false;
+        assert!(!plugin.pre_enqueue(&p).is_success());
+        // Terminating is enough (upstream then does not preempt again for it).
+        plugin
+            .handle
+            .listers
+            .pods
+            .handle(kube::runtime::watcher::Event::Apply(victim.terminating().0));
+        assert!(plugin.pre_enqueue(&p).is_success());
+        assert!(
+            plugin.preempting.lock().is_empty(),
+            "forgotten once let through"
+        );
         assert!(
             plugin
                 .events_to_register()
