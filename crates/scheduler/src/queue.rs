@@ -3,7 +3,9 @@
 //! - **active**: a heap ordered by the QueueSort plugin (priority, then age); the scheduling
 //!   loop pops from it.
 //! - **backoff**: pods that failed recently, ordered by when their backoff (initial × 2^(n-1),
-//!   capped) expires; they move to active when it does.
+//!   capped) expires; they move to active when it does — or earlier, when nothing else is
+//!   active and they were rejected by plugins rather than by an error (upstream
+//!   SchedulerPopFromBackoffQ).
 //! - **unschedulable**: pods that no node fits and that nothing has changed for since. A
 //!   [`ClusterEvent`] moves a pod back (to backoff if it is still backing off, else to active)
 //!   when one of the plugins that rejected it registered that event and its queueing hint
@@ -572,6 +574,27 @@ impl SchedulingQueue {
         }
     }
 
+    /// Nothing is active: move the pod whose backoff ends first to the active queue before its
+    /// time (upstream SchedulerPopFromBackoffQ, on by default since v1.33: an idle scheduler
+    /// need not wait out backoffs). Pods backing off after an error wait it out.
+    fn pop_from_backoff(s: &mut State) {
+        let early = s
+            .backoff
+            .iter()
+            .find(|(_, key)| {
+                s.backoff_items
+                    .get(*key)
+                    .is_some_and(|(q, _)| !q.unschedulable_plugins.is_empty())
+            })
+            .map(|(slot, key)| (*slot, key.clone()));
+        if let Some((slot, key)) = early {
+            s.backoff.remove(&slot);
+            if let Some((q, _)) = s.backoff_items.remove(&key) {
+                s.active.push(q);
+            }
+        }
+    }
+
     /// The next pod to schedule, waiting for one; `None` once closed.
     pub async fn pop(&self) -> Option<QueuedPodInfo> {
         loop {
@@ -584,6 +607,9 @@ impl SchedulingQueue {
                     return None;
                 }
                 self.flush(&mut s);
+                if s.active.len() == 0 {
+                    Self::pop_from_backoff(&mut s);
+                }
                 if let Some(mut q) = s.active.pop() {
                     q.attempts += 1;
                     let now = Instant::now();
@@ -871,8 +897,27 @@ mod tests {
         // A node being added does; the pod is still backing off (1 s after one attempt).
         q.move_on_event(&events::NODE_ADD, &EventObject::None, &EventObject::None);
         assert_eq!(q.pending().backoff, 1);
+        // Active pods go first; with none left the backing-off pod is popped early
+        // (SchedulerPopFromBackoffQ).
+        q.add(pod("b", 0));
+        assert_eq!(name(&pop_now(&q).await.unwrap()), "b");
         let start = Instant::now();
-        assert!(pop_now(&q).await.is_none());
+        let again = pop_now(&q).await.unwrap();
+        assert_eq!(name(&again), "a");
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        assert_eq!(again.attempts, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pods_that_failed_with_an_error_wait_out_their_backoff() {
+        let q = queue();
+        q.add(pod("a", 0));
+        let p = q.pop().await.unwrap();
+        let cycle = q.scheduling_cycle();
+        q.add_unschedulable_if_not_present(p, cycle, true);
+        assert_eq!(q.pending().backoff, 1);
+        let start = Instant::now();
+        assert!(pop_now(&q).await.is_none(), "not popped early");
         let again = q.pop().await.unwrap();
         assert_eq!(start.elapsed(), Duration::from_secs(1));
         assert_eq!(again.attempts, 2);
