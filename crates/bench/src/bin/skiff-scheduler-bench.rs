@@ -364,9 +364,17 @@ async fn run_workload(w: &Workload, args: &Args) -> Result<Outcome> {
     for (i, set) in w.init.iter().enumerate() {
         let (bound, watch) = watch_bindings(&client, set.namespace);
         let start = Instant::now();
-        create_pods(&client, set, &format!("init{i}"), args.clients).await?;
+        let sent = create_pods(&client, set, &format!("init{i}"), args.clients).await?;
         let done = wait_bound(&bound, set.count, Duration::from_secs(1800)).await;
         watch.abort();
+        if done.is_err() {
+            keep_log(args, w, &scheduler)?;
+            eprintln!("  not bound: {}", unbound(&sent, &bound));
+            let metrics = http_get(&metrics_addr, "/metrics").unwrap_or_default();
+            for l in metrics.lines().filter(|l| l.starts_with("scheduler_pending_pods")) {
+                eprintln!("  {l}");
+            }
+        }
         done.with_context(|| format!("initial pods of {}:\n{}", w.name, tail(&scheduler.log())))?;
         init += set.count;
         eprintln!(
@@ -399,6 +407,10 @@ async fn run_workload(w: &Workload, args: &Args) -> Result<Outcome> {
     let done = wait_bound(&bound, w.measure.count, Duration::from_secs(1800)).await;
     drop(perf);
     watch.abort();
+    if done.is_err() {
+        keep_log(args, w, &scheduler)?;
+        eprintln!("  not bound: {}", unbound(&sent, &bound));
+    }
     done.with_context(|| format!("measured pods of {}:\n{}", w.name, tail(&scheduler.log())))?;
     let bound = bound.lock().clone();
     let first = sent.values().min().copied().unwrap_or_else(Instant::now);
@@ -423,12 +435,7 @@ async fn run_workload(w: &Workload, args: &Args) -> Result<Outcome> {
         delta("scheduler_preemption_attempts_total"),
     );
     let rss = rss_mib(scheduler.pid());
-    if let Some(dir) = &args.scheduler_log {
-        std::fs::write(
-            dir.join(format!("{}.scheduler.log", w.name)),
-            scheduler.log(),
-        )?;
-    }
+    keep_log(args, w, &scheduler)?;
     drop(hollow);
     Ok(Outcome {
         pods_per_sec: w.measure.count as f64 / (last - first).as_secs_f64(),
@@ -441,6 +448,30 @@ async fn run_workload(w: &Workload, args: &Args) -> Result<Outcome> {
         init,
         measured: w.measure.count,
     })
+}
+
+/// Up to ten pods sent but not seen bound.
+fn unbound(sent: &HashMap<String, Instant>, bound: &Bound) -> String {
+    let bound = bound.lock();
+    let mut missing: Vec<&str> = sent
+        .keys()
+        .filter(|n| !bound.contains_key(*n))
+        .map(String::as_str)
+        .collect();
+    missing.sort_unstable();
+    missing.truncate(10);
+    missing.join(", ")
+}
+
+/// Copy the scheduler's log where `--scheduler-log` asks.
+fn keep_log(args: &Args, w: &Workload, scheduler: &ChildGuard) -> Result<()> {
+    if let Some(dir) = &args.scheduler_log {
+        std::fs::write(
+            dir.join(format!("{}.scheduler.log", w.name)),
+            scheduler.log(),
+        )?;
+    }
+    Ok(())
 }
 
 fn tail(log: &str) -> String {
