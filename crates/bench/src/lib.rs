@@ -1,5 +1,8 @@
 //! What every Skiff bench binary needs: a client for a test cluster without the read timeout
-//! that long lists and watches would trip, percentiles and a process' resident memory.
+//! that long lists and watches would trip, percentiles and a process' resident memory; and
+//! upstream scheduler_perf's workloads ([`scheduler_perf`]) for the two scheduler benches.
+
+pub mod scheduler_perf;
 
 use std::time::Duration;
 

@@ -4,8 +4,9 @@
 //! immutable [`Snapshot`] that is brought up to date at the start of each cycle by copying only
 //! the nodes that changed (copy-on-write `Arc<NodeInfo>`s).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use parking_lot::Mutex;
@@ -110,6 +111,8 @@ impl Cache {
             let info = state.node_mut(name);
             info.node = Arc::new(Node::default());
             info.has_node = false;
+            info.unschedulable = false;
+            info.has_taints = false;
         }
         state.dirty.insert(name.to_owned());
         state.membership_changed = true;
@@ -234,7 +237,8 @@ impl Cache {
             .count()
     }
 
-    /// Bring `snapshot` up to date, copying only changed nodes.
+    /// Bring `snapshot` up to date, copying only changed nodes; the snapshot records which
+    /// nodes changed (see [`Snapshot::changes_since`]).
     pub fn update_snapshot(&self, snapshot: &mut Snapshot) {
         let mut state = self.state.lock();
         if state.membership_changed || snapshot.nodes.is_empty() && !state.nodes.is_empty() {
@@ -253,42 +257,72 @@ impl Cache {
             return;
         }
         let dirty: Vec<String> = state.dirty.drain().collect();
-        let mut lists_changed = false;
+        let mut changed = Vec::with_capacity(dirty.len());
         for name in dirty {
             let (Some(&index), Some(info)) = (snapshot.index.get(&name), state.nodes.get(&name))
             else {
                 continue;
             };
             let old = std::mem::replace(&mut snapshot.nodes[index], info.clone());
-            lists_changed |= old.pods_with_affinity.is_empty()
-                != info.pods_with_affinity.is_empty()
-                || old.pods_with_required_anti_affinity.is_empty()
-                    != info.pods_with_required_anti_affinity.is_empty();
+            snapshot.update_lists(index, &old);
             if !Arc::ptr_eq(&old.images, &info.images) {
                 snapshot.count_images(&old, -1);
                 snapshot.count_images(info, 1);
             }
             snapshot.count_pvcs(&old, -1);
             snapshot.count_pvcs(info, 1);
+            changed.push(index);
         }
-        if lists_changed {
-            snapshot.rebuild_lists();
-        }
+        snapshot.record(changed);
     }
 }
 
+/// Snapshot epochs and generations are unique across all snapshots of the process, so state
+/// derived from one snapshot is never mistaken for state of another.
+static SNAPSHOT_IDS: AtomicU64 = AtomicU64::new(1);
+
+fn next_snapshot_id() -> u64 {
+    SNAPSHOT_IDS.fetch_add(1, Ordering::Relaxed)
+}
+
+/// How many updates a snapshot remembers for [`Snapshot::changes_since`].
+const CHANGE_LOG_UPDATES: usize = 256;
+
 /// An immutable view of the cluster for one scheduling cycle (upstream `cache.Snapshot`).
+///
+/// Besides the nodes it remembers which nodes the last updates replaced, so plugins can keep
+/// per-node results across cycles and recompute only what changed ([`crate::memo`]): an
+/// *epoch* names one node order (a new one whenever nodes are added or removed), a
+/// *generation* one state of the nodes within it.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     /// Every node, in zone-interleaved order (so sampling a prefix spreads over zones).
-    pub nodes: Vec<Arc<NodeInfo>>,
+    nodes: Vec<Arc<NodeInfo>>,
     index: HashMap<String, usize>,
-    /// Indices of nodes with pods that have pod (anti-)affinity.
+    /// Indices of nodes with pods that have pod (anti-)affinity, ascending.
     pub with_affinity: Vec<usize>,
-    /// Indices of nodes with pods that have required anti-affinity.
+    /// Indices of nodes with pods that have required anti-affinity, ascending.
     pub with_required_anti_affinity: Vec<usize>,
     image_nodes: HashMap<String, usize>,
     pvc_users: HashMap<String, usize>,
+    epoch: u64,
+    generation: u64,
+    /// The last updates: the generation each produced and the indices of the nodes it replaced.
+    log: VecDeque<(u64, Vec<usize>)>,
+}
+
+/// Add or remove `index` in the ascending list `list` when membership changed.
+fn set_member(list: &mut Vec<usize>, index: usize, was: bool, is: bool) {
+    if was == is {
+        return;
+    }
+    match (list.binary_search(&index), is) {
+        (Err(at), true) => list.insert(at, index),
+        (Ok(at), false) => {
+            list.remove(at);
+        }
+        _ => {}
+    }
 }
 
 /// The zone of a node (region and zone labels, current or beta).
@@ -340,6 +374,7 @@ impl Snapshot {
                 break;
             }
         }
+        let generation = next_snapshot_id();
         let mut snapshot = Snapshot {
             index: ordered
                 .iter()
@@ -347,6 +382,9 @@ impl Snapshot {
                 .map(|(i, n)| (n.name.clone(), i))
                 .collect(),
             nodes: ordered,
+            epoch: next_snapshot_id(),
+            generation,
+            log: VecDeque::from([(generation, Vec::new())]),
             ..Default::default()
         };
         for i in 0..snapshot.nodes.len() {
@@ -354,17 +392,76 @@ impl Snapshot {
             snapshot.count_images(&n, 1);
             snapshot.count_pvcs(&n, 1);
         }
-        snapshot.rebuild_lists();
+        snapshot.with_affinity = (0..snapshot.nodes.len())
+            .filter(|&i| !snapshot.nodes[i].pods_with_affinity.is_empty())
+            .collect();
+        snapshot.with_required_anti_affinity = (0..snapshot.nodes.len())
+            .filter(|&i| {
+                !snapshot.nodes[i]
+                    .pods_with_required_anti_affinity
+                    .is_empty()
+            })
+            .collect();
         snapshot
     }
 
-    fn rebuild_lists(&mut self) {
-        self.with_affinity = (0..self.nodes.len())
-            .filter(|&i| !self.nodes[i].pods_with_affinity.is_empty())
-            .collect();
-        self.with_required_anti_affinity = (0..self.nodes.len())
-            .filter(|&i| !self.nodes[i].pods_with_required_anti_affinity.is_empty())
-            .collect();
+    /// Keep the affinity index lists right after node `index` replaced `old`.
+    fn update_lists(&mut self, index: usize, old: &NodeInfo) {
+        let new = &self.nodes[index];
+        let (was, is) = (
+            !old.pods_with_affinity.is_empty(),
+            !new.pods_with_affinity.is_empty(),
+        );
+        set_member(&mut self.with_affinity, index, was, is);
+        let (was, is) = (
+            !old.pods_with_required_anti_affinity.is_empty(),
+            !new.pods_with_required_anti_affinity.is_empty(),
+        );
+        set_member(&mut self.with_required_anti_affinity, index, was, is);
+    }
+
+    /// Start a new generation in which the nodes at `changed` were replaced.
+    fn record(&mut self, changed: Vec<usize>) {
+        if changed.is_empty() {
+            return;
+        }
+        self.generation = next_snapshot_id();
+        self.log.push_back((self.generation, changed));
+        while self.log.len() > CHANGE_LOG_UPDATES {
+            self.log.pop_front();
+        }
+    }
+
+    /// The indices of the nodes replaced since `generation` of `epoch` (possibly with repeats),
+    /// or `None` when that state is not one this snapshot went through recently (another
+    /// epoch, a forgotten or unknown generation): then everything must be recomputed.
+    pub fn changes_since(&self, epoch: u64, generation: u64) -> Option<Vec<usize>> {
+        if epoch != self.epoch || epoch == 0 {
+            return None;
+        }
+        let position = self.log.iter().rposition(|(g, _)| *g == generation)?;
+        Some(
+            self.log
+                .iter()
+                .skip(position + 1)
+                .flat_map(|(_, changed)| changed.iter().copied())
+                .collect(),
+        )
+    }
+
+    /// The node order this snapshot belongs to (0: none, as in [`Snapshot::default`]).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The state of the nodes within the epoch.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Every node, in the snapshot's order.
+    pub fn nodes(&self) -> &[Arc<NodeInfo>] {
+        &self.nodes
     }
 
     fn count_images(&mut self, node: &NodeInfo, delta: isize) {

@@ -66,9 +66,13 @@ pub fn node_changes(old: &Node, new: &Node) -> ActionType {
     a
 }
 
-/// Which changes of an assigned pod matter to others (labels, lower requests).
+/// Which changes of an assigned pod matter to others (labels, lower requests, the start of
+/// its termination).
 pub fn pod_changes(old: &Pod, new: &Pod) -> ActionType {
     let mut a = ActionType(0);
+    if old.metadata.deletion_timestamp.is_none() && new.metadata.deletion_timestamp.is_some() {
+        a |= ActionType::UPDATE_POD_TERMINATING;
+    }
     if old.metadata.labels != new.metadata.labels {
         a |= ActionType::UPDATE_POD_LABEL;
     }
@@ -326,5 +330,11 @@ mod tests {
         assert!(changes.intersects(ActionType::UPDATE_POD_SCALE_DOWN));
         assert!(pod_changes(&b, &a).intersects(ActionType::UPDATE_POD_LABEL));
         assert!(!pod_changes(&b, &a).intersects(ActionType::UPDATE_POD_SCALE_DOWN));
+        let terminating = pod("p").req(&[("cpu", "2")]).terminating().0;
+        assert_eq!(
+            pod_changes(&a, &terminating),
+            ActionType::UPDATE_POD_TERMINATING
+        );
+        assert!(pod_changes(&terminating, &terminating).is_empty());
     }
 }

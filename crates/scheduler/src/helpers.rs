@@ -2,7 +2,7 @@
 //! `In`/`NotIn`/`Exists`/`DoesNotExist`/`Gt`/`Lt` and `metadata.name` fields), taints and
 //! tolerations, and a pod's required node affinity as one compiled value.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     Node, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod, Taint, Toleration,
@@ -247,103 +247,6 @@ impl RequiredNodeAffinity {
     /// The compiled required affinity, if any.
     pub fn affinity(&self) -> Option<&CompiledNodeSelector> {
         self.affinity.as_ref()
-    }
-}
-
-/// Counts per topology domain: key → value → count. Lookups by `&str` allocate nothing, and
-/// "does any domain of this node have a count" costs one lookup per topology key in use.
-#[derive(Debug, Clone, Default)]
-pub struct TopologyCounts(HashMap<String, HashMap<String, i64>>);
-
-impl TopologyCounts {
-    /// Add `delta` to (key, value); entries falling to zero are removed.
-    pub fn add(&mut self, key: &str, value: &str, delta: i64) {
-        let values = match self.0.get_mut(key) {
-            Some(v) => v,
-            None => self.0.entry(key.to_owned()).or_default(),
-        };
-        let n = match values.get_mut(value) {
-            Some(n) => n,
-            None => values.entry(value.to_owned()).or_insert(0),
-        };
-        *n += delta;
-        if *n == 0 {
-            values.remove(value);
-            if values.is_empty() {
-                self.0.remove(key);
-            }
-        }
-    }
-
-    /// Add `delta` to the node's domain for `key` (nothing if the node lacks the label).
-    pub fn add_node(&mut self, labels: &BTreeMap<String, String>, key: &str, delta: i64) {
-        if let Some(value) = labels.get(key) {
-            self.add(key, value, delta);
-        }
-    }
-
-    /// The count of (key, value).
-    pub fn get(&self, key: &str, value: &str) -> i64 {
-        self.0
-            .get(key)
-            .and_then(|v| v.get(value))
-            .copied()
-            .unwrap_or(0)
-    }
-
-    /// The count of the node's domain for `key` (0 without the label).
-    pub fn of_node(&self, labels: &BTreeMap<String, String>, key: &str) -> i64 {
-        labels.get(key).map_or(0, |v| self.get(key, v))
-    }
-
-    /// Whether any domain the node belongs to has a positive count.
-    pub fn any_on(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.0.iter().any(|(key, values)| {
-            labels
-                .get(key)
-                .and_then(|v| values.get(v))
-                .is_some_and(|n| *n > 0)
-        })
-    }
-
-    /// Whether (key, value) is present (possibly with a zero count).
-    pub fn contains(&self, key: &str, value: &str) -> bool {
-        self.0.get(key).is_some_and(|v| v.contains_key(value))
-    }
-
-    /// Whether nothing is counted.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// The values counted for `key`.
-    pub fn values(&self, key: &str) -> impl Iterator<Item = (&str, i64)> {
-        self.0
-            .get(key)
-            .into_iter()
-            .flat_map(|values| values.iter().map(|(v, n)| (v.as_str(), *n)))
-    }
-
-    /// Make sure (key, value) exists (counted as 0 until added to); returns whether it was new.
-    pub fn ensure(&mut self, key: &str, value: &str) -> bool {
-        let values = self.0.entry(key.to_owned()).or_default();
-        if values.contains_key(value) {
-            false
-        } else {
-            values.insert(value.to_owned(), 0);
-            true
-        }
-    }
-
-    /// Add to an existing (key, value) only (keeps zero entries, unlike [`TopologyCounts::add`]).
-    pub fn add_existing(&mut self, key: &str, value: &str, delta: i64) -> bool {
-        match self.0.get_mut(key).and_then(|v| v.get_mut(value)) {
-            Some(n) => {
-                *n += delta;
-                true
-            }
-            None => false,
-        }
     }
 }
 

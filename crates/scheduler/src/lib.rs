@@ -5,6 +5,7 @@
 //! - [`registry`] and [`config`]: plugins by name, and `KubeSchedulerConfiguration` profiles;
 //! - [`plugins`]: upstream's default plugins under upstream's names;
 //! - [`cache`] and [`nodeinfo`]: nodes, pods and assumed pods; per-cycle snapshots;
+//! - [`memo`]: per-node results kept across cycles, recomputed for changed nodes only;
 //! - [`queue`]: the active/backoff/unschedulable scheduling queue and the nominator;
 //! - [`scheduler`]: the scheduling and binding cycles; [`diagnosis`]: failure messages;
 //! - [`handlers`]: informer changes into cache, queue and cluster events;
@@ -20,6 +21,7 @@ pub mod diagnosis;
 pub mod framework;
 pub mod handlers;
 pub mod helpers;
+pub mod memo;
 pub mod metrics;
 pub mod nodeinfo;
 pub mod plugins;

@@ -262,6 +262,10 @@ pub struct NodeInfo {
     pub node: Arc<Node>,
     /// Whether `node` is a real Node object.
     pub has_node: bool,
+    /// `spec.unschedulable` (kept here so Filter does not read the Node object for it).
+    pub unschedulable: bool,
+    /// Whether the node has any taint.
+    pub has_taints: bool,
     /// The node name.
     pub name: String,
     /// Pods on the node, assumed ones included.
@@ -303,6 +307,8 @@ impl NodeInfo {
         NodeInfo {
             node: Arc::new(Node::default()),
             has_node: false,
+            unschedulable: false,
+            has_taints: false,
             name: name.to_owned(),
             pods: Vec::new(),
             pods_with_affinity: Vec::new(),
@@ -340,6 +346,11 @@ impl NodeInfo {
             }
         }
         self.images = Arc::new(images);
+        let spec = node.spec.as_ref();
+        self.unschedulable = spec.and_then(|s| s.unschedulable).unwrap_or(false);
+        self.has_taints = spec
+            .and_then(|s| s.taints.as_ref())
+            .is_some_and(|t| !t.is_empty());
         self.node = node;
         self.has_node = true;
     }
@@ -354,9 +365,9 @@ impl NodeInfo {
         self.requested.add(&pod.requests);
         self.non_zero_requested.add(&pod.non_zero_requests);
         self.used_ports.extend(pod.host_ports.iter().cloned());
-        let ns = pod.namespace().to_owned();
         for claim in pod.pvc_names() {
-            *self.pvc_refs.entry(format!("{ns}/{claim}")).or_insert(0) += 1;
+            let key = format!("{}/{claim}", pod.namespace());
+            *self.pvc_refs.entry(key).or_insert(0) += 1;
         }
         if pod.has_affinity() {
             self.pods_with_affinity.push(pod.clone());
@@ -380,9 +391,8 @@ impl NodeInfo {
                 self.used_ports.swap_remove(i);
             }
         }
-        let ns = pod.namespace().to_owned();
         for claim in pod.pvc_names() {
-            let k = format!("{ns}/{claim}");
+            let k = format!("{}/{claim}", pod.namespace());
             if let Some(n) = self.pvc_refs.get_mut(&k) {
                 *n -= 1;
                 if *n == 0 {
@@ -390,9 +400,15 @@ impl NodeInfo {
                 }
             }
         }
-        self.pods_with_affinity.retain(|p| p.key != key);
-        self.pods_with_required_anti_affinity
-            .retain(|p| p.key != key);
+        // Preemption removes and re-adds pods on node copies many times per cycle: the lists
+        // hold the pod only if it has such terms.
+        if pod.has_affinity() {
+            self.pods_with_affinity.retain(|p| p.key != key);
+        }
+        if !pod.required_anti_affinity.is_empty() {
+            self.pods_with_required_anti_affinity
+                .retain(|p| p.key != key);
+        }
         true
     }
 }

@@ -3,7 +3,9 @@
 //! - **active**: a heap ordered by the QueueSort plugin (priority, then age); the scheduling
 //!   loop pops from it.
 //! - **backoff**: pods that failed recently, ordered by when their backoff (initial × 2^(n-1),
-//!   capped) expires; they move to active when it does.
+//!   capped) expires; they move to active when it does — or earlier, when nothing else is
+//!   active and they were rejected by plugins rather than by an error (upstream
+//!   SchedulerPopFromBackoffQ).
 //! - **unschedulable**: pods that no node fits and that nothing has changed for since. A
 //!   [`ClusterEvent`] moves a pod back (to backoff if it is still backing off, else to active)
 //!   when one of the plugins that rejected it registered that event and its queueing hint
@@ -20,6 +22,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use parking_lot::{Mutex, RwLock};
+use rustc_hash::FxHashMap;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -182,10 +185,11 @@ pub struct Nominator {
     state: RwLock<NominatorState>,
 }
 
+/// Looked up for every node a cycle filters while any pod is nominated: a fast hasher.
 #[derive(Default)]
 struct NominatorState {
-    by_node: HashMap<String, Vec<Arc<PodInfo>>>,
-    node_of: HashMap<String, String>,
+    by_node: FxHashMap<String, Vec<Arc<PodInfo>>>,
+    node_of: FxHashMap<String, String>,
 }
 
 impl Nominator {
@@ -551,21 +555,42 @@ impl SchedulingQueue {
         }
         if now.duration_since(s.last_leftover_check) >= LEFTOVER_CHECK {
             s.last_leftover_check = now;
+            // Gated pods too, as upstream: placing them asks their PreEnqueue plugins again
+            // (and keeps them here while those still refuse).
             let stale: Vec<String> = s
                 .unschedulable
                 .iter()
-                .filter(|(_, q)| {
-                    q.gated.is_none() && now.duration_since(q.timestamp) > MAX_IN_UNSCHEDULABLE
-                })
+                .filter(|(_, q)| now.duration_since(q.timestamp) > MAX_IN_UNSCHEDULABLE)
                 .map(|(k, _)| k.clone())
                 .collect();
-            if !stale.is_empty() {
+            if stale.iter().any(|k| s.unschedulable[k].gated.is_none()) {
                 s.move_request_cycle = Some(s.scheduling_cycle);
             }
             for key in stale {
                 if let Some(q) = s.unschedulable.remove(&key) {
                     self.place(s, q, false);
                 }
+            }
+        }
+    }
+
+    /// Nothing is active: move the pod whose backoff ends first to the active queue before its
+    /// time (upstream SchedulerPopFromBackoffQ, on by default since v1.33: an idle scheduler
+    /// need not wait out backoffs). Pods backing off after an error wait it out.
+    fn pop_from_backoff(s: &mut State) {
+        let early = s
+            .backoff
+            .iter()
+            .find(|(_, key)| {
+                s.backoff_items
+                    .get(*key)
+                    .is_some_and(|(q, _)| !q.unschedulable_plugins.is_empty())
+            })
+            .map(|(slot, key)| (*slot, key.clone()));
+        if let Some((slot, key)) = early {
+            s.backoff.remove(&slot);
+            if let Some((q, _)) = s.backoff_items.remove(&key) {
+                s.active.push(q);
             }
         }
     }
@@ -582,6 +607,9 @@ impl SchedulingQueue {
                     return None;
                 }
                 self.flush(&mut s);
+                if s.active.len() == 0 {
+                    Self::pop_from_backoff(&mut s);
+                }
                 if let Some(mut q) = s.active.pop() {
                     q.attempts += 1;
                     let now = Instant::now();
@@ -673,16 +701,46 @@ impl SchedulingQueue {
             .filter(|(_, q)| q.gated.is_none() && self.event_may_help(q, event, old, new))
             .map(|(k, _)| k.clone())
             .collect();
+        // Pods a PreEnqueue plugin held back are asked again on the events that plugin
+        // registered (upstream: preemption holds a pod while its victims are evicted, and a
+        // pod deletion may end that); once let through, the usual hints decide.
+        let gated: Vec<String> = s
+            .unschedulable
+            .iter()
+            .filter(|(_, q)| {
+                q.gated
+                    .as_ref()
+                    .is_some_and(|g| self.registered(g.plugin(), event))
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
         let mut grew = false;
         for key in candidates {
             if let Some(q) = s.unschedulable.remove(&key) {
                 grew |= self.place(&mut s, q, false);
             }
         }
+        for key in gated {
+            let Some(mut q) = s.unschedulable.remove(&key) else {
+                continue;
+            };
+            if self.pre_enqueue(&mut q) && self.event_may_help(&q, event, old, new) {
+                grew |= self.place(&mut s, q, false);
+            } else {
+                s.unschedulable.insert(key, q);
+            }
+        }
         drop(s);
         if grew {
             self.notify.notify_one();
         }
+    }
+
+    /// Whether `plugin` registered `event`.
+    fn registered(&self, plugin: &str, event: &ClusterEvent) -> bool {
+        self.registrations
+            .iter()
+            .any(|r| r.plugin.name() == plugin && r.event.matches(event))
     }
 
     fn event_may_help(
@@ -702,6 +760,23 @@ impl SchedulingQueue {
                 && r.event.matches(event)
                 && r.plugin.queueing_hint(event, &q.pod, old, new)
         })
+    }
+
+    /// A pod a PreEnqueue plugin held back may go now (upstream `Activate`, for the pods a
+    /// plugin held): ask the PreEnqueue plugins again and queue it if they agree.
+    pub fn release_if_held(&self, key: &str) {
+        let mut s = self.state.lock();
+        if s.unschedulable.get(key).is_none_or(|q| q.gated.is_none()) {
+            return;
+        }
+        let Some(q) = s.unschedulable.remove(key) else {
+            return;
+        };
+        let grew = self.place(&mut s, q, false);
+        drop(s);
+        if grew {
+            self.notify.notify_one();
+        }
     }
 
     /// Move every unschedulable pod (binding failed, or a catch-all change).
@@ -822,8 +897,27 @@ mod tests {
         // A node being added does; the pod is still backing off (1 s after one attempt).
         q.move_on_event(&events::NODE_ADD, &EventObject::None, &EventObject::None);
         assert_eq!(q.pending().backoff, 1);
+        // Active pods go first; with none left the backing-off pod is popped early
+        // (SchedulerPopFromBackoffQ).
+        q.add(pod("b", 0));
+        assert_eq!(name(&pop_now(&q).await.unwrap()), "b");
         let start = Instant::now();
-        assert!(pop_now(&q).await.is_none());
+        let again = pop_now(&q).await.unwrap();
+        assert_eq!(name(&again), "a");
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        assert_eq!(again.attempts, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pods_that_failed_with_an_error_wait_out_their_backoff() {
+        let q = queue();
+        q.add(pod("a", 0));
+        let p = q.pop().await.unwrap();
+        let cycle = q.scheduling_cycle();
+        q.add_unschedulable_if_not_present(p, cycle, true);
+        assert_eq!(q.pending().backoff, 1);
+        let start = Instant::now();
+        assert!(pop_now(&q).await.is_none(), "not popped early");
         let again = q.pop().await.unwrap();
         assert_eq!(start.elapsed(), Duration::from_secs(1));
         assert_eq!(again.attempts, 2);
@@ -910,5 +1004,100 @@ mod tests {
         assert!(start.elapsed() >= MAX_IN_UNSCHEDULABLE);
         assert!(start.elapsed() <= MAX_IN_UNSCHEDULABLE + LEFTOVER_CHECK);
         assert_eq!(name(&again), "a");
+    }
+
+    use crate::framework::PreEnqueuePlugin;
+
+    static TEST_GATE_OPEN: std::sync::atomic::AtomicBool =
+        std::sync::atomic::AtomicBool::new(false);
+
+    /// A PreEnqueue plugin that holds pods back until opened, asked again on pod deletions.
+    struct TestGate;
+
+    impl Plugin for TestGate {
+        fn name(&self) -> &'static str {
+            "TestGate"
+        }
+        fn events_to_register(&self) -> Vec<ClusterEvent> {
+            vec![events::ASSIGNED_POD_DELETE]
+        }
+        fn queueing_hint(
+            &self,
+            _: &ClusterEvent,
+            _: &PodInfo,
+            _: &EventObject<'_>,
+            _: &EventObject<'_>,
+        ) -> bool {
+            false
+        }
+        crate::extension_points!(as_pre_enqueue => PreEnqueuePlugin);
+    }
+
+    impl PreEnqueuePlugin for TestGate {
+        fn pre_enqueue(&self, _pod: &PodInfo) -> Status {
+            if TEST_GATE_OPEN.load(std::sync::atomic::Ordering::SeqCst) {
+                Status::success()
+            } else {
+                Status::unresolvable("held")
+            }
+        }
+    }
+
+    /// Upstream asks a PreEnqueue plugin again when an event it registered happens (async
+    /// preemption holds a preemptor back until its victims are being deleted).
+    #[tokio::test(start_paused = true)]
+    async fn held_pods_are_asked_again_on_the_holding_plugins_events() {
+        let config = SchedulerConfiguration::parse(
+            "profiles:\n- plugins:\n    preEnqueue:\n      enabled: [{name: TestGate}]\n",
+        )
+        .unwrap();
+        let mut registry = Registry::in_tree();
+        registry.register("TestGate", |_, _| Ok(Arc::new(TestGate)));
+        let nominator = Arc::new(Nominator::default());
+        let f = Framework::new(&config.profiles()[0], &registry, Handle::for_tests()).unwrap();
+        let q = SchedulingQueue::new(
+            [("default-scheduler".to_owned(), Arc::new(f))].into(),
+            nominator,
+            Duration::from_secs(1),
+            Duration::from_secs(10),
+        );
+        q.add(pod("held", 0));
+        assert_eq!(q.pending().gated, 1);
+        q.move_on_event(
+            &events::ASSIGNED_POD_DELETE,
+            &EventObject::None,
+            &EventObject::None,
+        );
+        assert_eq!(q.pending().gated, 1, "still held");
+        TEST_GATE_OPEN.store(true, std::sync::atomic::Ordering::SeqCst);
+        q.move_on_event(&events::NODE_ADD, &EventObject::None, &EventObject::None);
+        assert_eq!(q.pending().gated, 1, "not an event the gate registered");
+        q.move_on_event(
+            &events::ASSIGNED_POD_DELETE,
+            &EventObject::None,
+            &EventObject::None,
+        );
+        assert_eq!(q.pending().active, 1);
+        assert_eq!(name(&pop_now(&q).await.unwrap()), "held");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_plugin_can_release_a_pod_it_held() {
+        let q = queue();
+        let mut gated = (*pod("g", 0)).clone();
+        gated.spec.as_mut().unwrap().scheduling_gates = Some(vec![PodSchedulingGate {
+            name: "example.com/wait".into(),
+        }]);
+        q.add(Arc::new(gated));
+        let key = "uid-g";
+        q.release_if_held(key);
+        assert_eq!(q.pending().gated, 1, "its gate still holds it");
+        q.add(pod("free", 0));
+        q.release_if_held("uid-free");
+        assert_eq!(
+            q.pending().active,
+            1,
+            "pods not held are left where they are"
+        );
     }
 }

@@ -15,7 +15,8 @@ use crate::plugins;
 /// Builds a plugin from its arguments (`pluginConfig[].args`).
 pub type Factory = fn(Option<&Value>, &Handle) -> Result<Arc<dyn Plugin>, String>;
 
-/// Upstream's default plugins, in order, with their default score weights (0: no Score).
+/// Upstream's default plugins, in order, with their default score weights (0: none given, so a
+/// Score plugin weighs 1, as VolumeBinding does).
 pub const DEFAULT_PLUGINS: &[(&str, i32)] = &[
     ("SchedulingGates", 0),
     ("PrioritySort", 0),

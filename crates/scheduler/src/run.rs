@@ -17,7 +17,7 @@ use crate::Error;
 use crate::cache::Cache;
 use crate::config::{SchedulerConfiguration, parse_duration};
 use crate::framework::events::Resource;
-use crate::framework::{Framework, Handle, Listers, WaitingPods};
+use crate::framework::{Activator, Framework, Handle, Listers, WaitingPods};
 use crate::handlers;
 use crate::metrics::{self, Metrics};
 use crate::queue::{Nominator, SchedulingQueue};
@@ -134,6 +134,7 @@ async fn lead(
     let nodes: Informer<Node> = informers.get();
     let nominator = Arc::new(Nominator::default());
     let waiting = Arc::new(WaitingPods::default());
+    let activator = Arc::new(Activator::default());
     let mut profiles = HashMap::new();
     let mut recorders = HashMap::new();
     for p in config.profiles() {
@@ -146,6 +147,7 @@ async fn lead(
             recorder: Some(recorder.clone()),
             scheduler_name: name.clone(),
             waiting: waiting.clone(),
+            activator: activator.clone(),
         };
         match Framework::new(&p, registry, handle) {
             Ok(f) => {
@@ -165,6 +167,7 @@ async fn lead(
         config.initial_backoff(),
         config.max_backoff(),
     ));
+    activator.attach(&queue);
     metrics.set_queue(&queue);
     let shared = Arc::new(Shared::new(
         Arc::new(Cache::new()),
@@ -207,6 +210,18 @@ async fn lead(
         shared.clone(),
         stop.clone(),
         Resource::StorageClass,
+    );
+    handlers::follow_events(
+        &listers.csi_drivers,
+        shared.clone(),
+        stop.clone(),
+        Resource::CsiDriver,
+    );
+    handlers::follow_events(
+        &listers.csi_storage_capacities,
+        shared.clone(),
+        stop.clone(),
+        Resource::CsiStorageCapacity,
     );
     handlers::follow_events(
         &listers.namespaces,

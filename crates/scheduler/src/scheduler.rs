@@ -7,6 +7,7 @@
 //!
 //! [`find_nodes_that_fit`] and [`prioritize`] do no IO: they are tested directly.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -96,7 +97,7 @@ pub fn find_nodes_that_fit(
         if !status.is_rejected() {
             return Err(Failure::Status(status));
         }
-        for n in &snapshot.nodes {
+        for n in snapshot.nodes() {
             diagnosis
                 .node_to_status
                 .insert(n.name.clone(), status.clone());
@@ -108,7 +109,9 @@ pub fn find_nodes_that_fit(
             diagnosis,
         })));
     }
-    let candidates: Vec<Arc<NodeInfo>> = match &narrowed {
+    // Without a PreFilter node set the snapshot's own list is walked (not copied: 5000
+    // reference-count updates per cycle).
+    let candidates: Cow<'_, [Arc<NodeInfo>]> = match &narrowed {
         Some(names) => {
             let mut v: Vec<Arc<NodeInfo>> = names
                 .iter()
@@ -122,18 +125,24 @@ pub fn find_nodes_that_fit(
                 plugins.join(" ")
             )));
             diagnosis.unschedulable_plugins.extend(narrowed_by);
-            v
+            Cow::Owned(v)
         }
-        None => snapshot.nodes.clone(),
+        None => Cow::Borrowed(snapshot.nodes()),
     };
     let nominator = &fwk.handle.nominator;
     let check_nominated = !nominator.is_empty();
+    let filters = fwk.filters(state);
     let filter = |node: &NodeInfo| {
         if check_nominated {
-            fwk.run_filter_with_nominated(state, pod, node, &nominator.pods_for_node(&node.name))
-        } else {
-            fwk.run_filter(state, pod, node)
+            let nominated = nominator.pods_for_node(&node.name);
+            if nominated
+                .iter()
+                .any(|n| n.key != pod.key && n.priority >= pod.priority)
+            {
+                return fwk.run_filter_with_nominated(state, pod, node, &nominated);
+            }
         }
+        filters.run(state, pod, node)
     };
 
     // The nominated node (from an earlier preemption) is tried first.
@@ -586,6 +595,7 @@ impl Scheduler {
             return;
         };
         let waiting = (permit.code() == Code::Wait).then_some(wait);
+        state.end_scheduling_cycle();
         tokio::spawn(async move {
             let _slot = permit_slot;
             bind(shared, fwk, state, qpi, host, waiting, cycle).await;

@@ -26,7 +26,8 @@ use kube::Client;
 use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use parking_lot::Mutex;
-use serde_json::{Value, json};
+use serde_json::json;
+use skiff_bench::scheduler_perf::{NODE_CPU, NODE_MEMORY, NODE_PODS, PodSet, Workload, workloads};
 use skiff_bench::{client_for, percentile, rss_mib};
 use skiff_testing::{ChildGuard, TestCluster, free_port};
 
@@ -46,195 +47,41 @@ struct Args {
     /// 5000 nodes; the upstream benchmark runs no kubelets at all).
     #[arg(long, default_value_t = 30)]
     lease_interval: u64,
+    /// Sample the scheduler process with `perf record -g` while the measured pods are
+    /// scheduled, writing `<dir>/<workload>.perf.data` (a profile, not a measurement).
+    #[arg(long)]
+    perf_record: Option<std::path::PathBuf>,
+    /// Keep the scheduler's log as `<dir>/<workload>.scheduler.log` (set `SKIFF_LOG` for more).
+    #[arg(long)]
+    scheduler_log: Option<std::path::PathBuf>,
 }
 
-/// Pods of one template in one namespace.
-struct PodSet {
-    namespace: &'static str,
-    count: usize,
-    template: fn(&str) -> Value,
+/// `perf record` attached to a process until dropped (SIGINT makes perf write its file).
+struct PerfRecord(std::process::Child);
+
+impl PerfRecord {
+    fn attach(pid: u32, out: &std::path::Path) -> Result<PerfRecord> {
+        let child = std::process::Command::new("perf")
+            .args(["record", "-g", "-F", "499", "-p", &pid.to_string(), "-o"])
+            .arg(out)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("starting perf record")?;
+        Ok(PerfRecord(child))
+    }
 }
 
-struct Workload {
-    name: &'static str,
-    /// Upstream's threshold (pods/s) as stated in the issue, and the current upstream one.
-    threshold: (f64, f64),
-    /// (name prefix, count, node label) groups.
-    nodes: Vec<(&'static str, usize, Option<&'static str>)>,
-    init: Vec<PodSet>,
-    measure: PodSet,
-    priority_classes: bool,
-}
-
-fn container(cpu: &str) -> Value {
-    json!([{ "name": "pause", "image": "registry.k8s.io/pause:3.10.1", "ports": [{ "containerPort": 80 }],
-             "resources": { "limits": { "cpu": cpu, "memory": "500Mi" }, "requests": { "cpu": cpu, "memory": "500Mi" } } }])
-}
-
-fn pod_default(name: &str) -> Value {
-    json!({ "apiVersion": "v1", "kind": "Pod", "metadata": { "name": name },
-            "spec": { "containers": container("100m") } })
-}
-
-fn pod_node_affinity(name: &str) -> Value {
-    let mut p = pod_default(name);
-    p["spec"]["affinity"] = json!({ "nodeAffinity": { "requiredDuringSchedulingIgnoredDuringExecution": {
-        "nodeSelectorTerms": [{ "matchExpressions": [{ "key": "topology.kubernetes.io/zone", "operator": "In", "values": ["zone1", "zone2"] }] }] } } });
-    p
-}
-
-fn pod_spreading(name: &str) -> Value {
-    let mut p = pod_default(name);
-    p["metadata"]["labels"] = json!({ "color": "blue" });
-    p["spec"]["topologySpreadConstraints"] = json!([{ "maxSkew": 5, "topologyKey": "topology.kubernetes.io/zone",
-        "whenUnsatisfiable": "DoNotSchedule", "labelSelector": { "matchLabels": { "color": "blue" } } }]);
-    p
-}
-
-fn pod_anti_affinity(name: &str) -> Value {
-    let mut p = pod_default(name);
-    p["metadata"]["labels"] = json!({ "color": "green" });
-    p["spec"]["affinity"] = json!({ "podAntiAffinity": { "requiredDuringSchedulingIgnoredDuringExecution": [{
-        "labelSelector": { "matchLabels": { "color": "green" } }, "topologyKey": "kubernetes.io/hostname",
-        "namespaces": ["sched-1", "sched-0"] }] } });
-    p
-}
-
-fn pod_affinity(name: &str) -> Value {
-    let mut p = pod_default(name);
-    p["metadata"]["labels"] = json!({ "color": "blue" });
-    p["spec"]["affinity"] = json!({ "podAffinity": { "requiredDuringSchedulingIgnoredDuringExecution": [{
-        "labelSelector": { "matchLabels": { "color": "blue" } }, "topologyKey": "topology.kubernetes.io/zone",
-        "namespaces": ["sched-1", "sched-0"] }] } });
-    p
-}
-
-fn pod_low_priority(name: &str) -> Value {
-    json!({ "apiVersion": "v1", "kind": "Pod", "metadata": { "name": name },
-            "spec": { "terminationGracePeriodSeconds": 0, "containers": container("900m") } })
-}
-
-fn pod_high_priority(name: &str) -> Value {
-    json!({ "apiVersion": "v1", "kind": "Pod", "metadata": { "name": name },
-            "spec": { "priorityClassName": "bench-high", "containers": container("3000m") } })
-}
-
-fn workloads(scale: f64) -> Vec<Workload> {
-    let s = |n: usize| ((n as f64 * scale).round() as usize).max(1);
-    vec![
-        Workload {
-            name: "SchedulingBasic",
-            threshold: (270.0, 680.0),
-            nodes: vec![("node", s(5000), None)],
-            init: vec![PodSet {
-                namespace: "sched-0",
-                count: s(1000),
-                template: pod_default,
-            }],
-            measure: PodSet {
-                namespace: "sched-1",
-                count: s(10000),
-                template: pod_default,
-            },
-            priority_classes: false,
-        },
-        Workload {
-            name: "SchedulingNodeAffinity",
-            threshold: (220.0, 220.0),
-            nodes: vec![("node", s(5000), Some("topology.kubernetes.io/zone=zone1"))],
-            init: vec![PodSet {
-                namespace: "sched-0",
-                count: s(5000),
-                template: pod_node_affinity,
-            }],
-            measure: PodSet {
-                namespace: "sched-1",
-                count: s(10000),
-                template: pod_node_affinity,
-            },
-            priority_classes: false,
-        },
-        Workload {
-            name: "TopologySpreading",
-            threshold: (85.0, 460.0),
-            nodes: vec![
-                (
-                    "moon1",
-                    s(5000) / 3 + s(5000) % 3,
-                    Some("topology.kubernetes.io/zone=moon-1"),
-                ),
-                (
-                    "moon2",
-                    s(5000) / 3,
-                    Some("topology.kubernetes.io/zone=moon-2"),
-                ),
-                (
-                    "moon3",
-                    s(5000) / 3,
-                    Some("topology.kubernetes.io/zone=moon-3"),
-                ),
-            ],
-            init: vec![PodSet {
-                namespace: "sched-0",
-                count: s(5000),
-                template: pod_default,
-            }],
-            measure: PodSet {
-                namespace: "sched-1",
-                count: s(5000),
-                template: pod_spreading,
-            },
-            priority_classes: false,
-        },
-        Workload {
-            name: "SchedulingPodAntiAffinity",
-            threshold: (60.0, 60.0),
-            nodes: vec![("node", s(5000), None)],
-            init: vec![PodSet {
-                namespace: "sched-0",
-                count: s(1000),
-                template: pod_anti_affinity,
-            }],
-            measure: PodSet {
-                namespace: "sched-1",
-                count: s(2000),
-                template: pod_anti_affinity,
-            },
-            priority_classes: false,
-        },
-        Workload {
-            name: "SchedulingPodAffinity",
-            threshold: (35.0, 35.0),
-            nodes: vec![("node", s(5000), Some("topology.kubernetes.io/zone=zone1"))],
-            init: vec![PodSet {
-                namespace: "sched-0",
-                count: s(5000),
-                template: pod_affinity,
-            }],
-            measure: PodSet {
-                namespace: "sched-1",
-                count: s(5000),
-                template: pod_affinity,
-            },
-            priority_classes: false,
-        },
-        Workload {
-            name: "PreemptionBasic",
-            threshold: (0.0, 0.0),
-            nodes: vec![("node", s(1000), None)],
-            init: vec![PodSet {
-                namespace: "sched-0",
-                count: s(4000),
-                template: pod_low_priority,
-            }],
-            measure: PodSet {
-                namespace: "sched-1",
-                count: s(1000),
-                template: pod_high_priority,
-            },
-            priority_classes: true,
-        },
-    ]
+impl Drop for PerfRecord {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.0.id()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGINT,
+            );
+        }
+        let _ = self.0.wait();
+    }
 }
 
 /// Wait until `want` hollow nodes report Ready with their capacity.
@@ -392,6 +239,20 @@ fn buckets(metrics: &str, name: &str) -> Vec<(f64, f64)> {
         .collect()
 }
 
+/// The value of one sample (name with labels, exactly) in Prometheus text; 0 if absent.
+fn counter(metrics: &str, sample: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(sample)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
 /// A quantile of the observations between two scrapes (linear within a bucket).
 fn histogram_quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> f64 {
     let diff: Vec<(f64, f64)> = after
@@ -445,11 +306,12 @@ struct Outcome {
 async fn run_workload(w: &Workload, args: &Args) -> Result<Outcome> {
     let cluster = TestCluster::start_with(&["--disable-agent", "--disable-scheduler"])?;
     let client = client_for(&cluster).await?;
-    let total_nodes: usize = w.nodes.iter().map(|(_, n, _)| n).sum();
+    let total_nodes = w.node_count();
     let lease = args.lease_interval.to_string();
     let mut hollow: Vec<ChildGuard> = Vec::new();
-    for (prefix, count, label) in &w.nodes {
-        let count = count.to_string();
+    for group in &w.nodes {
+        let (prefix, label) = (group.prefix, group.label);
+        let count = group.count.to_string();
         let mut flags = vec![
             "hollow-nodes",
             "--count",
@@ -457,11 +319,11 @@ async fn run_workload(w: &Workload, args: &Args) -> Result<Outcome> {
             "--name-prefix",
             prefix,
             "--cpu",
-            "4",
+            NODE_CPU,
             "--memory",
-            "32Gi",
+            NODE_MEMORY,
             "--pods",
-            "110",
+            NODE_PODS,
             "--lease-interval",
             &lease,
             "--workers",
@@ -502,9 +364,17 @@ async fn run_workload(w: &Workload, args: &Args) -> Result<Outcome> {
     for (i, set) in w.init.iter().enumerate() {
         let (bound, watch) = watch_bindings(&client, set.namespace);
         let start = Instant::now();
-        create_pods(&client, set, &format!("init{i}"), args.clients).await?;
+        let sent = create_pods(&client, set, &format!("init{i}"), args.clients).await?;
         let done = wait_bound(&bound, set.count, Duration::from_secs(1800)).await;
         watch.abort();
+        if done.is_err() {
+            keep_log(args, w, &scheduler)?;
+            eprintln!("  not bound: {}", unbound(&sent, &bound));
+            let metrics = http_get(&metrics_addr, "/metrics").unwrap_or_default();
+            for l in metrics.lines().filter(|l| l.starts_with("scheduler_pending_pods")) {
+                eprintln!("  {l}");
+            }
+        }
         done.with_context(|| format!("initial pods of {}:\n{}", w.name, tail(&scheduler.log())))?;
         init += set.count;
         eprintln!(
@@ -514,13 +384,18 @@ async fn run_workload(w: &Workload, args: &Args) -> Result<Outcome> {
         );
     }
     let sli = "scheduler_pod_scheduling_sli_duration_seconds";
-    let before = buckets(
-        &http_get(&metrics_addr, "/metrics").unwrap_or_default(),
-        sli,
-    );
+    let metrics_before = http_get(&metrics_addr, "/metrics").unwrap_or_default();
+    let before = buckets(&metrics_before, sli);
     // Measured pods.
     let (bound, watch) = watch_bindings(&client, w.measure.namespace);
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let perf = match &args.perf_record {
+        Some(dir) => Some(PerfRecord::attach(
+            scheduler.pid(),
+            &dir.join(format!("{}.perf.data", w.name)),
+        )?),
+        None => None,
+    };
     let creating = Instant::now();
     let sent = create_pods(&client, &w.measure, "m", args.clients).await?;
     eprintln!(
@@ -530,7 +405,12 @@ async fn run_workload(w: &Workload, args: &Args) -> Result<Outcome> {
         bound.lock().len()
     );
     let done = wait_bound(&bound, w.measure.count, Duration::from_secs(1800)).await;
+    drop(perf);
     watch.abort();
+    if done.is_err() {
+        keep_log(args, w, &scheduler)?;
+        eprintln!("  not bound: {}", unbound(&sent, &bound));
+    }
     done.with_context(|| format!("measured pods of {}:\n{}", w.name, tail(&scheduler.log())))?;
     let bound = bound.lock().clone();
     let first = sent.values().min().copied().unwrap_or_else(Instant::now);
@@ -540,11 +420,22 @@ async fn run_workload(w: &Workload, args: &Args) -> Result<Outcome> {
         .filter_map(|(name, at)| bound.get(name).map(|b| b.saturating_duration_since(*at)))
         .collect();
     latencies.sort();
-    let after = buckets(
-        &http_get(&metrics_addr, "/metrics").unwrap_or_default(),
-        sli,
+    let metrics_after = http_get(&metrics_addr, "/metrics").unwrap_or_default();
+    let after = buckets(&metrics_after, sli);
+    let delta = |name: &str| counter(&metrics_after, name) - counter(&metrics_before, name);
+    eprintln!(
+        "  scheduling attempts while measuring: {} scheduled, {} unschedulable, {} errors; {} preemption attempts",
+        delta(
+            "scheduler_schedule_attempts_total{profile=\"default-scheduler\",result=\"scheduled\"}"
+        ),
+        delta(
+            "scheduler_schedule_attempts_total{profile=\"default-scheduler\",result=\"unschedulable\"}"
+        ),
+        delta("scheduler_schedule_attempts_total{profile=\"default-scheduler\",result=\"error\"}"),
+        delta("scheduler_preemption_attempts_total"),
     );
     let rss = rss_mib(scheduler.pid());
+    keep_log(args, w, &scheduler)?;
     drop(hollow);
     Ok(Outcome {
         pods_per_sec: w.measure.count as f64 / (last - first).as_secs_f64(),
@@ -557,6 +448,30 @@ async fn run_workload(w: &Workload, args: &Args) -> Result<Outcome> {
         init,
         measured: w.measure.count,
     })
+}
+
+/// Up to ten pods sent but not seen bound.
+fn unbound(sent: &HashMap<String, Instant>, bound: &Bound) -> String {
+    let bound = bound.lock();
+    let mut missing: Vec<&str> = sent
+        .keys()
+        .filter(|n| !bound.contains_key(*n))
+        .map(String::as_str)
+        .collect();
+    missing.sort_unstable();
+    missing.truncate(10);
+    missing.join(", ")
+}
+
+/// Copy the scheduler's log where `--scheduler-log` asks.
+fn keep_log(args: &Args, w: &Workload, scheduler: &ChildGuard) -> Result<()> {
+    if let Some(dir) = &args.scheduler_log {
+        std::fs::write(
+            dir.join(format!("{}.scheduler.log", w.name)),
+            scheduler.log(),
+        )?;
+    }
+    Ok(())
 }
 
 fn tail(log: &str) -> String {

@@ -18,6 +18,10 @@ pub enum Resource {
     PersistentVolumeClaim,
     /// A StorageClass.
     StorageClass,
+    /// A CSIDriver (whether it publishes storage capacity).
+    CsiDriver,
+    /// A CSIStorageCapacity.
+    CsiStorageCapacity,
     /// A Namespace (labels matter to namespace selectors).
     Namespace,
     /// A Service (default topology spread selectors).
@@ -55,10 +59,12 @@ impl ActionType {
     pub const UPDATE_POD_SCHEDULING_GATES_ELIMINATED: ActionType = ActionType(1 << 10);
     /// Any other update.
     pub const UPDATE_OTHER: ActionType = ActionType(1 << 11);
+    /// An assigned pod started terminating (its deletion timestamp was set).
+    pub const UPDATE_POD_TERMINATING: ActionType = ActionType(1 << 12);
     /// Any update.
-    pub const UPDATE: ActionType = ActionType(((1 << 12) - 1) & !3);
+    pub const UPDATE: ActionType = ActionType(((1 << 13) - 1) & !3);
     /// Anything.
-    pub const ALL: ActionType = ActionType((1 << 12) - 1);
+    pub const ALL: ActionType = ActionType((1 << 13) - 1);
 
     /// Both sets of flags.
     pub const fn or(self, other: ActionType) -> ActionType {

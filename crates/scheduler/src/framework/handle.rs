@@ -2,19 +2,38 @@
 //! (namespaces, workloads, volumes, disruption budgets), the API client for the plugins that
 //! write (preemption, binding, volume binding), the nominator and the event recorder.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 
 use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{
     Namespace, PersistentVolume, PersistentVolumeClaim, Pod, ReplicationController, Service,
 };
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::api::storage::v1::{CSIDriver, CSIStorageCapacity, StorageClass};
 use skiff_runtime::events::Recorder;
 use skiff_runtime::{Informer, Informers};
 
 use super::WaitingPods;
-use crate::queue::Nominator;
+use crate::queue::{Nominator, SchedulingQueue};
+
+/// Lets plugins hand back pods they held at PreEnqueue (upstream `Handle.Activate`). The queue
+/// is built after the profiles, so it is attached once it exists.
+#[derive(Default)]
+pub struct Activator(OnceLock<Weak<SchedulingQueue>>);
+
+impl Activator {
+    /// Attach the queue.
+    pub fn attach(&self, queue: &Arc<SchedulingQueue>) {
+        let _ = self.0.set(Arc::downgrade(queue));
+    }
+
+    /// Ask the PreEnqueue plugins about a held pod again, and queue it if they let it through.
+    pub fn release(&self, key: &str) {
+        if let Some(queue) = self.0.get().and_then(Weak::upgrade) {
+            queue.release_if_held(key);
+        }
+    }
+}
 
 /// Cached views of the kinds plugins read.
 #[derive(Clone)]
@@ -37,6 +56,10 @@ pub struct Listers {
     pub pvs: Informer<PersistentVolume>,
     /// Storage classes.
     pub storage_classes: Informer<StorageClass>,
+    /// CSI drivers (whether a provisioner publishes storage capacity).
+    pub csi_drivers: Informer<CSIDriver>,
+    /// Storage capacity CSI drivers report per topology segment.
+    pub csi_storage_capacities: Informer<CSIStorageCapacity>,
     /// Disruption budgets (preemption tries not to violate them).
     pub pdbs: Informer<PodDisruptionBudget>,
 }
@@ -54,6 +77,8 @@ impl Listers {
             pvcs: Informer::detached(),
             pvs: Informer::detached(),
             storage_classes: Informer::detached(),
+            csi_drivers: Informer::detached(),
+            csi_storage_capacities: Informer::detached(),
             pdbs: Informer::detached(),
         }
     }
@@ -70,6 +95,8 @@ impl Listers {
             pvcs: informers.get(),
             pvs: informers.get(),
             storage_classes: informers.get(),
+            csi_drivers: informers.get(),
+            csi_storage_capacities: informers.get(),
             pdbs: informers.get(),
         }
     }
@@ -85,6 +112,8 @@ impl Listers {
         self.pvcs.wait_synced().await;
         self.pvs.wait_synced().await;
         self.storage_classes.wait_synced().await;
+        self.csi_drivers.wait_synced().await;
+        self.csi_storage_capacities.wait_synced().await;
         self.pdbs.wait_synced().await;
     }
 }
@@ -104,6 +133,8 @@ pub struct Handle {
     pub scheduler_name: String,
     /// Pods waiting at Permit.
     pub waiting: Arc<WaitingPods>,
+    /// Gives held pods back to the queue.
+    pub activator: Arc<Activator>,
 }
 
 impl Handle {
@@ -116,6 +147,7 @@ impl Handle {
             recorder: None,
             scheduler_name: "default-scheduler".into(),
             waiting: Arc::new(WaitingPods::default()),
+            activator: Arc::new(Activator::default()),
         }
     }
 }

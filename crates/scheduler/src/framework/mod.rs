@@ -23,7 +23,7 @@ use std::time::Duration;
 
 pub use cycle_state::CycleState;
 pub use events::{ActionType, ClusterEvent};
-pub use handle::{Handle, Listers};
+pub use handle::{Activator, Handle, Listers};
 pub use interface::*;
 pub use status::{Code, Status};
 pub use waiting::WaitingPods;
@@ -165,6 +165,22 @@ pub struct Framework {
     plugins: HashMap<&'static str, Arc<dyn Plugin>>,
     points: HashMap<Point, Vec<Arc<dyn Plugin>>>,
     weights: HashMap<&'static str, i64>,
+}
+
+/// A cycle's Filter plugins in order ([`Framework::filters`]).
+pub struct Filters<'a>(Vec<(&'static str, &'a dyn FilterPlugin)>);
+
+impl Filters<'_> {
+    /// Filter on one node: the first plugin that does not return Success decides.
+    pub fn run(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
+        for (name, f) in &self.0 {
+            let s = f.filter(state, pod, node);
+            if !s.is_success() {
+                return s.with_plugin(name);
+            }
+        }
+        Status::success()
+    }
 }
 
 impl std::fmt::Debug for Framework {
@@ -479,7 +495,8 @@ impl Framework {
         Status::success()
     }
 
-    /// Filter on one node: the first plugin that does not return Success decides.
+    /// Filter on one node: the first plugin that does not return Success decides. (A cycle
+    /// filtering many nodes resolves the plugins once with [`Framework::filters`].)
     pub fn run_filter(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
         for p in self.at(Point::Filter) {
             if state.skip_filter.contains(p.name()) {
@@ -492,6 +509,18 @@ impl Framework {
             }
         }
         Status::success()
+    }
+
+    /// The Filter plugins to run this cycle (those whose PreFilter did not Skip), resolved
+    /// once for all the nodes the cycle filters.
+    pub fn filters(&self, state: &CycleState) -> Filters<'_> {
+        Filters(
+            self.at(Point::Filter)
+                .iter()
+                .filter(|p| !state.skip_filter.contains(p.name()))
+                .filter_map(|p| p.as_filter().map(|f| (p.name(), f)))
+                .collect(),
+        )
     }
 
     /// Filter with the pods nominated to the node (of equal or higher priority) counted as if
@@ -737,6 +766,7 @@ mod tests {
                 "TaintToleration",
                 "NodeAffinity",
                 "NodeResourcesFit",
+                "VolumeBinding",
                 "PodTopologySpread",
                 "InterPodAffinity",
                 "NodeResourcesBalancedAllocation",
@@ -748,8 +778,12 @@ mod tests {
         assert_eq!(f.weight("PodTopologySpread"), Some(2));
         assert_eq!(f.weight("InterPodAffinity"), Some(2));
         assert_eq!(f.weight("NodeResourcesFit"), Some(1));
+        assert_eq!(f.weight("VolumeBinding"), Some(1));
         assert_eq!(f.names_at(Point::QueueSort), ["PrioritySort"]);
-        assert_eq!(f.names_at(Point::PreEnqueue), ["SchedulingGates"]);
+        assert_eq!(
+            f.names_at(Point::PreEnqueue),
+            ["SchedulingGates", "DefaultPreemption"]
+        );
         assert_eq!(f.names_at(Point::PostFilter), ["DefaultPreemption"]);
         assert_eq!(f.names_at(Point::Bind), ["DefaultBinder"]);
     }

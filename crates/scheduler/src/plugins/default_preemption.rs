@@ -11,6 +11,17 @@
 //! highest victim priority, the lowest priority sum, the fewest victims, the latest start.
 //! Victims get a `DisruptionTarget` condition and are deleted; lower-priority pods nominated to
 //! the node lose their nomination.
+//!
+//! Eviction is asynchronous, as upstream's (KEP-4832): while the victims are being evicted the
+//! plugin's PreEnqueue holds the preemptor back ("waiting for the preemption for this pod to be
+//! finished") instead of letting it retry — and fail — against a node still full. Upstream lets
+//! the pod go before its last victim is deleted, so that deletion's event re-queues it; but any
+//! other pod's deletion in between re-queues it as well, and under load it was then retried
+//! while its victims were still running in the scheduler's view, found no room, and preempted
+//! again (on PreemptionBasic every second preemptor evicted two sets of victims). Skiff holds
+//! the pod until the victims it deleted are gone or terminating in the scheduler's informer —
+//! the state in which its retry can succeed — and re-checks on pod deletions and on pods
+//! starting to terminate.
 
 use std::sync::Arc;
 
@@ -25,9 +36,10 @@ use skiff_runtime::events::{EventType, reference};
 
 use crate::diagnosis::{Diagnosis, FitError};
 use crate::extension_points;
+use crate::framework::events::Resource;
 use crate::framework::{
-    Code, CycleState, Framework, Handle, NodeToStatus, Plugin, PostFilterContext, PostFilterPlugin,
-    PostFilterResult, Status,
+    ActionType, ClusterEvent, Code, CycleState, EventObject, Framework, Handle, NodeToStatus,
+    Plugin, PostFilterContext, PostFilterPlugin, PostFilterResult, PreEnqueuePlugin, Status,
 };
 use crate::helpers::pod_labels;
 use crate::nodeinfo::{NodeInfo, PodInfo, pod_name};
@@ -39,6 +51,8 @@ pub const NAME: &str = "DefaultPreemption";
 pub const NOT_HELPFUL: &str = "Preemption is not helpful for scheduling";
 /// Upstream's reason for nodes without lower-priority pods.
 pub const NO_VICTIMS: &str = "No preemption victims found for incoming pod";
+/// Upstream's PreEnqueue message while a pod's victims are being evicted.
+pub const PREEMPTING: &str = "waiting for the preemption for this pod to be finished";
 
 /// `DefaultPreemptionArgs`.
 #[derive(Debug, Clone, Deserialize)]
@@ -68,12 +82,24 @@ impl Default for Args {
     }
 }
 
+/// A preemption in flight.
+#[derive(Debug, Default)]
+struct Preemption {
+    /// Victims are still being evicted (upstream's `IsPodRunningPreemption`).
+    evicting: bool,
+    /// Victims deleted (or being deleted) whose deletion the informer may not show yet.
+    victims: Vec<Arc<PodInfo>>,
+}
+
+/// Preemptions in flight, by preemptor key.
+type Preempting = Arc<parking_lot::Mutex<std::collections::HashMap<String, Preemption>>>;
+
 /// The plugin.
 pub struct DefaultPreemption {
     args: Args,
     handle: Handle,
-    /// Pods whose victims are being evicted in the background.
-    preempting: Arc<parking_lot::Mutex<std::collections::HashSet<String>>>,
+    /// Preemptors whose victims are being evicted in the background.
+    preempting: Preempting,
 }
 
 /// Factory.
@@ -322,9 +348,10 @@ impl DefaultPreemption {
         if self
             .preempting
             .lock()
-            .contains(&crate::nodeinfo::pod_key(pod))
+            .get(&crate::nodeinfo::pod_key(pod))
+            .is_some_and(|p| p.evicting)
         {
-            return Err("waiting for the preemption for this pod to be finished".into());
+            return Err(PREEMPTING.into());
         }
         let nominated = pod
             .status
@@ -372,7 +399,7 @@ impl DefaultPreemption {
     ) -> (Vec<Candidate>, NodeToStatus) {
         let potential: Vec<&Arc<NodeInfo>> = ctx
             .snapshot
-            .nodes
+            .nodes()
             .iter()
             .filter(|n| {
                 ctx.statuses
@@ -425,60 +452,53 @@ struct Eviction {
     scheduler: String,
 }
 
-/// Mark each victim `DisruptionTarget` and delete it (all victims at once), then clear the
-/// nominations of lower-priority pods on the node.
-async fn evict(e: Eviction) -> Result<(), String> {
-    let condition = json!({ "status": { "conditions": [{
-        "type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler",
-        "message": format!("{}: preempting to accommodate a higher priority pod", e.scheduler),
-        "lastTransitionTime": jiff::Timestamp::now().round(jiff::Unit::Second).map_err(|x| x.to_string())?,
-    }]}});
-    let results = futures::future::join_all(
-        e.victims
-            .iter()
-            .filter(|v| v.pod.metadata.deletion_timestamp.is_none())
-            .map(|victim| {
-                let api: Api<Pod> = Api::namespaced(e.client.clone(), victim.namespace());
-                let condition = &condition;
-                let e = &e;
-                async move {
-                    let name = victim.pod.metadata.name.as_deref().unwrap_or("");
-                    match api
-                        .patch_status(name, &PatchParams::default(), &Patch::Strategic(condition))
-                        .await
-                    {
-                        Ok(_) => {}
-                        Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
-                        Err(err) => {
-                            return Err(format!(
-                                "marking victim {} failed: {err}",
-                                pod_name(&victim.pod)
-                            ));
-                        }
-                    }
-                    match api.delete(name, &DeleteParams::default()).await {
-                        Ok(_) => {}
-                        Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
-                        Err(err) => {
-                            return Err(format!(
-                                "preempting victim {} failed: {err}",
-                                pod_name(&victim.pod)
-                            ));
-                        }
-                    }
-                    if let Some(recorder) = &e.recorder {
-                        recorder.publish(
-                            &reference(&*victim.pod),
-                            EventType::Normal,
-                            "Preempted",
-                            &format!("Preempted by pod {} on node {}", e.preemptor_uid, e.node),
-                        );
-                    }
-                    Ok(())
-                }
-            }),
-    )
-    .await;
+/// Mark one victim `DisruptionTarget` and delete it (a victim already gone is fine).
+async fn evict_one(
+    e: &Eviction,
+    condition: &serde_json::Value,
+    victim: &PodInfo,
+) -> Result<(), String> {
+    let api: Api<Pod> = Api::namespaced(e.client.clone(), victim.namespace());
+    let name = victim.pod.metadata.name.as_deref().unwrap_or("");
+    match api
+        .patch_status(name, &PatchParams::default(), &Patch::Strategic(condition))
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+        Err(err) => {
+            return Err(format!(
+                "marking victim {} failed: {err}",
+                pod_name(&victim.pod)
+            ));
+        }
+    }
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+        Err(err) => {
+            return Err(format!(
+                "preempting victim {} failed: {err}",
+                pod_name(&victim.pod)
+            ));
+        }
+    }
+    if let Some(recorder) = &e.recorder {
+        recorder.publish(
+            &reference(&*victim.pod),
+            EventType::Normal,
+            "Preempted",
+            &format!("Preempted by pod {} on node {}", e.preemptor_uid, e.node),
+        );
+    }
+    Ok(())
+}
+
+/// Upstream's async preemption (`prepareCandidateAsync`): clear the nominations of
+/// lower-priority pods on the node, evict every victim but the last at once, mark the
+/// preemption no longer `evicting`, then evict the last victim. Victims whose eviction failed
+/// are not waited for.
+async fn evict(e: Eviction, preempting: &Preempting, key: &str) -> Result<(), String> {
     for nominated in &e.displaced {
         let api: Api<Pod> = Api::namespaced(e.client.clone(), nominated.namespace());
         let patch = json!({ "status": { "nominatedNodeName": null } });
@@ -490,14 +510,101 @@ async fn evict(e: Eviction) -> Result<(), String> {
             tracing::debug!(pod = %pod_name(&nominated.pod), error = %err, "clearing a nomination failed");
         }
     }
-    results.into_iter().collect()
+    let settle = |results: &[(&Arc<PodInfo>, Result<(), String>)], done: bool| {
+        let mut map = preempting.lock();
+        if let Some(p) = map.get_mut(key) {
+            for (victim, result) in results {
+                if result.is_err() {
+                    p.victims.retain(|v| v.key != victim.key);
+                }
+            }
+            if done {
+                p.evicting = false;
+            }
+        }
+    };
+    let condition = json!({ "status": { "conditions": [{
+        "type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler",
+        "message": format!("{}: preempting to accommodate a higher priority pod", e.scheduler),
+        "lastTransitionTime": jiff::Timestamp::now().round(jiff::Unit::Second).map_err(|x| x.to_string())?,
+    }]}});
+    let victims: Vec<&Arc<PodInfo>> = e
+        .victims
+        .iter()
+        .filter(|v| v.pod.metadata.deletion_timestamp.is_none())
+        .collect();
+    let Some((last, first)) = victims.split_last() else {
+        settle(&[], true);
+        return Ok(());
+    };
+    let results: Vec<(&Arc<PodInfo>, Result<(), String>)> = first
+        .iter()
+        .copied()
+        .zip(futures::future::join_all(first.iter().map(|v| evict_one(&e, &condition, v))).await)
+        .collect();
+    settle(&results, true);
+    let last = (*last, evict_one(&e, &condition, last).await);
+    settle(std::slice::from_ref(&last), false);
+    results.into_iter().chain([last]).try_for_each(|(_, r)| r)
 }
 
 impl Plugin for DefaultPreemption {
     fn name(&self) -> &'static str {
         NAME
     }
-    extension_points!(as_post_filter => PostFilterPlugin);
+    /// A held-back preemptor is looked at again when a pod is deleted or starts terminating
+    /// (upstream registers deletions, with a hint that never queues by itself: the other
+    /// plugins' hints decide once the pod is let through).
+    fn events_to_register(&self) -> Vec<ClusterEvent> {
+        vec![ClusterEvent::new(
+            Resource::Pod,
+            ActionType::DELETE | ActionType::UPDATE_POD_TERMINATING,
+            "AssignedPodDeleteOrTerminating",
+        )]
+    }
+    fn queueing_hint(
+        &self,
+        _event: &ClusterEvent,
+        _pod: &PodInfo,
+        _old: &EventObject<'_>,
+        _new: &EventObject<'_>,
+    ) -> bool {
+        false
+    }
+    extension_points!(as_pre_enqueue => PreEnqueuePlugin, as_post_filter => PostFilterPlugin);
+}
+
+impl DefaultPreemption {
+    /// Whether a victim is still running in the scheduler's view (not deleted, not terminating).
+    fn still_running(&self, victim: &PodInfo) -> bool {
+        self.handle
+            .listers
+            .pods
+            .get_named(
+                victim.namespace(),
+                victim.pod.metadata.name.as_deref().unwrap_or(""),
+            )
+            .is_some_and(|p| {
+                p.metadata.uid == victim.pod.metadata.uid && p.metadata.deletion_timestamp.is_none()
+            })
+    }
+}
+
+impl PreEnqueuePlugin for DefaultPreemption {
+    fn pre_enqueue(&self, pod: &PodInfo) -> Status {
+        let mut preempting = self.preempting.lock();
+        let Some(p) = preempting.get_mut(&pod.key) else {
+            return Status::success();
+        };
+        if !p.evicting {
+            p.victims.retain(|v| self.still_running(v));
+            if p.victims.is_empty() {
+                preempting.remove(&pod.key);
+                return Status::success();
+            }
+        }
+        Status::unresolvable(PREEMPTING)
+    }
 }
 
 #[async_trait]
@@ -553,15 +660,33 @@ impl PostFilterPlugin for DefaultPreemption {
                 .unwrap_or_else(|| crate::config::DEFAULT_SCHEDULER_NAME.into()),
         };
         // Evict in the background (upstream's async preemption): the scheduling loop goes on,
-        // and this pod does not preempt again until the evictions were sent.
+        // and this pod is held back (PreEnqueue) until the evictions were sent.
         let key = ctx.pod.key.clone();
-        self.preempting.lock().insert(key.clone());
+        self.preempting.lock().insert(
+            key.clone(),
+            Preemption {
+                evicting: true,
+                victims: best.victims.clone(),
+            },
+        );
         let preempting = self.preempting.clone();
+        let activator = self.handle.activator.clone();
+        let pods = self.handle.listers.pods.clone();
+        let (namespace, name) = (
+            ctx.pod.namespace().to_owned(),
+            ctx.pod.pod.metadata.name.clone().unwrap_or_default(),
+        );
         tokio::spawn(async move {
-            if let Err(e) = evict(eviction).await {
+            if let Err(e) = evict(eviction, &preempting, &key).await {
                 tracing::warn!(error = %e, "preemption failed");
             }
-            preempting.lock().remove(&key);
+            // Events re-check a held pod; if they all passed before it was held (or the
+            // evictions failed), none will come: ask once more (upstream activates the pod on
+            // failure).
+            activator.release(&key);
+            if pods.get_named(&namespace, &name).is_none() {
+                preempting.lock().remove(&key);
+            }
         });
         (
             Status::success(),
@@ -590,11 +715,58 @@ mod tests {
         let (s, _) = f.run_pre_filter(&mut state, p, snap);
         assert!(s.is_success());
         let m = snap
-            .nodes
+            .nodes()
             .iter()
             .map(|n| (n.name.clone(), f.run_filter(&state, p, n)))
             .collect();
         (state, m)
+    }
+
+    #[test]
+    fn a_pod_whose_victims_are_being_evicted_is_held_back() {
+        let plugin = DefaultPreemption {
+            args: Args::default(),
+            handle: Handle::for_tests(),
+            preempting: Default::default(),
+        };
+        let p = pod("preemptor").priority(10).info();
+        assert!(plugin.pre_enqueue(&p).is_success());
+        let victim = pod("victim").node("n1");
+        plugin
+            .handle
+            .listers
+            .pods
+            .handle(kube::runtime::watcher::Event::Apply(victim.0.clone()));
+        plugin.preempting.lock().insert(
+            p.key.clone(),
+            Preemption {
+                evicting: true,
+                victims: vec![victim.clone().info()],
+            },
+        );
+        let held = plugin.pre_enqueue(&p);
+        assert_eq!(held.code(), Code::UnschedulableAndUnresolvable);
+        assert_eq!(held.message(), PREEMPTING);
+        // Evicted, but the informer still shows the victim running: a retry could not fit.
+        plugin.preempting.lock().get_mut(&p.key).unwrap().evicting = false;
+        assert!(!plugin.pre_enqueue(&p).is_success());
+        // Terminating is enough (upstream then does not preempt again for it).
+        plugin
+            .handle
+            .listers
+            .pods
+            .handle(kube::runtime::watcher::Event::Apply(victim.terminating().0));
+        assert!(plugin.pre_enqueue(&p).is_success());
+        assert!(
+            plugin.preempting.lock().is_empty(),
+            "forgotten once let through"
+        );
+        assert!(
+            plugin
+                .events_to_register()
+                .iter()
+                .any(|e| e.matches(&crate::framework::events::ASSIGNED_POD_DELETE))
+        );
     }
 
     #[test]

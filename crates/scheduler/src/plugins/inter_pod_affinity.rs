@@ -13,7 +13,10 @@
 //! empty selector means all), or the pod's own namespace when it gives neither.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
 use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -28,8 +31,9 @@ use crate::framework::{
     ActionType, ClusterEvent, Code, CycleState, EventObject, FilterPlugin, Handle, MAX_NODE_SCORE,
     Plugin, PreFilterPlugin, PreFilterResult, PreScorePlugin, ScorePlugin, Status,
 };
-use crate::helpers::{TopologyCounts, pod_labels};
-use crate::nodeinfo::{AffinityTerm, NodeInfo, PodInfo};
+use crate::helpers::pod_labels;
+use crate::memo::{DomainCounts, MemoCache, NodeMemo};
+use crate::nodeinfo::{AffinityTerm, NodeInfo, PodInfo, WeightedAffinityTerm};
 use crate::registry::decode_args;
 
 /// The plugin name.
@@ -73,6 +77,85 @@ impl Default for Args {
 pub struct InterPodAffinity {
     args: Args,
     namespaces: Informer<Namespace>,
+    filter_memos: Mutex<MemoCache<FilterMemo>>,
+    score_memos: Mutex<MemoCache<ScoreMemo>>,
+}
+
+/// How many kinds of pods (namespace, labels, terms) the plugin keeps counts for, for
+/// PreFilter and for PreScore each.
+const MEMOS: usize = 8;
+
+/// Which of the PreFilter counts a contribution goes to.
+const EXISTING: u8 = 0;
+const AFFINITY: u8 = 1;
+const ANTI_AFFINITY: u8 = 2;
+
+/// The PreFilter counts over every node.
+#[derive(Clone, Default)]
+struct FilterTotals {
+    existing_anti_affinity: DomainCounts,
+    affinity: DomainCounts,
+    anti_affinity: DomainCounts,
+}
+
+impl FilterTotals {
+    fn counts(&mut self, which: u8) -> &mut DomainCounts {
+        match which {
+            EXISTING => &mut self.existing_anti_affinity,
+            AFFINITY => &mut self.affinity,
+            _ => &mut self.anti_affinity,
+        }
+    }
+}
+
+/// Per node: (which count, domain, how many).
+type FilterMemo = NodeMemo<Box<[(u8, u32, i64)]>, FilterTotals>;
+
+/// The PreScore sums over every node, and how many term matches went into them.
+#[derive(Clone, Default)]
+struct ScoreTotals {
+    scores: DomainCounts,
+    matches: i64,
+}
+
+/// Per node: (domain, weight) for each matching term.
+type ScoreMemo = NodeMemo<Box<[(u32, i64)]>, ScoreTotals>;
+
+/// A term as a memo key part: namespaces sorted, selectors in their canonical form.
+fn term_key(out: &mut String, t: &AffinityTerm) {
+    let mut namespaces: Vec<&String> = t.namespaces.iter().collect();
+    namespaces.sort_unstable();
+    let _ = write!(
+        out,
+        "{namespaces:?}|{}|{}|{}|{}|{};",
+        t.selector,
+        t.selector.is_nothing(),
+        t.namespace_selector,
+        t.namespace_selector.is_nothing(),
+        t.topology_key
+    );
+}
+
+/// What existing pods' terms are matched against: the pod's namespace, labels and namespace
+/// labels.
+fn pod_key(pod: &PodInfo, ns_labels: &BTreeMap<String, String>) -> String {
+    format!(
+        "{}\0{:?}\0{ns_labels:?}\0",
+        pod.namespace(),
+        pod_labels(&pod.pod)
+    )
+}
+
+/// The number of the node's domain for `key` in `counts` (numbering the key's domains on all
+/// nodes the first time it is used), or `None` without the label.
+fn domain(
+    counts: &mut DomainCounts,
+    key: &str,
+    node: &NodeInfo,
+    snapshot: &Snapshot,
+) -> Option<u32> {
+    counts.intern_all(key, snapshot.nodes());
+    counts.intern_node(key, node)
 }
 
 /// Factory.
@@ -87,6 +170,8 @@ pub fn new(args: Option<&Value>, handle: &Handle) -> Result<Arc<dyn Plugin>, Str
     Ok(Arc::new(InterPodAffinity {
         args,
         namespaces: handle.listers.namespaces.clone(),
+        filter_memos: Mutex::new(MemoCache::new(MEMOS)),
+        score_memos: Mutex::new(MemoCache::new(MEMOS)),
     }))
 }
 
@@ -121,17 +206,19 @@ impl NsLabels<'_> {
 
 #[derive(Clone, Default)]
 struct FilterState {
-    existing_anti_affinity: TopologyCounts,
-    affinity: TopologyCounts,
-    anti_affinity: TopologyCounts,
+    /// The counts, shared with the memo; copied only when preemption or nominated pods change
+    /// them.
+    counts: Arc<FilterTotals>,
     /// The incoming pod's namespace labels.
     ns_labels: BTreeMap<String, String>,
     /// Whether the incoming pod matches all its own affinity terms.
     self_match: bool,
 }
 
-fn bump(map: &mut TopologyCounts, node: &NodeInfo, key: &str, delta: i64) {
-    map.add_node(node.labels(), key, delta);
+fn bump(map: &mut DomainCounts, node: &NodeInfo, key: &str, delta: i64) {
+    if let Some(id) = map.intern_node(key, node) {
+        map.add(id, delta, 0);
+    }
 }
 
 impl InterPodAffinity {
@@ -152,10 +239,12 @@ impl InterPodAffinity {
         node: &NodeInfo,
         delta: i64,
     ) {
+        let ns_labels = &state.ns_labels;
+        let counts = Arc::make_mut(&mut state.counts);
         for t in &other.required_anti_affinity {
-            if t.matches(&pod.pod, Some(&state.ns_labels)) {
+            if t.matches(&pod.pod, Some(ns_labels)) {
                 bump(
-                    &mut state.existing_anti_affinity,
+                    &mut counts.existing_anti_affinity,
                     node,
                     &t.topology_key,
                     delta,
@@ -169,12 +258,12 @@ impl InterPodAffinity {
                 .all(|t| ns.matches(t, &other.pod))
         {
             for t in &pod.required_affinity {
-                bump(&mut state.affinity, node, &t.topology_key, delta);
+                bump(&mut counts.affinity, node, &t.topology_key, delta);
             }
         }
         for t in &pod.required_anti_affinity {
             if ns.matches(t, &other.pod) {
-                bump(&mut state.anti_affinity, node, &t.topology_key, delta);
+                bump(&mut counts.anti_affinity, node, &t.topology_key, delta);
             }
         }
     }
@@ -254,45 +343,93 @@ impl PreFilterPlugin for InterPodAffinity {
             return (Status::skip(), None);
         }
         let mut ns = self.ns_labels();
-        let mut s = FilterState {
-            ns_labels: ns.get(pod.namespace()).unwrap_or_default(),
-            ..Default::default()
+        let own_labels = ns.get(pod.namespace()).unwrap_or_default();
+        // Terms with a namespace selector read other namespaces' labels, which the snapshot
+        // does not track: such pods are counted from scratch.
+        let cacheable = pod
+            .required_affinity
+            .iter()
+            .chain(&pod.required_anti_affinity)
+            .all(|t| t.namespace_selector.is_nothing());
+        let mut key = pod_key(pod, &own_labels);
+        for t in &pod.required_affinity {
+            term_key(&mut key, t);
+        }
+        key.push('\0');
+        for t in &pod.required_anti_affinity {
+            term_key(&mut key, t);
+        }
+        let mut memos = self.filter_memos.lock();
+        let mut fresh = FilterMemo::default();
+        let memo = if cacheable {
+            memos.get(&key)
+        } else {
+            &mut fresh
         };
-        for node in snapshot.nodes_with_required_anti_affinity() {
-            for other in &node.pods_with_required_anti_affinity {
-                for t in &other.required_anti_affinity {
-                    if t.matches(&pod.pod, Some(&s.ns_labels)) {
-                        bump(&mut s.existing_anti_affinity, node, &t.topology_key, 1);
-                    }
-                }
-            }
-        }
-        if own_terms {
-            for node in &snapshot.nodes {
-                for other in &node.pods {
-                    if !pod.required_affinity.is_empty()
-                        && pod
-                            .required_affinity
-                            .iter()
-                            .all(|t| ns.matches(t, &other.pod))
-                    {
-                        for t in &pod.required_affinity {
-                            bump(&mut s.affinity, node, &t.topology_key, 1);
-                        }
-                    }
-                    for t in &pod.required_anti_affinity {
-                        if ns.matches(t, &other.pod) {
-                            bump(&mut s.anti_affinity, node, &t.topology_key, 1);
+        memo.sync(
+            snapshot,
+            |node, totals| {
+                let mut out = Vec::new();
+                for other in &node.pods_with_required_anti_affinity {
+                    for t in &other.required_anti_affinity {
+                        if t.matches(&pod.pod, Some(&own_labels))
+                            && let Some(id) =
+                                domain(totals.counts(EXISTING), &t.topology_key, node, snapshot)
+                        {
+                            out.push((EXISTING, id, 1));
                         }
                     }
                 }
-            }
-            s.self_match = pod
-                .required_affinity
-                .iter()
-                .all(|t| ns.matches(t, &pod.pod));
-        }
-        state.write(NAME, s);
+                if own_terms {
+                    for other in &node.pods {
+                        if !pod.required_affinity.is_empty()
+                            && pod
+                                .required_affinity
+                                .iter()
+                                .all(|t| ns.matches(t, &other.pod))
+                        {
+                            for t in &pod.required_affinity {
+                                if let Some(id) =
+                                    domain(totals.counts(AFFINITY), &t.topology_key, node, snapshot)
+                                {
+                                    out.push((AFFINITY, id, 1));
+                                }
+                            }
+                        }
+                        for t in &pod.required_anti_affinity {
+                            if ns.matches(t, &other.pod)
+                                && let Some(id) = domain(
+                                    totals.counts(ANTI_AFFINITY),
+                                    &t.topology_key,
+                                    node,
+                                    snapshot,
+                                )
+                            {
+                                out.push((ANTI_AFFINITY, id, 1));
+                            }
+                        }
+                    }
+                }
+                out.into_boxed_slice()
+            },
+            |totals, contribution, sign| {
+                for (which, id, n) in contribution {
+                    totals.counts(*which).add(*id, sign * n, 0);
+                }
+            },
+        );
+        let counts = memo.totals().clone();
+        drop(memos);
+        let s = FilterState {
+            counts,
+            self_match: own_terms
+                && pod
+                    .required_affinity
+                    .iter()
+                    .all(|t| ns.matches(t, &pod.pod)),
+            ns_labels: own_labels,
+        };
+        state.write_for_cycle(NAME, s);
         (Status::success(), None)
     }
 
@@ -307,12 +444,11 @@ impl PreFilterPlugin for InterPodAffinity {
         added: &PodInfo,
         node: &NodeInfo,
     ) -> Status {
-        let Some(mut s) = state.read::<FilterState>(NAME).cloned() else {
+        let Some(s) = state.read_mut::<FilterState>(NAME) else {
             return Status::success();
         };
         let mut ns = self.ns_labels();
-        self.account(&mut s, &mut ns, pod, added, node, 1);
-        state.write(NAME, s);
+        self.account(s, &mut ns, pod, added, node, 1);
         Status::success()
     }
 
@@ -323,12 +459,11 @@ impl PreFilterPlugin for InterPodAffinity {
         removed: &PodInfo,
         node: &NodeInfo,
     ) -> Status {
-        let Some(mut s) = state.read::<FilterState>(NAME).cloned() else {
+        let Some(s) = state.read_mut::<FilterState>(NAME) else {
             return Status::success();
         };
         let mut ns = self.ns_labels();
-        self.account(&mut s, &mut ns, pod, removed, node, -1);
-        state.write(NAME, s);
+        self.account(s, &mut ns, pod, removed, node, -1);
         Status::success()
     }
 }
@@ -346,22 +481,22 @@ impl FilterPlugin for InterPodAffinity {
                 match labels.get(&t.topology_key) {
                     None => return Status::unresolvable(REASON_AFFINITY),
                     Some(v) => {
-                        if s.affinity.get(&t.topology_key, v) <= 0 {
+                        if s.counts.affinity.get(&t.topology_key, v) <= 0 {
                             all_exist = false;
                         }
                     }
                 }
             }
-            if !(all_exist || s.affinity.is_empty() && s.self_match) {
+            if !(all_exist || s.counts.affinity.all_zero() && s.self_match) {
                 return Status::unresolvable(REASON_AFFINITY);
             }
         }
         for t in &pod.required_anti_affinity {
-            if s.anti_affinity.of_node(labels, &t.topology_key) > 0 {
+            if s.counts.anti_affinity.of_node(labels, &t.topology_key) > 0 {
                 return Status::new(Code::Unschedulable, vec![REASON_ANTI_AFFINITY.into()]);
             }
         }
-        if s.existing_anti_affinity.any_on(labels) {
+        if s.counts.existing_anti_affinity.any_on(labels) {
             return Status::unschedulable(REASON_EXISTING_ANTI_AFFINITY);
         }
         Status::success()
@@ -370,24 +505,10 @@ impl FilterPlugin for InterPodAffinity {
 
 #[derive(Clone, Default)]
 struct ScoreState {
-    /// topology key → value → score.
-    scores: HashMap<String, HashMap<String, i64>>,
-}
-
-impl ScoreState {
-    fn add(&mut self, node: &NodeInfo, key: &str, weight: i64) {
-        if weight == 0 {
-            return;
-        }
-        if let Some(v) = node.labels().get(key) {
-            *self
-                .scores
-                .entry(key.to_owned())
-                .or_default()
-                .entry(v.clone())
-                .or_insert(0) += weight;
-        }
-    }
+    /// Summed weights per topology domain, shared with the memo.
+    scores: Arc<ScoreTotals>,
+    /// Whether any term matched at all (otherwise scores are not normalized).
+    any: bool,
 }
 
 impl PreScorePlugin for InterPodAffinity {
@@ -405,53 +526,95 @@ impl PreScorePlugin for InterPodAffinity {
         }
         let mut ns = self.ns_labels();
         let own_labels = ns.get(pod.namespace()).unwrap_or_default();
-        let mut s = ScoreState::default();
-        let visit =
-            |node: &NodeInfo, other: &PodInfo, s: &mut ScoreState, ns: &mut NsLabels<'_>| {
-                for w in &pod.preferred_affinity {
-                    if ns.matches(&w.term, &other.pod) {
-                        s.add(node, &w.term.topology_key, i64::from(w.weight));
-                    }
-                }
-                for w in &pod.preferred_anti_affinity {
-                    if ns.matches(&w.term, &other.pod) {
-                        s.add(node, &w.term.topology_key, -i64::from(w.weight));
-                    }
-                }
-                if self.args.hard_pod_affinity_weight > 0 {
-                    for t in &other.required_affinity {
-                        if t.matches(&pod.pod, Some(&own_labels)) {
-                            s.add(node, &t.topology_key, self.args.hard_pod_affinity_weight);
-                        }
-                    }
-                }
-                if !self.args.ignore_preferred_terms_of_existing_pods {
-                    for w in &other.preferred_affinity {
-                        if w.term.matches(&pod.pod, Some(&own_labels)) {
-                            s.add(node, &w.term.topology_key, i64::from(w.weight));
-                        }
-                    }
-                    for w in &other.preferred_anti_affinity {
-                        if w.term.matches(&pod.pod, Some(&own_labels)) {
-                            s.add(node, &w.term.topology_key, -i64::from(w.weight));
-                        }
-                    }
-                }
-            };
-        if has_preferred {
-            for node in &snapshot.nodes {
-                for other in &node.pods {
-                    visit(node, other, &mut s, &mut ns);
-                }
-            }
-        } else {
-            for node in snapshot.nodes_with_affinity() {
-                for other in &node.pods_with_affinity {
-                    visit(node, other, &mut s, &mut ns);
-                }
+        let preferred = || {
+            pod.preferred_affinity
+                .iter()
+                .chain(&pod.preferred_anti_affinity)
+        };
+        let cacheable = preferred().all(|w| w.term.namespace_selector.is_nothing());
+        let mut key = pod_key(pod, &own_labels);
+        let _ = write!(key, "{has_preferred}\0");
+        for (sign, terms) in [
+            ('+', &pod.preferred_affinity),
+            ('-', &pod.preferred_anti_affinity),
+        ] {
+            for w in terms {
+                let _ = write!(key, "{sign}{}:", w.weight);
+                term_key(&mut key, &w.term);
             }
         }
-        state.write(PRE_SCORE_KEY, s);
+        let hard_weight = self.args.hard_pod_affinity_weight;
+        let existing_preferred = !self.args.ignore_preferred_terms_of_existing_pods;
+        let mut memos = self.score_memos.lock();
+        let mut fresh = ScoreMemo::default();
+        let memo = if cacheable {
+            memos.get(&key)
+        } else {
+            &mut fresh
+        };
+        memo.sync(
+            snapshot,
+            |node, totals| {
+                let mut out = Vec::new();
+                let mut add = |key: &str, weight: i64, totals: &mut ScoreTotals| {
+                    if weight != 0
+                        && let Some(id) = domain(&mut totals.scores, key, node, snapshot)
+                    {
+                        out.push((id, weight));
+                    }
+                };
+                let weighted = |w: &WeightedAffinityTerm, sign: i64| i64::from(w.weight) * sign;
+                let others = if has_preferred {
+                    &node.pods
+                } else {
+                    &node.pods_with_affinity
+                };
+                for other in others {
+                    for w in &pod.preferred_affinity {
+                        if ns.matches(&w.term, &other.pod) {
+                            add(&w.term.topology_key, weighted(w, 1), totals);
+                        }
+                    }
+                    for w in &pod.preferred_anti_affinity {
+                        if ns.matches(&w.term, &other.pod) {
+                            add(&w.term.topology_key, weighted(w, -1), totals);
+                        }
+                    }
+                    if hard_weight > 0 {
+                        for t in &other.required_affinity {
+                            if t.matches(&pod.pod, Some(&own_labels)) {
+                                add(&t.topology_key, hard_weight, totals);
+                            }
+                        }
+                    }
+                    if existing_preferred {
+                        for w in &other.preferred_affinity {
+                            if w.term.matches(&pod.pod, Some(&own_labels)) {
+                                add(&w.term.topology_key, weighted(w, 1), totals);
+                            }
+                        }
+                        for w in &other.preferred_anti_affinity {
+                            if w.term.matches(&pod.pod, Some(&own_labels)) {
+                                add(&w.term.topology_key, weighted(w, -1), totals);
+                            }
+                        }
+                    }
+                }
+                out.into_boxed_slice()
+            },
+            |totals, contribution, sign| {
+                for (id, weight) in contribution {
+                    totals.scores.add(*id, sign * weight, 0);
+                }
+                totals.matches += sign * contribution.len() as i64;
+            },
+        );
+        let s = ScoreState {
+            any: memo.totals().matches > 0,
+            scores: memo.totals().clone(),
+        };
+        drop(memos);
+        state.write_for_cycle(PRE_SCORE_KEY, s);
         Status::success()
     }
 }
@@ -462,9 +625,10 @@ impl ScorePlugin for InterPodAffinity {
             return Ok(0);
         };
         let labels = node.labels();
-        Ok(s.scores
-            .iter()
-            .filter_map(|(key, values)| labels.get(key).and_then(|v| values.get(v)))
+        let scores = &s.scores.scores;
+        Ok((0..scores.keys().len())
+            .filter_map(|k| scores.id_at(k, labels))
+            .map(|id| scores.count(id))
             .sum())
     }
 
@@ -477,7 +641,7 @@ impl ScorePlugin for InterPodAffinity {
     ) -> Status {
         if state
             .read::<ScoreState>(PRE_SCORE_KEY)
-            .is_none_or(|s| s.scores.is_empty())
+            .is_none_or(|s| !s.any)
         {
             return Status::success();
         }
@@ -527,6 +691,8 @@ mod tests {
         InterPodAffinity {
             args: Args::default(),
             namespaces: Informer::detached(),
+            filter_memos: Mutex::new(MemoCache::new(MEMOS)),
+            score_memos: Mutex::new(MemoCache::new(MEMOS)),
         }
     }
 
@@ -727,5 +893,125 @@ mod tests {
         assert_eq!(scores, [0, -100, 0]);
         plugin().normalize(&state, &p, &nodes, &mut scores);
         assert_eq!(scores, [100, 0, 100]);
+    }
+
+    /// Filter and Score of `p` on every node of `snap` with `pl`'s memos.
+    fn outcomes(pl: &InterPodAffinity, p: &PodInfo, snap: &Snapshot) -> Vec<(Code, i64)> {
+        let mut state = CycleState::new();
+        let (s, _) = pl.pre_filter(&mut state, p, snap);
+        let nodes = snap.nodes().to_vec();
+        let scored = pl.pre_score(&mut state, p, &nodes, snap).is_success();
+        let mut scores: Vec<i64> = nodes
+            .iter()
+            .map(|n| {
+                if scored {
+                    pl.score(&state, p, n).unwrap()
+                } else {
+                    0
+                }
+            })
+            .collect();
+        if scored {
+            pl.normalize(&state, p, &nodes, &mut scores);
+        }
+        nodes
+            .iter()
+            .zip(scores)
+            .map(|(n, score)| {
+                let code = if s.is_skip() {
+                    Code::Success
+                } else {
+                    pl.filter(&state, p, n).code()
+                };
+                (code, score)
+            })
+            .collect()
+    }
+
+    /// The memos are an optimization only: after any change to pods or nodes, a plugin that
+    /// kept its counts from earlier cycles decides and scores exactly like one counting from
+    /// scratch — for the pod's own terms and for existing pods' terms about the pod.
+    #[test]
+    fn counts_kept_across_cycles_match_counting_from_scratch() {
+        use crate::cache::Cache;
+        let cache = Cache::new();
+        for (i, zone) in ["a", "a", "b", "b", "c"].iter().enumerate() {
+            cache.add_node(Arc::new(zone_node(&format!("n{i}"), zone).0));
+        }
+        let anti_web = || Affinity {
+            pod_anti_affinity: Some(PodAntiAffinity {
+                required_during_scheduling_ignored_during_execution: Some(vec![term(
+                    "app",
+                    &["web"],
+                    HOST,
+                )]),
+                preferred_during_scheduling_ignored_during_execution: Some(vec![
+                    WeightedPodAffinityTerm {
+                        weight: 10,
+                        pod_affinity_term: term("app", &["cache"], ZONE),
+                    },
+                ]),
+            }),
+            pod_affinity: Some(PodAffinity {
+                preferred_during_scheduling_ignored_during_execution: Some(vec![
+                    WeightedPodAffinityTerm {
+                        weight: 5,
+                        pod_affinity_term: term("app", &["db"], ZONE),
+                    },
+                ]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let web = |name: &str| pod(name).label("app", "web").affinity(anti_web());
+        let with_db = pod("with-db")
+            .label("app", "web")
+            .affinity(Affinity {
+                pod_affinity: Some(PodAffinity {
+                    required_during_scheduling_ignored_during_execution: Some(vec![term(
+                        "app",
+                        &["db"],
+                        ZONE,
+                    )]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .info();
+        let incoming = [
+            web("incoming").info(),
+            with_db,
+            pod("plain").label("app", "web").info(),
+        ];
+        let warm = plugin();
+        let mut snap = Snapshot::default();
+        type Step<'a> = Box<dyn Fn(&Cache) + 'a>;
+        let steps: Vec<Step> = vec![
+            Box::new(|_| {}),
+            Box::new(|c| c.add_pod(Arc::new(pod("db1").label("app", "db").node("n0").0))),
+            Box::new(|c| {
+                c.add_pod(Arc::new(web("w1").node("n1").0));
+                c.add_pod(Arc::new(pod("cache1").label("app", "cache").node("n2").0));
+            }),
+            Box::new(|c| c.add_pod(Arc::new(web("w2").node("n3").0))),
+            Box::new(|c| c.remove_pod(&pod("db1").label("app", "db").node("n0").0)),
+            Box::new(|c| c.add_pod(Arc::new(pod("db2").label("app", "db").node("n4").0))),
+            // n4 moves to zone a.
+            Box::new(|c| c.add_node(Arc::new(zone_node("n4", "a").0))),
+            Box::new(|c| c.remove_pod(&web("w1").node("n1").0)),
+            Box::new(|c| c.add_node(Arc::new(zone_node("n5", "b").0))),
+        ];
+        for (i, step) in steps.iter().enumerate() {
+            step(&cache);
+            cache.update_snapshot(&mut snap);
+            for p in &incoming {
+                let name = p.pod.metadata.name.clone().unwrap();
+                assert_eq!(
+                    outcomes(&warm, p, &snap),
+                    outcomes(&plugin(), p, &snap),
+                    "step {i}, pod {name}"
+                );
+            }
+        }
     }
 }

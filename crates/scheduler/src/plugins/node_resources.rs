@@ -142,7 +142,7 @@ fn resource_specs(specs: Option<Vec<ResourceSpec>>) -> Result<Vec<(String, i64)>
 }
 
 /// A piecewise-linear function through the shape (upstream `BuildBrokenLinearFunction`).
-fn broken_linear(shape: &[ShapePoint], p: i64) -> i64 {
+pub(crate) fn broken_linear(shape: &[ShapePoint], p: i64) -> i64 {
     for i in 0..shape.len() {
         if p <= shape[i].utilization {
             if i == 0 {
@@ -194,11 +194,12 @@ impl Scorer {
     }
 
     fn score(&self, pod: &PodInfo, node: &NodeInfo) -> i64 {
-        let mut pairs = Vec::with_capacity(self.resources.len());
-        for (name, weight) in &self.resources {
+        // (requested, allocatable, weight) per resource, computed as iterated: scoring runs for
+        // every feasible node of every cycle, and a collected list would be an allocation each.
+        let pairs = self.resources.iter().map(|(name, weight)| {
             let (alloc, req) = self.alloc_request(node, name, self.pod_request(pod, name));
-            pairs.push((req, alloc, *weight));
-        }
+            (req, alloc, *weight)
+        });
         match &self.strategy {
             Strategy::LeastAllocated | Strategy::MostAllocated => {
                 let most = matches!(self.strategy, Strategy::MostAllocated);
@@ -239,17 +240,22 @@ impl Scorer {
                 }
             }
             Strategy::Balanced => {
-                let fractions: Vec<f64> = pairs
-                    .iter()
+                let fractions = pairs
                     .filter(|(_, alloc, _)| *alloc != 0)
-                    .map(|(req, alloc, _)| (*req as f64 / *alloc as f64).min(1.0))
-                    .collect();
-                let std = match fractions.len() {
-                    2 => ((fractions[0] - fractions[1]) / 2.0).abs(),
+                    .map(|(req, alloc, _)| (req as f64 / alloc as f64).min(1.0));
+                let (mut n, mut first, mut sum) = (0usize, [0.0f64; 2], 0.0f64);
+                for f in fractions.clone() {
+                    if n < 2 {
+                        first[n] = f;
+                    }
+                    n += 1;
+                    sum += f;
+                }
+                let std = match n {
+                    2 => ((first[0] - first[1]) / 2.0).abs(),
                     n if n > 2 => {
-                        let mean = fractions.iter().sum::<f64>() / n as f64;
-                        (fractions.iter().map(|f| (f - mean).powi(2)).sum::<f64>() / n as f64)
-                            .sqrt()
+                        let mean = sum / n as f64;
+                        (fractions.map(|f| (f - mean).powi(2)).sum::<f64>() / n as f64).sqrt()
                     }
                     _ => 0.0,
                 };

@@ -12,7 +12,10 @@
 //! StatefulSets and ReplicationControllers selecting the pod.
 
 use std::collections::{BTreeMap, HashSet};
+use std::fmt::Write as _;
 use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{Pod, ReplicationController, Service, TopologySpreadConstraint};
@@ -28,10 +31,10 @@ use crate::framework::{
     ActionType, ClusterEvent, CycleState, EventObject, FilterPlugin, Handle, MAX_NODE_SCORE,
     Plugin, PreFilterPlugin, PreFilterResult, PreScorePlugin, ScorePlugin, Status,
 };
-use crate::helpers::TopologyCounts;
 use crate::helpers::{
     RequiredNodeAffinity, first_untolerated, node_taints, pod_labels, pod_tolerations,
 };
+use crate::memo::{DomainCounts, MemoCache, NodeMemo};
 use crate::nodeinfo::{NodeInfo, PodInfo};
 use crate::registry::decode_args;
 
@@ -145,6 +148,16 @@ fn has_all_keys(node: &NodeInfo, constraints: &[Constraint]) -> bool {
         .all(|c| labels.contains_key(&c.topology_key))
 }
 
+/// What one node adds to the matching-pod counts: for each constraint that includes it, its
+/// domain and how many matching pods it runs.
+type Contribution = Box<[(u32, i64)]>;
+
+/// Matching pods per domain over every node, kept across cycles (see [`crate::memo`]).
+type CountsMemo = NodeMemo<Contribution, DomainCounts>;
+
+/// How many constraint sets the plugin keeps counts for, for PreFilter and for PreScore each.
+const MEMOS: usize = 8;
+
 /// The plugin.
 pub struct PodTopologySpread {
     defaults: Vec<TopologySpreadConstraint>,
@@ -153,6 +166,69 @@ pub struct PodTopologySpread {
     replica_sets: Informer<ReplicaSet>,
     stateful_sets: Informer<StatefulSet>,
     replication_controllers: Informer<ReplicationController>,
+    filter_memos: Mutex<MemoCache<CountsMemo>>,
+    score_memos: Mutex<MemoCache<CountsMemo>>,
+}
+
+/// Everything the counts depend on besides the nodes: the namespace, the constraints, and the
+/// pod's node affinity and tolerations when a policy honours them.
+fn memo_key(
+    pod: &PodInfo,
+    constraints: &[Constraint],
+    affinity: &RequiredNodeAffinity,
+    require_all: bool,
+) -> String {
+    let mut key = format!("{}\0{require_all}\0{constraints:?}", pod.namespace());
+    if constraints.iter().any(|c| c.honor_affinity) {
+        let _ = write!(key, "\0{affinity:?}");
+    }
+    if constraints.iter().any(|c| c.honor_taints) {
+        let _ = write!(key, "\0{:?}", pod_tolerations(&pod.pod));
+    }
+    key
+}
+
+/// Count matching pods per domain into `memo` for `snapshot`: each node that has every
+/// constraint's key (when `require_all`) adds, per constraint including it, its matching pods
+/// to its domain (`skip_hostname`: except hostname constraints, which Score counts per node).
+fn sync_counts(
+    memo: &mut CountsMemo,
+    snapshot: &Snapshot,
+    pod: &PodInfo,
+    constraints: &[Constraint],
+    affinity: &RequiredNodeAffinity,
+    require_all: bool,
+    skip_hostname: bool,
+) {
+    let ns = pod.namespace();
+    memo.sync(
+        snapshot,
+        |node, totals| {
+            if require_all && !has_all_keys(node, constraints) {
+                return Box::default();
+            }
+            let mut out = Vec::new();
+            for c in constraints {
+                if skip_hostname && c.topology_key == HOSTNAME {
+                    continue;
+                }
+                if !node.labels().contains_key(&c.topology_key) || !c.includes(pod, node, affinity)
+                {
+                    continue;
+                }
+                totals.intern_all(&c.topology_key, snapshot.nodes());
+                if let Some(id) = totals.intern_node(&c.topology_key, node) {
+                    out.push((id, count_matching(&node.pods, &c.selector, ns)));
+                }
+            }
+            out.into_boxed_slice()
+        },
+        |totals, contribution, sign| {
+            for (id, count) in contribution {
+                totals.add(*id, sign * count, sign);
+            }
+        },
+    );
 }
 
 fn system_defaults() -> Vec<TopologySpreadConstraint> {
@@ -215,6 +291,8 @@ pub fn new(args: Option<&Value>, handle: &Handle) -> Result<Arc<dyn Plugin>, Str
         replica_sets: handle.listers.replica_sets.clone(),
         stateful_sets: handle.listers.stateful_sets.clone(),
         replication_controllers: handle.listers.replication_controllers.clone(),
+        filter_memos: Mutex::new(MemoCache::new(MEMOS)),
+        score_memos: Mutex::new(MemoCache::new(MEMOS)),
     }))
 }
 
@@ -354,7 +432,8 @@ impl CriticalPaths {
 #[derive(Debug, Clone, Default)]
 struct FilterState {
     constraints: Vec<Constraint>,
-    pair_counts: TopologyCounts,
+    /// Shared with the memo; copied only when preemption or nominated pods change it.
+    pair_counts: Arc<DomainCounts>,
     critical: Vec<CriticalPaths>,
     domains: Vec<i64>,
     affinity: Option<RequiredNodeAffinity>,
@@ -380,12 +459,12 @@ impl FilterState {
             if !c.includes(pod, node, &affinity) || !c.selector.matches(pod_labels(&other.pod)) {
                 continue;
             }
-            let value = node.labels()[&c.topology_key].clone();
-            self.pair_counts.ensure(&c.topology_key, &value);
-            self.pair_counts
-                .add_existing(&c.topology_key, &value, delta);
-            let n = self.pair_counts.get(&c.topology_key, &value);
-            self.critical[i].update(&value, n);
+            let value = &node.labels()[&c.topology_key];
+            let counts = Arc::make_mut(&mut self.pair_counts);
+            let id = counts.intern(&c.topology_key, value);
+            counts.add(id, delta, 0);
+            let n = counts.count(id);
+            self.critical[i].update(value, n);
         }
     }
 }
@@ -448,36 +527,26 @@ impl PreFilterPlugin for PodTopologySpread {
             return (Status::skip(), None);
         }
         let affinity = RequiredNodeAffinity::of(&pod.pod);
+        let key = memo_key(pod, &constraints, &affinity, true);
+        let mut memos = self.filter_memos.lock();
+        let memo = memos.get(&key);
+        sync_counts(memo, snapshot, pod, &constraints, &affinity, true, false);
         let mut s = FilterState {
             critical: vec![CriticalPaths::default(); constraints.len()],
             domains: vec![0; constraints.len()],
+            pair_counts: memo.totals().clone(),
             ..Default::default()
         };
-        let ns = pod.namespace();
-        for node in &snapshot.nodes {
-            if !has_all_keys(node, &constraints) {
-                continue;
-            }
-            let labels = node.labels();
-            for c in &constraints {
-                if !c.includes(pod, node, &affinity) {
-                    continue;
-                }
-                let count = count_matching(&node.pods, &c.selector, ns);
-                let value = &labels[&c.topology_key];
-                s.pair_counts.ensure(&c.topology_key, value);
-                s.pair_counts.add_existing(&c.topology_key, value, count);
-            }
-        }
+        drop(memos);
         for (i, c) in constraints.iter().enumerate() {
-            for (value, count) in s.pair_counts.values(&c.topology_key) {
+            for (value, count) in s.pair_counts.existing(&c.topology_key) {
                 s.domains[i] += 1;
                 s.critical[i].update(value, count);
             }
         }
         s.constraints = constraints;
         s.affinity = Some(affinity);
-        state.write(NAME, s);
+        state.write_for_cycle(NAME, s);
         (Status::success(), None)
     }
 
@@ -538,7 +607,9 @@ impl FilterPlugin for PodTopologySpread {
 struct ScoreState {
     constraints: Vec<Constraint>,
     ignored: HashSet<String>,
-    pair_counts: TopologyCounts,
+    /// Matching pods per domain over every node (hostname constraints excepted: Score counts
+    /// those on the node itself); shared with the memo.
+    pair_counts: Arc<DomainCounts>,
     weights: Vec<f64>,
 }
 
@@ -566,6 +637,7 @@ impl PreScorePlugin for PodTopologySpread {
         let require_all = own || !self.system_defaulted;
         let mut s = ScoreState::default();
         let mut sizes = vec![0usize; constraints.len()];
+        let mut seen: Vec<HashSet<&str>> = vec![HashSet::new(); constraints.len()];
         for node in nodes {
             if require_all && !has_all_keys(node, &constraints) {
                 s.ignored.insert(node.name.clone());
@@ -578,9 +650,13 @@ impl PreScorePlugin for PodTopologySpread {
                 let value = node
                     .labels()
                     .get(&c.topology_key)
-                    .cloned()
-                    .unwrap_or_default();
-                if s.pair_counts.ensure(&c.topology_key, &value) {
+                    .map_or("", String::as_str);
+                // Constraints sharing a key share their domains (as upstream's topology pairs).
+                let first = constraints[..i]
+                    .iter()
+                    .position(|o| o.topology_key == c.topology_key)
+                    .unwrap_or(i);
+                if seen[first].insert(value) {
                     sizes[i] += 1;
                 }
             }
@@ -598,26 +674,22 @@ impl PreScorePlugin for PodTopologySpread {
             })
             .collect();
         let affinity = RequiredNodeAffinity::of(&pod.pod);
-        let ns = pod.namespace();
-        for node in &snapshot.nodes {
-            if require_all && !has_all_keys(node, &constraints) {
-                continue;
-            }
-            for c in &constraints {
-                if !c.includes(pod, node, &affinity) {
-                    continue;
-                }
-                let Some(value) = node.labels().get(&c.topology_key) else {
-                    continue;
-                };
-                if s.pair_counts.contains(&c.topology_key, value) {
-                    let n = count_matching(&node.pods, &c.selector, ns);
-                    s.pair_counts.add_existing(&c.topology_key, value, n);
-                }
-            }
-        }
+        let key = memo_key(pod, &constraints, &affinity, require_all);
+        let mut memos = self.score_memos.lock();
+        let memo = memos.get(&key);
+        sync_counts(
+            memo,
+            snapshot,
+            pod,
+            &constraints,
+            &affinity,
+            require_all,
+            true,
+        );
+        s.pair_counts = memo.totals().clone();
+        drop(memos);
         s.constraints = constraints;
-        state.write(SCORE_KEY, s);
+        state.write_for_cycle(SCORE_KEY, s);
         Status::success()
     }
 }
@@ -694,6 +766,8 @@ mod tests {
             replica_sets: Informer::detached(),
             stateful_sets: Informer::detached(),
             replication_controllers: Informer::detached(),
+            filter_memos: Mutex::new(MemoCache::new(MEMOS)),
+            score_memos: Mutex::new(MemoCache::new(MEMOS)),
         }
     }
 
@@ -916,5 +990,84 @@ mod tests {
         assert_eq!(c[1].topology_key, "topology.kubernetes.io/zone");
         assert!(c[0].selector.matches(pod_labels(&p.pod)));
         assert!(pl.constraints(&p.pod, true).is_empty());
+    }
+
+    /// Filter and Score of `p` on every node of the cache's current snapshot, with `pl`'s
+    /// memos (warm from earlier cycles or not).
+    fn outcomes(pl: &PodTopologySpread, p: &PodInfo, snap: &Snapshot) -> Vec<(Code, i64)> {
+        let mut state = CycleState::new();
+        let (s, _) = pl.pre_filter(&mut state, p, snap);
+        let nodes = snap.nodes().to_vec();
+        let scored = pl.pre_score(&mut state, p, &nodes, snap).is_success();
+        nodes
+            .iter()
+            .map(|n| {
+                let code = if s.is_skip() {
+                    Code::Success
+                } else {
+                    pl.filter(&state, p, n).code()
+                };
+                let score = if scored {
+                    pl.score(&state, p, n).unwrap()
+                } else {
+                    0
+                };
+                (code, score)
+            })
+            .collect()
+    }
+
+    /// The memos are an optimization only: after any change to pods or nodes, a plugin that
+    /// kept its counts from earlier cycles decides exactly like one counting from scratch.
+    #[test]
+    fn counts_kept_across_cycles_match_counting_from_scratch() {
+        use crate::cache::Cache;
+        let cache = Cache::new();
+        for (i, zone) in ["a", "a", "b", "b", "c", "c"].iter().enumerate() {
+            cache.add_node(Arc::new(zn(&format!("n{i}"), zone).0));
+        }
+        let hard = foo("hard")
+            .spread(constraint(1, ZONE, "DoNotSchedule"))
+            .spread(constraint(2, HOSTNAME, "DoNotSchedule"))
+            .info();
+        let soft = foo("soft")
+            .spread(constraint(1, ZONE, "ScheduleAnyway"))
+            .spread(constraint(1, HOSTNAME, "ScheduleAnyway"))
+            .info();
+        let warm = plugin();
+        let mut snap = Snapshot::default();
+        type Step<'a> = Box<dyn Fn(&Cache) + 'a>;
+        let steps: Vec<Step> = vec![
+            Box::new(|_| {}),
+            Box::new(|c| c.add_pod(Arc::new(foo("x1").node("n0").0))),
+            Box::new(|c| {
+                c.add_pod(Arc::new(foo("x2").node("n0").0));
+                c.add_pod(Arc::new(foo("x3").node("n2").0));
+                c.add_pod(Arc::new(foo("other-ns").ns("other").node("n4").0));
+            }),
+            Box::new(|c| c.add_pod(Arc::new(foo("x2").node("n0").terminating().0))),
+            Box::new(|c| c.remove_pod(&foo("x1").node("n0").0)),
+            // n5 moves from zone c to zone a: its pods now count there.
+            Box::new(|c| {
+                c.add_pod(Arc::new(foo("x4").node("n5").0));
+                c.add_node(Arc::new(zn("n5", "a").0));
+            }),
+            // A node without the zone label: its domain is gone, then a new node.
+            Box::new(|c| c.add_node(Arc::new(node("n3").0))),
+            Box::new(|c| c.add_node(Arc::new(zn("n6", "d").0))),
+        ];
+        for (i, step) in steps.iter().enumerate() {
+            step(&cache);
+            cache.update_snapshot(&mut snap);
+            for p in [&hard, &soft] {
+                let name = p.pod.metadata.name.clone().unwrap();
+                assert_eq!(
+                    outcomes(&warm, p, &snap),
+                    outcomes(&plugin(), p, &snap),
+                    "step {i}, pod {name}"
+                );
+            }
+        }
+        assert_eq!(warm.filter_memos.lock().len(), 1);
     }
 }

@@ -77,6 +77,9 @@ impl Plugin for TaintToleration {
 
 impl FilterPlugin for TaintToleration {
     fn filter(&self, _state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
+        if !node.has_taints {
+            return Status::success();
+        }
         match first_untolerated(node_taints(&node.node), pod_tolerations(&pod.pod), HARD) {
             None => Status::success(),
             Some(t) => Status::unresolvable(format!(
@@ -117,6 +120,9 @@ impl ScorePlugin for TaintToleration {
             .read::<PreScoreState>(NAME)
             .map(|s| s.tolerations.as_slice())
             .unwrap_or_default();
+        if !node.has_taints {
+            return Ok(0);
+        }
         Ok(node_taints(&node.node)
             .iter()
             .filter(|t| t.effect == "PreferNoSchedule" && !tolerated(tolerations, t))
