@@ -371,7 +371,10 @@ async fn run_workload(w: &Workload, args: &Args) -> Result<Outcome> {
             keep_log(args, w, &scheduler)?;
             eprintln!("  not bound: {}", unbound(&sent, &bound));
             let metrics = http_get(&metrics_addr, "/metrics").unwrap_or_default();
-            for l in metrics.lines().filter(|l| l.starts_with("scheduler_pending_pods")) {
+            for l in metrics
+                .lines()
+                .filter(|l| l.starts_with("scheduler_pending_pods"))
+            {
                 eprintln!("  {l}");
             }
         }
