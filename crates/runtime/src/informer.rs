@@ -248,7 +248,10 @@ where
         match event {
             watcher::Event::Apply(obj) => self.apply(obj),
             watcher::Event::Delete(obj) => self.delete(&ObjectKey::of(&obj), obj),
-            watcher::Event::Init => *self.shared.relist.lock() = Some(BTreeMap::new()),
+            watcher::Event::Init => {
+                tracing::debug!(kind = std::any::type_name::<K>(), "informer listing");
+                *self.shared.relist.lock() = Some(BTreeMap::new());
+            }
             watcher::Event::InitApply(obj) => {
                 let mut relist = self.shared.relist.lock();
                 relist

@@ -228,14 +228,19 @@ pub fn resync_nodes(shared: &Shared, nodes: &Informer<Node>) {
     shared.queue.move_all();
 }
 
-/// Follow an informer: `apply` each change, `resync` after a lag.
+/// Follow an informer: reconcile once it has listed, then `apply` each change, and `resync`
+/// again after a lag. The returned receiver fires after the first reconciliation.
+///
+/// Reconciling on the task that applies the changes matters: a reconciliation running beside
+/// it would compare the queue against an older list and drop pods queued meanwhile.
 pub fn follow<K>(
     informer: &Informer<K>,
     shared: Arc<Shared>,
     stop: CancellationToken,
     apply: fn(&Shared, &Change<K>),
     resync: fn(&Shared, &Informer<K>),
-) where
+) -> tokio::sync::oneshot::Receiver<()>
+where
     K: KubeResource
         + ResourceExt
         + Clone
@@ -247,7 +252,16 @@ pub fn follow<K>(
 {
     let mut sub = informer.subscribe();
     let informer = informer.clone();
+    let (primed, primed_rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = informer.wait_synced() => {}
+        }
+        // Changes that arrive from here on wait in the subscription and are applied after
+        // this, in order, so whatever they add or remove stays added or removed.
+        resync(&shared, &informer);
+        let _ = primed.send(());
         loop {
             let n = tokio::select! {
                 _ = stop.cancelled() => return,
@@ -263,6 +277,7 @@ pub fn follow<K>(
             }
         }
     });
+    primed_rx
 }
 
 /// Follow a kind whose changes only move pods (`resource` events).
@@ -336,5 +351,77 @@ mod tests {
             ActionType::UPDATE_POD_TERMINATING
         );
         assert!(pod_changes(&terminating, &terminating).is_empty());
+    }
+
+    /// Pods created while the scheduler starts (some listed, most arriving as changes during
+    /// and after the first reconciliation) all end up queued: none is reconciled away.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pods_arriving_around_the_first_reconciliation_are_all_queued() {
+        use crate::cache::Cache;
+        use crate::framework::Handle;
+        use crate::metrics::Metrics;
+        use crate::plugins::testing::framework_with;
+        use crate::queue::{Nominator, SchedulingQueue};
+        use kube::runtime::watcher::Event;
+        use std::collections::HashMap;
+        use std::time::Duration;
+
+        let handle = Handle::for_tests();
+        let listers = handle.listers.clone();
+        let framework = Arc::new(framework_with(handle));
+        let profiles: HashMap<_, _> = [("default-scheduler".to_owned(), framework)].into();
+        let queue = Arc::new(SchedulingQueue::new(
+            profiles.clone(),
+            Arc::new(Nominator::default()),
+            Duration::from_secs(1),
+            Duration::from_secs(10),
+        ));
+        let shared = Arc::new(Shared::new(
+            Arc::new(Cache::new()),
+            queue.clone(),
+            profiles,
+            listers.clone(),
+            Arc::new(Metrics::default()),
+            None,
+            HashMap::new(),
+            0,
+        ));
+        let informer = listers.pods.clone();
+        let primed = follow(
+            &informer,
+            shared,
+            CancellationToken::new(),
+            on_pod,
+            resync_pods,
+        );
+        informer.handle(Event::Init);
+        for i in 0..50 {
+            informer.handle(Event::InitApply(pod(&format!("listed-{i}")).0));
+        }
+        informer.handle(Event::InitDone);
+        let feeder = {
+            let informer = informer.clone();
+            tokio::spawn(async move {
+                for i in 0..2000 {
+                    informer.handle(Event::Apply(pod(&format!("new-{i}")).0));
+                    if i % 100 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            })
+        };
+        primed.await.expect("the first reconciliation ran");
+        feeder.await.unwrap();
+        let all_queued = || {
+            (0..50).all(|i| queue.contains(&format!("uid-listed-{i}")))
+                && (0..2000).all(|i| queue.contains(&format!("uid-new-{i}")))
+        };
+        for _ in 0..200 {
+            if all_queued() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(queue.pending().active, 2050, "every pod is queued");
     }
 }

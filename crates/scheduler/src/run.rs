@@ -179,14 +179,14 @@ async fn lead(
         recorders,
         config.percentage_of_nodes_to_score.unwrap_or(0),
     ));
-    handlers::follow(
+    let pods_primed = handlers::follow(
         &listers.pods,
         shared.clone(),
         stop.clone(),
         handlers::on_pod,
         handlers::resync_pods,
     );
-    handlers::follow(
+    let nodes_primed = handlers::follow(
         &nodes,
         shared.clone(),
         stop.clone(),
@@ -235,12 +235,15 @@ async fn lead(
         stop.clone(),
         Resource::Service,
     );
+    // Plugins read the other listers during a cycle: all of them must have listed too.
     tokio::select! {
         _ = stop.cancelled() => return,
-        _ = async { listers.wait_synced().await; nodes.wait_synced().await } => {}
+        _ = async {
+            listers.wait_synced().await;
+            let _ = nodes_primed.await;
+            let _ = pods_primed.await;
+        } => {}
     }
-    handlers::resync_nodes(&shared, &nodes);
-    handlers::resync_pods(&shared, &listers.pods);
     tracing::info!(
         nodes = shared.cache.node_count(),
         "scheduler caches synced; scheduling"

@@ -22,9 +22,9 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
-use kube::Client;
 use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
 use parking_lot::Mutex;
 use serde_json::json;
 use skiff_bench::scheduler_perf::{NODE_CPU, NODE_MEMORY, NODE_PODS, PodSet, Workload, workloads};
@@ -371,12 +371,25 @@ async fn run_workload(w: &Workload, args: &Args) -> Result<Outcome> {
             keep_log(args, w, &scheduler)?;
             eprintln!("  not bound: {}", unbound(&sent, &bound));
             let metrics = http_get(&metrics_addr, "/metrics").unwrap_or_default();
-            for l in metrics
-                .lines()
-                .filter(|l| l.starts_with("scheduler_pending_pods"))
-            {
+            for l in metrics.lines().filter(|l| {
+                l.starts_with("scheduler_pending_pods")
+                    || l.starts_with("scheduler_schedule_attempts_total")
+            }) {
                 eprintln!("  {l}");
             }
+            let api: Api<Pod> = Api::namespaced(client.clone(), set.namespace);
+            let listed = api.list(&Default::default()).await?;
+            let unbound_in_api = listed
+                .items
+                .iter()
+                .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_none())
+                .map(|p| p.name_any())
+                .collect::<Vec<_>>();
+            eprintln!(
+                "  API server: {} pods, unbound: {:?}",
+                listed.items.len(),
+                unbound_in_api
+            );
         }
         done.with_context(|| format!("initial pods of {}:\n{}", w.name, tail(&scheduler.log())))?;
         init += set.count;
