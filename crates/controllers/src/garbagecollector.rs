@@ -715,22 +715,14 @@ impl Collector {
             "uid": identity.uid,
             "resourceVersion": latest.metadata.resource_version,
         } });
-        match self
-            .api(identity)
+        self.api(identity)
             .patch_metadata(
                 &identity.name,
                 &PatchParams::default(),
                 &Patch::Merge(&patch),
             )
             .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if crate::is_not_found(&e) => Ok(()),
-            Err(e) => Err(Error::Api {
-                action: format!("updating owner references of {identity}"),
-                source: e,
-            }),
-        }
+            .done_if_gone(|| format!("updating owner references of {identity}"))
     }
 
     /// Remove one finalizer (guarded by resourceVersion).
@@ -749,22 +741,14 @@ impl Collector {
             "uid": identity.uid,
             "resourceVersion": latest.metadata.resource_version,
         } });
-        match self
-            .api(identity)
+        self.api(identity)
             .patch_metadata(
                 &identity.name,
                 &PatchParams::default(),
                 &Patch::Merge(&patch),
             )
             .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if crate::is_not_found(&e) => Ok(()),
-            Err(e) => Err(Error::Api {
-                action: format!("removing the {finalizer} finalizer of {identity}"),
-                source: e,
-            }),
-        }
+            .done_if_gone(|| format!("removing the {finalizer} finalizer of {identity}"))
     }
 
     /// Upstream `processDeletingDependentsItem`: finish a foreground deletion once no

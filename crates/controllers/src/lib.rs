@@ -102,6 +102,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Attaching what was being done to a failed API call.
 pub(crate) trait During<T> {
     fn during(self, action: impl FnOnce() -> String) -> Result<T>;
+
+    /// Like [`During::during`], but an object already gone counts as done (a finalizer or
+    /// status write racing the object's deletion).
+    fn done_if_gone(self, action: impl FnOnce() -> String) -> Result<()>;
 }
 
 impl<T> During<T> for Result<T, kube::Error> {
@@ -110,6 +114,14 @@ impl<T> During<T> for Result<T, kube::Error> {
             action: action(),
             source,
         })
+    }
+
+    fn done_if_gone(self, action: impl FnOnce() -> String) -> Result<()> {
+        match self {
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(e).during(action),
+        }
     }
 }
 

@@ -22,7 +22,7 @@ use skiff_runtime::Informer;
 use tokio::time::Instant;
 
 use crate::context::{Context, synced};
-use crate::{Error, Result, pods};
+use crate::{During, Error, Result, pods};
 use skiff_api::scheduling;
 
 const OUT_OF_SERVICE: &str = "node.kubernetes.io/out-of-service";
@@ -165,25 +165,19 @@ impl PodGc {
             .collect();
         conditions.push(json!({ "type": "DisruptionTarget", "status": "True", "reason": "DeletionByPodGC", "message": message, "lastTransitionTime": now }));
         let patch = json!({ "status": { "phase": if pods::is_terminal(pod) { pods::phase(pod) } else { "Failed" }, "conditions": conditions } });
-        match api
-            .patch_status(
-                &pod.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
+        api.patch_status(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .done_if_gone(|| {
+            format!(
+                "marking pod {}/{} failed",
+                pod.namespace().unwrap_or_default(),
+                pod.name_any()
             )
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if crate::is_not_found(&e) => Ok(()),
-            Err(e) => Err(Error::Api {
-                action: format!(
-                    "marking pod {}/{} failed",
-                    pod.namespace().unwrap_or_default(),
-                    pod.name_any()
-                ),
-                source: e,
-            }),
-        }
+        })
     }
 
     async fn force_delete(&self, pod: &Pod) -> Result<()> {

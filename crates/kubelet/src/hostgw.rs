@@ -313,39 +313,11 @@ impl HostNetwork for Commands {
     }
 
     fn replace_route(&self, route: &KernelRoute) -> std::io::Result<()> {
-        let gateway = route.gateway.to_string();
-        run(
-            "ip",
-            &[
-                "route",
-                "replace",
-                &route.destination,
-                "via",
-                &gateway,
-                "proto",
-                ROUTE_PROTOCOL,
-            ],
-            None,
-        )
-        .map(|_| ())
+        route_command("replace", route)
     }
 
     fn delete_route(&self, route: &KernelRoute) -> std::io::Result<()> {
-        let gateway = route.gateway.to_string();
-        run(
-            "ip",
-            &[
-                "route",
-                "del",
-                &route.destination,
-                "via",
-                &gateway,
-                "proto",
-                ROUTE_PROTOCOL,
-            ],
-            None,
-        )
-        .map(|_| ())
+        route_command("del", route)
     }
 
     fn ensure_masquerade(&self, rules: &[Vec<String>]) -> std::io::Result<()> {
@@ -448,6 +420,21 @@ pub async fn run_routes(
             },
         }
     }
+}
+
+/// `ip route <verb> DEST via GATEWAY proto <ours>`.
+fn route_command(verb: &str, route: &KernelRoute) -> std::io::Result<()> {
+    let gateway = route.gateway.to_string();
+    let args = [
+        "route",
+        verb,
+        &route.destination,
+        "via",
+        &gateway,
+        "proto",
+        ROUTE_PROTOCOL,
+    ];
+    run("ip", &args, None).map(|_| ())
 }
 
 #[cfg(test)]

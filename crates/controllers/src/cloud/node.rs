@@ -25,7 +25,7 @@ use skiff_runtime::{Change, Informer, WorkQueue};
 
 use super::{CloudProvider, CloudResult, InstanceMetadata, has_taint};
 use crate::context::{Context, synced};
-use crate::{Error, Result};
+use crate::{During, Error, Result};
 
 /// The loop's name (and its events' source).
 pub const NAME: &str = "cloud-node-controller";
@@ -404,18 +404,10 @@ impl CloudNode {
         let name = node.name_any();
         // A merge patch replaces the list: addresses the provider no longer reports go.
         let patch = json!({ "status": { "addresses": desired } });
-        match self
-            .api()
+        self.api()
             .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if crate::is_not_found(&e) => Ok(()),
-            Err(source) => Err(Error::Api {
-                action: format!("updating addresses of node {name}"),
-                source,
-            }),
-        }
+            .done_if_gone(|| format!("updating addresses of node {name}"))
     }
 
     /// Upstream `UpdateNodeStatus`: the addresses of every initialized node, from the provider.

@@ -31,7 +31,7 @@ use skiff_runtime::{Change, Informer, WorkQueue};
 use super::{CloudProvider, Route, Routes};
 use crate::config::{Ipv4Net, mask};
 use crate::context::{Context, synced};
-use crate::{Error, Result};
+use crate::{During, Error, Result};
 
 /// The loop's name (and its events' source).
 pub const NAME: &str = "node-route-controller";
@@ -340,17 +340,9 @@ impl RouteController {
             "lastTransitionTime": now, "lastHeartbeatTime": now,
         }] } });
         let api: Api<Node> = Api::all(self.client.clone());
-        match api
-            .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&patch))
+        api.patch_status(&name, &PatchParams::default(), &Patch::Strategic(&patch))
             .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if crate::is_not_found(&e) => Ok(()),
-            Err(source) => Err(Error::Api {
-                action: format!("updating the NetworkUnavailable condition of node {name}"),
-                source,
-            }),
-        }
+            .done_if_gone(|| format!("updating the NetworkUnavailable condition of node {name}"))
     }
 }
 

@@ -35,7 +35,7 @@ use skiff_runtime::{Change, Informer, ObjectKey, WorkQueue};
 
 use super::{CloudProvider, LoadBalancer};
 use crate::context::{Context, synced};
-use crate::{Error, Result};
+use crate::{During, Error, Result};
 
 /// The loop's name.
 pub const NAME: &str = "service-lb-controller";
@@ -546,22 +546,14 @@ impl ServiceWriter for Shared {
         let patch = json!({ "metadata": {
             "resourceVersion": svc.metadata.resource_version, "finalizers": finalizers,
         } });
-        match self
-            .namespaced(svc)
+        self.namespaced(svc)
             .patch(
                 &svc.name_any(),
                 &PatchParams::default(),
                 &Patch::Merge(&patch),
             )
             .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if crate::is_not_found(&e) => Ok(()),
-            Err(source) => Err(Error::Api {
-                action: format!("removing the finalizer of service {}", svc.name_any()),
-                source,
-            }),
-        }
+            .done_if_gone(|| format!("removing the finalizer of service {}", svc.name_any()))
     }
 
     async fn write_status(&self, svc: &Service, status: &LoadBalancerStatus) -> Result<()> {
@@ -571,26 +563,20 @@ impl ServiceWriter for Shared {
             _ => serde_json::Value::Null,
         };
         let patch = json!({ "status": { "loadBalancer": { "ingress": ingress } } });
-        match self
-            .namespaced(svc)
+        // The service may be gone right after its finalizer was removed.
+        self.namespaced(svc)
             .patch_status(
                 &svc.name_any(),
                 &PatchParams::default(),
                 &Patch::Merge(&patch),
             )
             .await
-        {
-            Ok(_) => Ok(()),
-            // Gone right after its finalizer was removed.
-            Err(e) if crate::is_not_found(&e) => Ok(()),
-            Err(source) => Err(Error::Api {
-                action: format!(
+            .done_if_gone(|| {
+                format!(
                     "updating the load balancer status of service {}",
                     svc.name_any()
-                ),
-                source,
-            }),
-        }
+                )
+            })
     }
 
     fn event(&self, svc: &Service, kind: EventType, reason: &str, message: &str) {
