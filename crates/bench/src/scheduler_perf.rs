@@ -118,6 +118,32 @@ pub fn pod_high_priority(name: &str) -> Value {
             "spec": { "priorityClassName": "bench-high", "containers": container("3000m") } })
 }
 
+/// The workloads named in `names`, or those `by_default` keeps when none are named; an error
+/// listing the choices when nothing is left.
+pub fn select<'a>(
+    all: &'a [Workload],
+    names: &[String],
+    by_default: impl Fn(&Workload) -> bool,
+) -> anyhow::Result<Vec<&'a Workload>> {
+    let selected: Vec<&Workload> = all
+        .iter()
+        .filter(|w| {
+            if names.is_empty() {
+                by_default(w)
+            } else {
+                names.iter().any(|n| n == w.name)
+            }
+        })
+        .collect();
+    if selected.is_empty() {
+        anyhow::bail!(
+            "no such workload; choose from {}",
+            all.iter().map(|w| w.name).collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok(selected)
+}
+
 /// The workloads with node and pod counts multiplied by `scale` (1.0: upstream's sizes).
 pub fn workloads(scale: f64) -> Vec<Workload> {
     let s = |n: usize| ((n as f64 * scale).round() as usize).max(1);

@@ -27,7 +27,9 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use parking_lot::Mutex;
 use serde_json::json;
-use skiff_bench::scheduler_perf::{NODE_CPU, NODE_MEMORY, NODE_PODS, PodSet, Workload, workloads};
+use skiff_bench::scheduler_perf::{
+    NODE_CPU, NODE_MEMORY, NODE_PODS, PodSet, Workload, select, workloads,
+};
 use skiff_bench::{client_for, percentile, rss_mib};
 use skiff_testing::{ChildGuard, TestCluster, free_port};
 
@@ -499,16 +501,7 @@ fn tail(log: &str) -> String {
 async fn main() -> Result<()> {
     let args = Args::parse();
     let all = workloads(args.scale);
-    let selected: Vec<&Workload> = all
-        .iter()
-        .filter(|w| args.workloads.is_empty() || args.workloads.iter().any(|n| n == w.name))
-        .collect();
-    if selected.is_empty() {
-        bail!(
-            "no such workload; choose from {}",
-            all.iter().map(|w| w.name).collect::<Vec<_>>().join(", ")
-        );
-    }
+    let selected = select(&all, &args.workloads, |_| true)?;
     println!(
         "| workload | nodes | initial pods | measured pods | pods/s | upstream threshold (issue / current) | create→bound p50 | p99 | scheduler SLI p50 | p99 | scheduler RSS (now / peak) |"
     );

@@ -19,7 +19,9 @@ use clap::Parser;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use nix::sys::resource::{UsageWho, getrusage};
 use serde_json::json;
-use skiff_bench::scheduler_perf::{NODE_CPU, NODE_MEMORY, NODE_PODS, PodSet, Workload, workloads};
+use skiff_bench::scheduler_perf::{
+    NODE_CPU, NODE_MEMORY, NODE_PODS, PodSet, Workload, select, workloads,
+};
 use skiff_scheduler::SchedulerConfiguration;
 use skiff_scheduler::cache::{Cache, Snapshot};
 use skiff_scheduler::framework::{CycleState, Framework, Handle};
@@ -217,22 +219,8 @@ fn run(w: &Workload, args: &Args) -> Result<()> {
 fn main() -> Result<()> {
     let args = Args::parse();
     let all = workloads(args.scale);
-    let selected: Vec<&Workload> = all
-        .iter()
-        .filter(|w| {
-            if args.workloads.is_empty() {
-                !w.priority_classes
-            } else {
-                args.workloads.iter().any(|n| n == w.name)
-            }
-        })
-        .collect();
-    if selected.is_empty() {
-        bail!(
-            "no such workload; choose from {}",
-            all.iter().map(|w| w.name).collect::<Vec<_>>().join(", ")
-        );
-    }
+    // PreemptionBasic evicts through the API server (see the module doc): only when named.
+    let selected = select(&all, &args.workloads, |w| !w.priority_classes)?;
     println!(
         "| workload | nodes | initial pods | measured pods | pods/s (wall) | pods/s (CPU) | CPU µs/pod | snapshot | PreFilter+Filter | PreScore+Score | assume+confirm | initial pods took |"
     );
