@@ -8,6 +8,10 @@
 //! correct). After a re-list (the watch's history was compacted, or the connection broke for
 //! long), the new list replaces the cache atomically and only real differences are emitted:
 //! objects that vanished come out as [`Change::Deleted`].
+//!
+//! Cached objects drop `metadata.managedFields`, as upstream's controller manager and scheduler
+//! trim them in their informers: they are often the largest part of an object, no component
+//! reads them, and an update sent without them keeps the live ones.
 
 use std::any::{Any, TypeId};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -246,7 +250,7 @@ where
     /// Apply one watcher event to the cache and tell subscribers.
     pub fn handle(&self, event: watcher::Event<K>) {
         match event {
-            watcher::Event::Apply(obj) => self.apply(obj),
+            watcher::Event::Apply(obj) => self.apply(trimmed(obj)),
             watcher::Event::Delete(obj) => self.delete(&ObjectKey::of(&obj), obj),
             watcher::Event::Init => {
                 tracing::debug!(kind = std::any::type_name::<K>(), "informer listing");
@@ -256,7 +260,7 @@ where
                 let mut relist = self.shared.relist.lock();
                 relist
                     .get_or_insert_with(BTreeMap::new)
-                    .insert(ObjectKey::of(&obj), Arc::new(obj));
+                    .insert(ObjectKey::of(&obj), Arc::new(trimmed(obj)));
             }
             watcher::Event::InitDone => {
                 let listed = self.shared.relist.lock().take().unwrap_or_default();
@@ -403,6 +407,12 @@ where
         let mut rx = self.shared.synced.subscribe();
         let _ = rx.wait_for(|synced| *synced).await;
     }
+}
+
+/// The object without what no cache reader needs (see the module doc).
+fn trimmed<K: Resource>(mut obj: K) -> K {
+    obj.meta_mut().managed_fields = None;
+    obj
 }
 
 /// Whether two values are the same version of an object (a re-list or a duplicate event).
@@ -586,6 +596,29 @@ mod tests {
         assert_eq!(drain(&mut sub), ["add x", "update x", "add y", "delete x"]);
         assert_eq!(inf.len(), 1);
         assert!(inf.get_named("b", "y").is_some());
+    }
+
+    #[test]
+    fn cached_objects_carry_no_managed_fields() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+        let with_fields = |name: &str| {
+            let mut obj = cm("a", name, "1");
+            obj.metadata.managed_fields = Some(vec![ManagedFieldsEntry {
+                manager: Some("kubectl".into()),
+                operation: Some("Update".into()),
+                ..Default::default()
+            }]);
+            obj
+        };
+        let inf = Informer::<ConfigMap>::detached();
+        inf.handle(watcher::Event::Apply(with_fields("watched")));
+        inf.handle(watcher::Event::Init);
+        inf.handle(watcher::Event::InitApply(with_fields("listed")));
+        inf.handle(watcher::Event::InitDone);
+        for obj in inf.list() {
+            assert_eq!(obj.metadata.managed_fields, None, "{}", obj.name_any());
+        }
+        assert_eq!(inf.len(), 1);
     }
 
     #[test]
