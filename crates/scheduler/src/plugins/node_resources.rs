@@ -53,6 +53,21 @@ pub struct ShapePoint {
     pub score: i64,
 }
 
+/// Upstream's default shape (RequestedToCapacityRatio, StorageCapacityScoring): an empty node
+/// scores 10, a full one 0.
+pub fn empty_scores_highest() -> Vec<ShapePoint> {
+    vec![
+        ShapePoint {
+            utilization: 0,
+            score: 10,
+        },
+        ShapePoint {
+            utilization: 100,
+            score: 0,
+        },
+    ]
+}
+
 /// `requestedToCapacityRatio`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -285,18 +300,7 @@ pub fn new_fit(args: Option<&Value>, _handle: &Handle) -> Result<Arc<dyn Plugin>
                 .requested_to_capacity_ratio
                 .map(|r| r.shape)
                 .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| {
-                    vec![
-                        ShapePoint {
-                            utilization: 0,
-                            score: 10,
-                        },
-                        ShapePoint {
-                            utilization: 100,
-                            score: 0,
-                        },
-                    ]
-                });
+                .unwrap_or_else(empty_scores_highest);
             for (i, p) in shape.iter().enumerate() {
                 if !(0..=100).contains(&p.utilization) {
                     return Err(format!(

@@ -44,7 +44,7 @@ use crate::framework::{
 };
 use crate::helpers::{CompiledNodeSelector, node_labels};
 use crate::nodeinfo::{NodeInfo, PodInfo};
-use crate::plugins::node_resources::{ShapePoint, broken_linear};
+use crate::plugins::node_resources::{ShapePoint, broken_linear, empty_scores_highest};
 use crate::registry::decode_args;
 
 /// VolumeRestrictions' name.
@@ -405,7 +405,7 @@ pub struct BindingArgs {
     #[serde(default = "default_bind_timeout")]
     pub bind_timeout_seconds: i64,
     /// Storage capacity scoring's utilization (0-100) → score (0-10) points, utilization
-    /// increasing; [`default_shape`] when absent.
+    /// increasing; [`empty_scores_highest`] when absent.
     #[serde(default)]
     pub shape: Option<Vec<ShapePoint>>,
 }
@@ -421,20 +421,6 @@ impl Default for BindingArgs {
             shape: None,
         }
     }
-}
-
-/// Upstream's default shape with StorageCapacityScoring: an empty node scores 10, a full one 0.
-pub fn default_shape() -> Vec<ShapePoint> {
-    vec![
-        ShapePoint {
-            utilization: 0,
-            score: 10,
-        },
-        ShapePoint {
-            utilization: 100,
-            score: 0,
-        },
-    ]
 }
 
 /// Upstream `validateFunctionShape`: every problem of the shape.
@@ -551,7 +537,7 @@ pub fn new_binding(args: Option<&Value>, handle: &Handle) -> Result<Arc<dyn Plug
             args.bind_timeout_seconds
         ));
     }
-    let shape = args.shape.unwrap_or_else(default_shape);
+    let shape = args.shape.unwrap_or_else(empty_scores_highest);
     problems.extend(validate_shape(&shape));
     match problems.len() {
         0 => {}
@@ -1368,7 +1354,7 @@ mod tests {
     /// and classes are averaged.
     #[test]
     fn capacity_scoring_prefers_room_per_class() {
-        let scorer = CapacityScorer::new(&default_shape());
+        let scorer = CapacityScorer::new(&empty_scores_highest());
         let score = |statics: &[(&str, i64, i64)]| scorer.score(&plan_of(statics, &[]));
         assert_eq!(score(&[("hdd", 0, 200)]), 100);
         assert_eq!(score(&[("hdd", 50, 200)]), 75);
@@ -1388,7 +1374,7 @@ mod tests {
 
     #[test]
     fn provisions_score_by_their_capacity_only_without_static_volumes() {
-        let scorer = CapacityScorer::new(&default_shape());
+        let scorer = CapacityScorer::new(&empty_scores_highest());
         // A provisioned claim scores against the capacity its CSIStorageCapacity reports;
         // claims whose driver reports none are left out.
         let p = plan_of(&[], &[("fast", 25, Some(100)), ("slow", 99, None)]);
