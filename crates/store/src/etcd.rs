@@ -361,16 +361,22 @@ impl EtcdStore {
         Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
         let deadline = tokio::time::Instant::now() + self.options.request_timeout;
+        // The failure that caused the last retry, so a timeout says what went wrong.
+        let mut last_failure: Option<etcd_client::Error> = None;
         loop {
-            let result = tokio::time::timeout_at(deadline, attempt())
-                .await
-                .map_err(|_| unavailable(action, "timed out"))?;
+            let Ok(result) = tokio::time::timeout_at(deadline, attempt()).await else {
+                return Err(match last_failure {
+                    Some(e) => unavailable(action, format!("timed out; last failure: {e}")),
+                    None => unavailable(action, "timed out"),
+                });
+            };
             match result {
                 Err(e)
                     if retryable(&e, safety)
                         && tokio::time::Instant::now() + RETRY_PAUSE < deadline =>
                 {
                     tracing::debug!(action, error = %e, "etcd request failed; retrying");
+                    last_failure = Some(e);
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
                 other => return Ok(other),

@@ -407,6 +407,11 @@ impl TestCluster {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
+    /// The last `lines` lines of the server log, to explain a failed check.
+    pub fn log_tail(&self, lines: usize) -> String {
+        last_lines(&self.log(), lines)
+    }
+
     /// The data directory.
     pub fn data_dir(&self) -> &Path {
         self.data_dir.path()
@@ -829,6 +834,11 @@ impl TestAgent {
         self.child.as_ref().map(ChildGuard::log).unwrap_or_default()
     }
 
+    /// The last `lines` lines of the agent log, to explain a failed check.
+    pub fn log_tail(&self, lines: usize) -> String {
+        last_lines(&self.log(), lines)
+    }
+
     /// The agent's data directory.
     pub fn data_dir(&self) -> &Path {
         self.data_dir.path()
@@ -899,6 +909,12 @@ fn stop_runtime(data_dir: &Path) {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+/// The last `n` lines of `text`.
+fn last_lines(text: &str, n: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(n)..].join("\n")
 }
 
 /// Lazily unmount every mount point under `dir` (container rootfs, shm, netns mounts).
