@@ -101,6 +101,27 @@ impl<T, A: Default + Clone> NodeMemo<T, A> {
     }
 }
 
+impl<T, A: Default + Clone> MemoCache<NodeMemo<T, A>> {
+    /// Bring the memo kept under `key` to `snapshot`'s state (see [`NodeMemo::sync`]) and
+    /// return its totals. Without a key (counts that depend on more than the snapshot tracks)
+    /// the totals are computed afresh and nothing is kept.
+    pub fn synced_totals(
+        &mut self,
+        key: Option<&str>,
+        snapshot: &Snapshot,
+        compute: impl FnMut(&NodeInfo, &mut A) -> T,
+        apply: impl Fn(&mut A, &T, i64),
+    ) -> Arc<A> {
+        let mut fresh = NodeMemo::default();
+        let memo = match key {
+            Some(key) => self.get(key),
+            None => &mut fresh,
+        };
+        memo.sync(snapshot, compute, apply);
+        memo.totals().clone()
+    }
+}
+
 /// A few memos by key, the most recently used first; the least recently used is dropped when
 /// a new key needs room.
 #[derive(Debug)]

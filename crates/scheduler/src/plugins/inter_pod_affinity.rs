@@ -359,14 +359,8 @@ impl PreFilterPlugin for InterPodAffinity {
         for t in &pod.required_anti_affinity {
             term_key(&mut key, t);
         }
-        let mut memos = self.filter_memos.lock();
-        let mut fresh = FilterMemo::default();
-        let memo = if cacheable {
-            memos.get(&key)
-        } else {
-            &mut fresh
-        };
-        memo.sync(
+        let counts = self.filter_memos.lock().synced_totals(
+            cacheable.then_some(key.as_str()),
             snapshot,
             |node, totals| {
                 let mut out = Vec::new();
@@ -418,8 +412,6 @@ impl PreFilterPlugin for InterPodAffinity {
                 }
             },
         );
-        let counts = memo.totals().clone();
-        drop(memos);
         let s = FilterState {
             counts,
             self_match: own_terms
@@ -545,14 +537,8 @@ impl PreScorePlugin for InterPodAffinity {
         }
         let hard_weight = self.args.hard_pod_affinity_weight;
         let existing_preferred = !self.args.ignore_preferred_terms_of_existing_pods;
-        let mut memos = self.score_memos.lock();
-        let mut fresh = ScoreMemo::default();
-        let memo = if cacheable {
-            memos.get(&key)
-        } else {
-            &mut fresh
-        };
-        memo.sync(
+        let scores = self.score_memos.lock().synced_totals(
+            cacheable.then_some(key.as_str()),
             snapshot,
             |node, totals| {
                 let mut out = Vec::new();
@@ -610,10 +596,9 @@ impl PreScorePlugin for InterPodAffinity {
             },
         );
         let s = ScoreState {
-            any: memo.totals().matches > 0,
-            scores: memo.totals().clone(),
+            any: scores.matches > 0,
+            scores,
         };
-        drop(memos);
         state.write_for_cycle(PRE_SCORE_KEY, s);
         Status::success()
     }
