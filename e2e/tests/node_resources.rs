@@ -783,3 +783,91 @@ fn local_storage_limits_evict_pods() -> Result<()> {
     );
     Ok(())
 }
+
+/// Node pressure with a memory threshold above anything the machine has
+/// (`--eviction-hard memory.available<1Pi`): the node reports MemoryPressure and is tainted,
+/// BestEffort pods bound to it are refused, and a running pod is evicted with upstream's
+/// message. Static pods would stay (critical); the node runs none here.
+#[test]
+fn memory_pressure_refuses_best_effort_pods_and_evicts_running_ones() -> Result<()> {
+    let cluster = TestCluster::with_node_flags(&["--eviction-hard", "memory.available<1Pi"])?;
+    let node = eventually(
+        Duration::from_secs(30),
+        "MemoryPressure and its taint",
+        || {
+            let node = cluster.k_json(&["get", "node", NODE_NAME])?;
+            let pressure = node["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "MemoryPressure" && c["status"] == "True");
+            let tainted = node["spec"]["taints"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|t| t["key"] == "node.kubernetes.io/memory-pressure");
+            Ok((pressure && tainted).then_some(node))
+        },
+    )?;
+    let condition = node["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "MemoryPressure")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(condition["reason"], "KubeletHasInsufficientMemory");
+    assert_eq!(
+        node["status"]["allocatable"]["memory"], "0",
+        "the threshold is reserved from allocatable"
+    );
+
+    let sleeper = |name: &str, resources: Value| {
+        pod_manifest(
+            name,
+            json!({ "terminationGracePeriodSeconds": 30, "containers": [{
+                "name": "main", "image": BUSYBOX_IMAGE, "command": ["sleep", "3600"],
+                "resources": resources }] }),
+        )
+    };
+    apply(&cluster, sleeper("best-effort", json!({})))?;
+    expect_rejected(
+        &cluster,
+        "best-effort",
+        "Evicted",
+        "The node had condition: [MemoryPressure]. ",
+    )?;
+
+    // Burstable pods are admitted under memory pressure alone, then evicted to relieve it.
+    apply(
+        &cluster,
+        sleeper("burstable", json!({ "requests": { "cpu": "10m" } })),
+    )?;
+    let p = eventually(Duration::from_secs(90), "burstable to be evicted", || {
+        let p = cluster.k_json(&["get", "pod", "burstable"])?;
+        Ok((p["status"]["phase"] == "Failed").then_some(p))
+    })?;
+    assert_eq!(p["status"]["reason"], "Evicted", "{}", p["status"]);
+    let message = p["status"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        message.starts_with(
+            "The node was low on resource: memory. Threshold quantity: 1Pi, available: "
+        ) && message.ends_with(", request is 0, has larger consumption of memory. ")
+            && message.contains("Container main was using "),
+        "{message}"
+    );
+    let events = eventually(Duration::from_secs(30), "the Evicted event", || {
+        let events = events_of(&cluster, "burstable")?;
+        Ok(events
+            .iter()
+            .any(|e| e["reason"] == "Evicted")
+            .then_some(events))
+    })?;
+    let event = events.iter().find(|e| e["reason"] == "Evicted").unwrap();
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["message"], message.as_str());
+    Ok(())
+}

@@ -46,6 +46,16 @@ pub struct KubeletArgs {
     /// Most pods this node runs.
     #[arg(long, default_value_t = 110)]
     pub max_pods: u32,
+    /// Hard eviction thresholds, `signal<amount` comma separated (signals memory.available,
+    /// nodefs.available, imagefs.available, pid.available; amounts as quantities or
+    /// percentages of capacity). Below one the node reports pressure, refuses new pods as
+    /// upstream does and evicts pods one at a time; "" sets none.
+    #[arg(
+        long,
+        default_value = skiff_kubelet::pressure::DEFAULT,
+        value_parser = skiff_kubelet::pressure::Thresholds::parse
+    )]
+    pub eviction_hard: skiff_kubelet::pressure::Thresholds,
     /// Directory of the CNI plugin binaries.
     #[arg(long, default_value = "/usr/lib/cni")]
     pub cni_bin_dir: PathBuf,
@@ -273,6 +283,7 @@ impl KubeletArgs {
             network: skiff_kubelet::hostgw::NetworkOptions {
                 cluster_cidr: defaults.cluster_cidr.clone(),
             },
+            eviction_hard: self.eviction_hard.clone(),
         }
     }
 }

@@ -59,6 +59,8 @@ pub struct KubeletConfig {
     pub cloud: crate::cloud::CloudOptions,
     /// The pod network between nodes (cluster CIDR for masquerading).
     pub network: crate::hostgw::NetworkOptions,
+    /// Hard eviction thresholds (`--eviction-hard`).
+    pub eviction_hard: crate::pressure::Thresholds,
 }
 
 impl KubeletConfig {

@@ -10,6 +10,15 @@
 //! 3. a container's writable layer plus logs exceeding its own limit —
 //!    `Container c exceeded its local ephemeral storage limit "1Mi". `.
 //!
+//! Node pressure (upstream's eviction manager `synchronize`): when a hard threshold
+//! ([`crate::pressure`]) is crossed, one pod is evicted per round, chosen by upstream's
+//! rankers — pods using more than they request of the starved resource first, then lower
+//! priority, then the larger use beyond the request ([`node_pressure`]); for pids, priority
+//! then process count. The message is upstream's: `The node was low on resource: memory.
+//! Threshold quantity: 100Mi, available: 50Mi. Container c was using 300Mi, request is 0,
+//! has larger consumption of memory. `. Unlike upstream, Skiff reclaims no node-level
+//! resources (unused images) before evicting for disk pressure.
+//!
 //! Evicting means a Warning `Evicted` event, the containers killed with a one-second grace
 //! period, the pod Failed with reason `Evicted` and the message, and its emptyDirs released
 //! ([`crate::pod::worker::Termination`]). Critical pods (static, mirror, or of system
@@ -27,8 +36,9 @@ use skiff_runtime::events::{EventType, Recorder};
 
 use crate::pod::manager::PodManager;
 use crate::pod::worker::Termination;
+use crate::pressure::{Crossed, Observation, Observations, Signal, Thresholds};
 use crate::stats::Provider;
-use crate::stats::summary::{FsStats, Summary};
+use crate::stats::summary::{FsStats, PodStats, Summary};
 
 /// How often usage is measured and judged (upstream's eviction monitoring period and
 /// housekeeping interval).
@@ -218,13 +228,185 @@ pub fn local_storage(
     out
 }
 
-/// Measure and judge every [`HOUSEKEEPING`] until `shutdown`, evicting what is over.
+/// The eviction signals `summary` measures (upstream `makeSignalObservations`).
+pub fn observations(summary: &Summary) -> Observations {
+    let fs = |fs: Option<&FsStats>| {
+        let fs = fs?;
+        Some(Observation {
+            available: fs.available_bytes?,
+            capacity: fs.capacity_bytes?,
+        })
+    };
+    let node = &summary.node;
+    Observations {
+        memory: node.memory.as_ref().and_then(|m| {
+            let available = m.available_bytes?;
+            Some(Observation {
+                available,
+                capacity: available + m.working_set_bytes.unwrap_or(0),
+            })
+        }),
+        nodefs: fs(node.fs.as_ref()),
+        imagefs: fs(node.runtime.as_ref().and_then(|r| r.image_fs.as_ref()))
+            .or_else(|| fs(node.fs.as_ref())),
+        pid: node.rlimit.as_ref().and_then(|r| {
+            let max = u64::try_from(r.maxpid?).ok()?;
+            let used = u64::try_from(r.curproc.unwrap_or(0)).unwrap_or(0);
+            Some(Observation {
+                available: max.saturating_sub(used),
+                capacity: max,
+            })
+        }),
+    }
+}
+
+/// A container's use of `resource` (memory working set, or writable layer plus logs).
+fn container_usage(stats: &crate::stats::summary::ContainerStats, resource: &str) -> i64 {
+    match resource {
+        "memory" => stats
+            .memory
+            .as_ref()
+            .and_then(|m| m.working_set_bytes)
+            .unwrap_or(0) as i64,
+        _ => used(stats.rootfs.as_ref()) + used(stats.logs.as_ref()),
+    }
+}
+
+/// The pod's use of the starved resource, as upstream's rankers measure it.
+fn pod_usage(stats: &PodStats, signal: Signal) -> i64 {
+    match signal {
+        Signal::MemoryAvailable => {
+            let containers: i64 = stats
+                .containers
+                .iter()
+                .map(|c| container_usage(c, "memory"))
+                .sum();
+            stats
+                .memory
+                .as_ref()
+                .and_then(|m| m.working_set_bytes)
+                .map_or(containers, |w| w as i64)
+        }
+        Signal::NodeFsAvailable | Signal::ImageFsAvailable => {
+            used(stats.ephemeral_storage.as_ref())
+        }
+        Signal::PidAvailable => stats
+            .process_stats
+            .as_ref()
+            .and_then(|p| p.process_count)
+            .unwrap_or(0) as i64,
+    }
+}
+
+/// The pod's request of `resource`, with each container's written request.
+fn requests(pod: &Pod, resource: &str) -> (i64, Vec<(String, i64, String)>) {
+    let mut total = 0;
+    let mut each = Vec::new();
+    for c in pod.spec.iter().flat_map(|s| &s.containers) {
+        let written = c
+            .resources
+            .as_ref()
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|r| r.get(resource))
+            .map_or_else(|| "0".to_owned(), |q| q.0.clone());
+        let value = bytes(&written).unwrap_or(0);
+        total += value;
+        each.push((c.name.clone(), value, written));
+    }
+    (total, each)
+}
+
+/// The pod to evict for `crossed`, chosen as upstream ranks (see the module documentation),
+/// among `pods` (the active, non-critical ones count), with upstream's message.
+pub fn node_pressure(pods: &[Arc<Pod>], summary: &Summary, crossed: &Crossed) -> Option<Eviction> {
+    let signal = crossed.threshold.signal;
+    let resource = signal.resource();
+    let candidates = pods.iter().filter_map(|pod| {
+        let uid = pod.metadata.uid.as_deref()?;
+        if is_critical(pod) || pod.metadata.deletion_timestamp.is_some() {
+            return None;
+        }
+        let stats = summary.pods.iter().find(|p| p.pod_ref.uid == uid)?;
+        let usage = pod_usage(stats, signal);
+        let (request, _) = requests(pod, resource);
+        let priority = pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
+        Some((pod, stats, usage, request, priority))
+    });
+    let (pod, stats, ..) = candidates.min_by_key(|(_, _, usage, request, priority)| {
+        if signal == Signal::PidAvailable {
+            // Upstream `rankPIDPressure`: priority, then the most processes.
+            (false, *priority, -usage)
+        } else {
+            // `exceedsRequests`, then priority, then use beyond the request.
+            (usage <= request, *priority, -(usage - request))
+        }
+    })?;
+    let mut message = format!("The node was low on resource: {resource}. ");
+    let (threshold, available) = match (&crossed.threshold.amount, signal) {
+        (_, Signal::PidAvailable) => (
+            crossed.quantity.to_string(),
+            crossed.observed.available.to_string(),
+        ),
+        (crate::pressure::Amount::Quantity { value, written }, _) => (
+            quantity_string(*value, written),
+            quantity_string(crossed.observed.available as i64, "Ki"),
+        ),
+        (crate::pressure::Amount::Percent(_), _) => (
+            quantity_string(crossed.quantity, "Ki"),
+            quantity_string(crossed.observed.available as i64, "Ki"),
+        ),
+    };
+    message.push_str(&format!(
+        "Threshold quantity: {threshold}, available: {available}. "
+    ));
+    if signal != Signal::PidAvailable {
+        let (_, each) = requests(pod, resource);
+        for (name, request, written) in each {
+            let Some(cs) = stats.containers.iter().find(|c| c.name == name) else {
+                continue;
+            };
+            let usage = container_usage(cs, resource);
+            if usage > request {
+                message.push_str(&format!(
+                    "Container {name} was using {}, request is {written}, has larger consumption of {resource}. ",
+                    quantity_string(usage, "Ki")
+                ));
+            }
+        }
+    }
+    Some(Eviction {
+        uid: pod.metadata.uid.clone()?,
+        message,
+    })
+}
+
+/// Measure and judge every [`HOUSEKEEPING`] until `shutdown`, evicting what is over its
+/// local storage limits, then, if a hard threshold is crossed, one pod to relieve it.
 pub async fn run(
     stats: Arc<Provider>,
+    thresholds: Thresholds,
     manager: Arc<PodManager>,
     recorder: Recorder,
     shutdown: CancellationToken,
 ) {
+    let evict = |pod: &Pod, eviction: &Eviction| {
+        let termination = Termination {
+            reason: REASON.to_owned(),
+            message: eviction.message.clone(),
+            grace: GRACE,
+        };
+        let evicted = manager.evict(&eviction.uid, termination);
+        if evicted {
+            tracing::info!(pod = ?pod.metadata.name, message = %eviction.message, "evicting pod");
+            recorder.publish(
+                &skiff_runtime::events::reference(pod),
+                EventType::Warning,
+                REASON,
+                &eviction.message,
+            );
+        }
+        evicted
+    };
     loop {
         stats.housekeeping().await;
         match stats.summary().await {
@@ -243,26 +425,33 @@ pub async fn run(
                     (Some(node), Some(image)) => node.capacity_bytes != image.capacity_bytes,
                     _ => false,
                 };
+                let mut evicted = false;
                 for eviction in local_storage(&pods, &summary, dedicated) {
-                    let Some(pod) = pods
+                    if let Some(pod) = pods
                         .iter()
                         .find(|p| p.metadata.uid.as_deref() == Some(eviction.uid.as_str()))
-                    else {
-                        continue;
-                    };
-                    let termination = Termination {
-                        reason: REASON.to_owned(),
-                        message: eviction.message.clone(),
-                        grace: GRACE,
-                    };
-                    if manager.evict(&eviction.uid, termination) {
-                        tracing::info!(pod = ?pod.metadata.name, message = %eviction.message, "evicting pod");
-                        recorder.publish(
-                            &skiff_runtime::events::reference(pod.as_ref()),
-                            EventType::Warning,
-                            REASON,
-                            &eviction.message,
-                        );
+                    {
+                        evicted |= evict(pod, &eviction);
+                    }
+                }
+                // Upstream: local storage evictions, when any, are this round's reclaim.
+                let observed = observations(&summary);
+                if let (false, Some(crossed)) = (evicted, thresholds.crossed(&observed).first()) {
+                    let active: Vec<Arc<Pod>> =
+                        manager.admitted().into_iter().map(|(pod, _)| pod).collect();
+                    match node_pressure(&active, &summary, crossed) {
+                        Some(eviction) => {
+                            if let Some(pod) = active
+                                .iter()
+                                .find(|p| p.metadata.uid.as_deref() == Some(eviction.uid.as_str()))
+                            {
+                                evict(pod, &eviction);
+                            }
+                        }
+                        None => tracing::debug!(
+                            signal = crossed.threshold.signal.name(),
+                            "eviction threshold crossed, but no pod can be evicted"
+                        ),
                     }
                 }
             }
@@ -340,6 +529,137 @@ mod tests {
     }
 
     const MI: u64 = 1 << 20;
+
+    /// A pod with one container `main` requesting `request` of memory (none if empty).
+    fn memory_pod(uid: &str, request: &str, priority: i32, annotations: Value) -> Arc<Pod> {
+        let resources = if request.is_empty() {
+            json!({})
+        } else {
+            json!({ "requests": { "memory": request } })
+        };
+        pod(
+            uid,
+            json!({ "priority": priority, "containers": [
+                { "name": "main", "image": "busybox", "resources": resources }
+            ]}),
+            annotations,
+        )
+    }
+
+    fn using_memory(uid: &str, working_set: u64) -> PodStats {
+        let memory = Some(crate::stats::summary::MemoryStats {
+            working_set_bytes: Some(working_set),
+            ..Default::default()
+        });
+        PodStats {
+            pod_ref: PodReference {
+                name: uid.into(),
+                namespace: "default".into(),
+                uid: uid.into(),
+            },
+            containers: vec![ContainerStats {
+                name: "main".into(),
+                memory: memory.clone(),
+                ..Default::default()
+            }],
+            memory,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn memory_pressure_evicts_by_upstreams_ranking_with_its_message() {
+        let thresholds = Thresholds::parse("memory.available<100Mi").unwrap();
+        let observed = Observations {
+            memory: Some(Observation {
+                available: 50 * MI,
+                capacity: 1024 * MI,
+            }),
+            ..Default::default()
+        };
+        let crossed = thresholds.crossed(&observed);
+        let crossed = &crossed[0];
+        let mut pods = vec![
+            memory_pod("within", "500Mi", 0, json!({})),
+            memory_pod("hog", "", 0, json!({})),
+            memory_pod("important-hog", "", 1000, json!({})),
+            memory_pod("cheap", "100Mi", -10, json!({})),
+            memory_pod(
+                "static",
+                "",
+                0,
+                json!({ "kubernetes.io/config.source": "file" }),
+            ),
+        ];
+        let summary = summary(vec![
+            using_memory("within", 200 * MI),
+            using_memory("hog", 300 * MI),
+            using_memory("important-hog", 900 * MI),
+            using_memory("cheap", 50 * MI),
+            using_memory("static", 2048 * MI),
+        ]);
+        let first = node_pressure(&pods, &summary, crossed).unwrap();
+        assert_eq!(
+            first.uid, "hog",
+            "over its request and lowest priority first"
+        );
+        assert_eq!(
+            first.message,
+            "The node was low on resource: memory. Threshold quantity: 100Mi, available: 50Mi. \
+             Container main was using 300Mi, request is 0, has larger consumption of memory. "
+        );
+        let mut order = vec![first.uid];
+        loop {
+            pods.retain(|p| p.metadata.uid.as_deref() != order.last().map(String::as_str));
+            match node_pressure(&pods, &summary, crossed) {
+                Some(next) => order.push(next.uid),
+                None => break,
+            }
+        }
+        // Over-request pods before priority; the critical static pod never.
+        assert_eq!(order, ["hog", "important-hog", "cheap", "within"]);
+    }
+
+    #[test]
+    fn the_summary_gives_every_signal() {
+        let mut s = summary(vec![]);
+        s.node.memory = Some(crate::stats::summary::MemoryStats {
+            available_bytes: Some(300 * MI),
+            working_set_bytes: Some(700 * MI),
+            ..Default::default()
+        });
+        s.node.fs = Some(FsStats {
+            available_bytes: Some(10),
+            capacity_bytes: Some(100),
+            ..Default::default()
+        });
+        s.node.rlimit = Some(crate::stats::summary::RlimitStats {
+            maxpid: Some(4096),
+            curproc: Some(96),
+            ..Default::default()
+        });
+        let o = observations(&s);
+        assert_eq!(
+            o.memory,
+            Some(Observation {
+                available: 300 * MI,
+                capacity: 1000 * MI
+            })
+        );
+        let fs = Some(Observation {
+            available: 10,
+            capacity: 100,
+        });
+        assert_eq!(o.nodefs, fs);
+        assert_eq!(o.imagefs, fs, "no image filesystem of its own: the node's");
+        assert_eq!(
+            o.pid,
+            Some(Observation {
+                available: 4000,
+                capacity: 4096
+            })
+        );
+    }
 
     #[test]
     fn quantities_print_like_go() {

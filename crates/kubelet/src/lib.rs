@@ -22,6 +22,7 @@ pub mod images;
 pub mod logs;
 pub mod node;
 pub mod pod;
+pub mod pressure;
 pub mod provisioner;
 pub mod server;
 pub mod stats;
@@ -224,6 +225,7 @@ pub async fn run(
     ));
     tokio::spawn(eviction::run(
         stats,
+        config.eviction_hard.clone(),
         manager.clone(),
         recorder.clone(),
         shutdown.clone(),
@@ -428,6 +430,7 @@ pub(crate) mod tests {
             manifest_check_interval: std::time::Duration::from_secs(20),
             cloud: Default::default(),
             network: Default::default(),
+            eviction_hard: Default::default(),
         }
     }
 }

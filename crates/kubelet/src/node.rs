@@ -17,13 +17,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Error;
 use crate::config::KubeletConfig;
+use crate::pressure::{Condition, Observation, Observations, Signal};
 use crate::sysinfo::{self, Machine};
 
 const FIELD_MANAGER: &str = "kubelet";
-/// Memory below which the node reports MemoryPressure (upstream's hard eviction threshold).
-const MEMORY_THRESHOLD: u64 = 100 << 20;
-/// Share of the node filesystem below which it reports DiskPressure.
-const DISK_THRESHOLD: f64 = 0.10;
 
 pub(crate) fn patch_params() -> PatchParams {
     PatchParams {
@@ -51,7 +48,35 @@ pub struct Observed {
     pub images: Vec<(Vec<String>, u64)>,
 }
 
+impl Observed {
+    /// The eviction signals these facts measure. The image filesystem is taken to be the
+    /// node filesystem here; the eviction loop, which reads the runtime's stats, tells them
+    /// apart.
+    pub fn pressure_observations(&self) -> Observations {
+        let fs = (self.fs.0 > 0).then_some(Observation {
+            available: self.fs.1,
+            capacity: self.fs.0,
+        });
+        Observations {
+            memory: (self.machine.memory_bytes > 0).then_some(Observation {
+                available: self.memory_available,
+                capacity: self.machine.memory_bytes,
+            }),
+            nodefs: fs,
+            imagefs: fs,
+            pid: (self.pids.1 > 0).then_some(Observation {
+                available: self.pids.1.saturating_sub(self.pids.0),
+                capacity: self.pids.1,
+            }),
+        }
+    }
+}
+
 fn quantity_ki(bytes: u64) -> String {
+    // Zero has no unit in Go's canonical form.
+    if bytes < 1024 {
+        return "0".to_owned();
+    }
     format!("{}Ki", bytes / 1024)
 }
 
@@ -77,23 +102,23 @@ pub fn resources(config: &KubeletConfig, observed: &Observed) -> (Value, Value) 
         capacity[name] = json!(quantity_ki(size_kib * 1024 * total));
     }
     let mut allocatable = capacity.clone();
-    // Upstream subtracts the hard eviction thresholds (memory.available<100Mi,
-    // nodefs.available<10%) and hugepages from allocatable.
+    // Upstream subtracts the hard eviction thresholds and hugepages from allocatable.
+    let threshold = |signal: Signal, capacity: u64| {
+        config
+            .eviction_hard
+            .get(signal)
+            .map_or(0, |t| t.quantity(capacity).max(0) as u64)
+    };
     allocatable["memory"] = json!(quantity_ki(
         m.memory_bytes
-            .saturating_sub(MEMORY_THRESHOLD)
+            .saturating_sub(threshold(Signal::MemoryAvailable, m.memory_bytes))
             .saturating_sub(hugepage_bytes)
     ));
-    allocatable["ephemeral-storage"] = json!(
-        ((observed.fs.0 as f64) * (1.0 - DISK_THRESHOLD))
-            .round()
-            .max(0.0) as u64
-            / 1024
-            * 1024
-    )
-    .as_u64()
-    .map(|b| json!(b.to_string()))
-    .unwrap_or(json!("0"));
+    let storage = observed
+        .fs
+        .0
+        .saturating_sub(threshold(Signal::NodeFsAvailable, observed.fs.0));
+    allocatable["ephemeral-storage"] = json!((storage / 1024 * 1024).to_string());
     (capacity, allocatable)
 }
 
@@ -110,10 +135,12 @@ fn condition(kind: &str, ok_status: bool, inverted: bool, reason: &str, message:
 /// The node status (without heartbeat/transition times, which [`stamp`] adds).
 pub fn status(config: &KubeletConfig, observed: &Observed) -> Value {
     let (capacity, allocatable) = resources(config, observed);
-    let memory_pressure = observed.memory_available < MEMORY_THRESHOLD;
-    let disk_pressure =
-        observed.fs.0 > 0 && (observed.fs.1 as f64) < (observed.fs.0 as f64) * DISK_THRESHOLD;
-    let pid_pressure = observed.pids.1 > 0 && observed.pids.0 * 100 > observed.pids.1 * 95;
+    let pressure = config
+        .eviction_hard
+        .conditions(&observed.pressure_observations());
+    let memory_pressure = pressure.contains(&Condition::MemoryPressure);
+    let disk_pressure = pressure.contains(&Condition::DiskPressure);
+    let pid_pressure = pressure.contains(&Condition::PidPressure);
     let mut conditions = vec![
         if memory_pressure {
             condition(
@@ -637,6 +664,34 @@ mod tests {
         assert_eq!(c[1]["status"], "True");
         assert_eq!(c[3]["status"], "False");
         assert_eq!(c[3]["reason"], "KubeletNotReady");
+    }
+
+    #[test]
+    fn eviction_thresholds_set_pressure_and_allocatable() {
+        let mut config = config();
+        config.eviction_hard =
+            crate::pressure::Thresholds::parse("memory.available<5Gi,nodefs.available<60%")
+                .unwrap();
+        let o = observed();
+        let (_, allocatable) = resources(&config, &o);
+        assert_eq!(allocatable["memory"], "3145728Ki", "8Gi minus 5Gi");
+        assert_eq!(
+            allocatable["ephemeral-storage"],
+            (40u64 << 30).to_string(),
+            "100Gi minus 60%"
+        );
+        let s = status(&config, &o);
+        let c = s["conditions"].as_array().unwrap();
+        assert_eq!(c[0]["status"], "True", "4Gi available < 5Gi");
+        assert_eq!(c[1]["status"], "True", "50% free < 60%");
+        assert_eq!(c[2]["status"], "False");
+        // No thresholds: no pressure, nothing reserved.
+        config.eviction_hard = crate::pressure::Thresholds::parse("").unwrap();
+        let mut starved = observed();
+        starved.memory_available = 0;
+        let s = status(&config, &starved);
+        assert_eq!(s["conditions"][0]["status"], "False");
+        assert_eq!(resources(&config, &starved).1["memory"], "8388608Ki");
     }
 
     #[test]

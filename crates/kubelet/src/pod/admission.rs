@@ -6,6 +6,11 @@
 //!
 //! The checks run in upstream's order and the first failure is the answer:
 //!
+//! 0. node pressure (upstream's eviction admit handler): while the Node reports
+//!    MemoryPressure alone, BestEffort pods are refused unless they tolerate the
+//!    `node.kubernetes.io/memory-pressure` taint; under DiskPressure or PIDPressure every
+//!    pod is — `Evicted`, `The node had condition: [MemoryPressure]. `. Critical pods
+//!    (static, mirror, system priority) are always admitted;
 //! 1. the pod's `kubernetes.io/os` label must match the node's OS
 //!    (`PodOSSelectorNodeLabelDoesNotMatch`), and `spec.os.name` must be `linux`
 //!    (`PodOSNotSupported`); `supplementalGroupsPolicy: Strict` needs a node that reports
@@ -165,6 +170,49 @@ fn ports_conflict(a: &HostPort, b: &HostPort) -> bool {
     a.0 == b.0 && a.2 == b.2 && (a.1 == b.1 || a.1 == "0.0.0.0" || b.1 == "0.0.0.0")
 }
 
+/// Upstream's eviction admit handler (see the module documentation).
+fn node_pressure(pod: &Pod, node: &Node) -> Option<Rejection> {
+    let pressures: Vec<&str> = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|c| {
+            c.status == "True"
+                && matches!(
+                    c.type_.as_str(),
+                    "MemoryPressure" | "DiskPressure" | "PIDPressure"
+                )
+        })
+        .map(|c| c.type_.as_str())
+        .collect();
+    if pressures.is_empty() || crate::eviction::is_critical(pod) {
+        return None;
+    }
+    if pressures == ["MemoryPressure"] {
+        let memory_pressure_taint = k8s_openapi::api::core::v1::Taint {
+            key: "node.kubernetes.io/memory-pressure".into(),
+            effect: "NoSchedule".into(),
+            ..Default::default()
+        };
+        let tolerated = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.tolerations.as_ref())
+            .into_iter()
+            .flatten()
+            .any(|t| tolerates(t, &memory_pressure_taint));
+        if crate::pod::status::qos_class(pod) != "BestEffort" || tolerated {
+            return None;
+        }
+    }
+    Some(Rejection {
+        reason: crate::eviction::REASON.to_owned(),
+        message: format!("The node had condition: [{}]. ", pressures.join(" ")),
+    })
+}
+
 /// Judge `pod` for `node`, given the pods already admitted there. `is_static` pods skip the
 /// taint check, as upstream's do.
 pub fn admit(
@@ -173,6 +221,9 @@ pub fn admit(
     admitted: &[Arc<Pod>],
     is_static: bool,
 ) -> Result<(), Rejection> {
+    if let Some(rejection) = node_pressure(pod, node) {
+        return Err(rejection);
+    }
     let node_os = node
         .metadata
         .labels
@@ -306,6 +357,63 @@ mod tests {
 
     fn reject(p: &Pod, n: &Node, admitted: &[Arc<Pod>]) -> Rejection {
         admit(p, n, admitted, false).expect_err("should be rejected")
+    }
+
+    fn under(conditions: &[&str]) -> Node {
+        let conditions: Vec<Value> = ["MemoryPressure", "DiskPressure", "PIDPressure", "Ready"]
+            .iter()
+            .map(|t| {
+                let on = conditions.contains(t) || *t == "Ready";
+                json!({ "type": t, "status": if on { "True" } else { "False" } })
+            })
+            .collect();
+        node(json!({ "status": { "conditions": conditions } }))
+    }
+
+    #[test]
+    fn node_pressure_refuses_pods_as_upstreams_eviction_admit_handler() {
+        let best_effort = pod("be", json!({}));
+        let burstable = requesting("burst", json!({ "cpu": "100m" }));
+        let tolerant = pod(
+            "tolerant",
+            json!({ "tolerations": [{ "key": "node.kubernetes.io/memory-pressure", "operator": "Exists", "effect": "NoSchedule" }] }),
+        );
+        let mut critical = pod("critical", json!({}));
+        Arc::make_mut(&mut critical).metadata.annotations =
+            Some([("kubernetes.io/config.source".to_owned(), "file".to_owned())].into());
+
+        let healthy = under(&[]);
+        assert!(admit(&best_effort, &healthy, &[], false).is_ok());
+
+        let memory = under(&["MemoryPressure"]);
+        let r = reject(&best_effort, &memory, &[]);
+        assert_eq!(r.reason, "Evicted");
+        assert_eq!(r.message, "The node had condition: [MemoryPressure]. ");
+        assert_eq!(
+            r.status_message(),
+            "Pod was rejected: The node had condition: [MemoryPressure]. "
+        );
+        assert!(
+            admit(&burstable, &memory, &[], false).is_ok(),
+            "not BestEffort"
+        );
+        assert!(
+            admit(&tolerant, &memory, &[], false).is_ok(),
+            "tolerates the taint"
+        );
+        assert!(admit(&critical, &memory, &[], true).is_ok());
+
+        let disk_and_memory = under(&["MemoryPressure", "DiskPressure"]);
+        let r = reject(&burstable, &disk_and_memory, &[]);
+        assert_eq!(
+            r.message,
+            "The node had condition: [MemoryPressure DiskPressure]. "
+        );
+        assert!(admit(&critical, &disk_and_memory, &[], true).is_ok());
+        assert_eq!(
+            reject(&tolerant, &under(&["PIDPressure"]), &[]).message,
+            "The node had condition: [PIDPressure]. "
+        );
     }
 
     #[test]
