@@ -15,6 +15,7 @@
 pub use k8s_openapi;
 
 pub mod cloud;
+pub mod duration;
 pub mod field;
 pub mod listmeta;
 pub mod managedfields;

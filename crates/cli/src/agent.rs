@@ -56,6 +56,9 @@ pub struct KubeletArgs {
         value_parser = skiff_kubelet::pressure::Thresholds::parse
     )]
     pub eviction_hard: skiff_kubelet::pressure::Thresholds,
+    /// How long a pressure condition stays after its signal recovers (Go duration).
+    #[arg(long, default_value = "5m0s", value_parser = skiff_api::duration::parse_go)]
+    pub eviction_pressure_transition_period: Duration,
     /// Directory of the CNI plugin binaries.
     #[arg(long, default_value = "/usr/lib/cni")]
     pub cni_bin_dir: PathBuf,
@@ -284,6 +287,7 @@ impl KubeletArgs {
                 cluster_cidr: defaults.cluster_cidr.clone(),
             },
             eviction_hard: self.eviction_hard.clone(),
+            eviction_pressure_transition_period: self.eviction_pressure_transition_period,
         }
     }
 }

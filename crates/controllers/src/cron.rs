@@ -124,7 +124,7 @@ impl std::str::FromStr for Schedule {
             "@daily" | "@midnight" => "0 0 * * *",
             "@hourly" => "0 * * * *",
             other if other.starts_with("@every ") => {
-                let d = parse_go_duration(other.trim_start_matches("@every ").trim())?;
+                let d = skiff_api::duration::parse_go(other.trim_start_matches("@every ").trim())?;
                 if d < Duration::from_secs(1) {
                     return Err("@every duration must be at least one second".into());
                 }
@@ -157,36 +157,6 @@ impl std::str::FromStr for Schedule {
             weekdays_star,
         }))
     }
-}
-
-/// Go duration syntax for `@every` (`1h30m`, `90s`).
-fn parse_go_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("invalid duration {s:?}");
-    let mut total = 0f64;
-    let mut rest = s;
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let n = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        let value: f64 = rest[..n].parse().map_err(|_| bad())?;
-        rest = &rest[n..];
-        let u = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        total += value
-            * match &rest[..u] {
-                "ms" => 1e-3,
-                "s" => 1.0,
-                "m" => 60.0,
-                "h" => 3600.0,
-                _ => return Err(bad()),
-            };
-        rest = &rest[u..];
-    }
-    Ok(Duration::from_secs_f64(total))
 }
 
 impl Fields {

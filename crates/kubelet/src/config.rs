@@ -61,6 +61,8 @@ pub struct KubeletConfig {
     pub network: crate::hostgw::NetworkOptions,
     /// Hard eviction thresholds (`--eviction-hard`).
     pub eviction_hard: crate::pressure::Thresholds,
+    /// How long a pressure condition stays after its signal recovers.
+    pub eviction_pressure_transition_period: Duration,
 }
 
 impl KubeletConfig {

@@ -431,6 +431,7 @@ pub(crate) mod tests {
             cloud: Default::default(),
             network: Default::default(),
             eviction_hard: Default::default(),
+            eviction_pressure_transition_period: std::time::Duration::from_secs(300),
         }
     }
 }

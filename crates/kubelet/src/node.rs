@@ -46,6 +46,9 @@ pub struct Observed {
     pub not_ready: Option<String>,
     /// Images: (names, size in bytes).
     pub images: Vec<(Vec<String>, u64)>,
+    /// Pressure seen within the transition period, reported even if the signal recovered
+    /// since (upstream's `--eviction-pressure-transition-period`, against oscillation).
+    pub held_pressure: Vec<Condition>,
 }
 
 impl Observed {
@@ -70,6 +73,21 @@ impl Observed {
             }),
         }
     }
+}
+
+/// Record the conditions `observed` at `now` in `seen` and return those seen within
+/// `period`, which the node keeps reporting.
+fn hold_pressure(
+    seen: &mut BTreeMap<Condition, tokio::time::Instant>,
+    observed: &[Condition],
+    now: tokio::time::Instant,
+    period: Duration,
+) -> Vec<Condition> {
+    for condition in observed {
+        seen.insert(*condition, now);
+    }
+    seen.retain(|_, at| now.duration_since(*at) < period);
+    seen.keys().copied().collect()
 }
 
 fn quantity_ki(bytes: u64) -> String {
@@ -135,9 +153,10 @@ fn condition(kind: &str, ok_status: bool, inverted: bool, reason: &str, message:
 /// The node status (without heartbeat/transition times, which [`stamp`] adds).
 pub fn status(config: &KubeletConfig, observed: &Observed) -> Value {
     let (capacity, allocatable) = resources(config, observed);
-    let pressure = config
+    let mut pressure = config
         .eviction_hard
         .conditions(&observed.pressure_observations());
+    pressure.extend(&observed.held_pressure);
     let memory_pressure = pressure.contains(&Condition::MemoryPressure);
     let disk_pressure = pressure.contains(&Condition::DiskPressure);
     let pid_pressure = pressure.contains(&Condition::PidPressure);
@@ -305,6 +324,8 @@ pub struct NodeAgent {
     cri: Cri,
     last: Mutex<Option<(Value, tokio::time::Instant)>>,
     uid: Mutex<Option<String>>,
+    /// When each pressure condition was last observed.
+    pressure_seen: Mutex<BTreeMap<Condition, tokio::time::Instant>>,
 }
 
 impl NodeAgent {
@@ -316,6 +337,7 @@ impl NodeAgent {
             cri,
             last: Mutex::new(None),
             uid: Mutex::new(None),
+            pressure_seen: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -439,7 +461,21 @@ impl NodeAgent {
             runtime_version,
             not_ready,
             images,
+            held_pressure: Vec::new(),
         }
+    }
+
+    /// The pressure conditions observed now or within the transition period.
+    fn held_pressure(&self, observed: &Observed) -> Vec<Condition> {
+        hold_pressure(
+            &mut self.pressure_seen.lock(),
+            &self
+                .config
+                .eviction_hard
+                .conditions(&observed.pressure_observations()),
+            tokio::time::Instant::now(),
+            self.config.eviction_pressure_transition_period,
+        )
     }
 
     /// Whether the last reported status was Ready.
@@ -474,7 +510,8 @@ impl NodeAgent {
             .and_then(|s| s.pod_cidr.as_ref())
             .is_some()
             || self.config.pod_cidr.is_some();
-        let observed = self.observe(pod_cidr_known).await;
+        let mut observed = self.observe(pod_cidr_known).await;
+        observed.held_pressure = self.held_pressure(&observed);
         let computed = status(&self.config, &observed);
         let due = {
             let last = self.last.lock();
@@ -608,6 +645,7 @@ mod tests {
             runtime_version: "containerd://1.6.20".into(),
             not_ready: None,
             images: vec![(vec!["skiff.local/pause:1.0".into()], 700_000)],
+            held_pressure: Vec::new(),
         }
     }
 
@@ -692,6 +730,32 @@ mod tests {
         let s = status(&config, &starved);
         assert_eq!(s["conditions"][0]["status"], "False");
         assert_eq!(resources(&config, &starved).1["memory"], "8388608Ki");
+    }
+
+    #[test]
+    fn pressure_is_held_for_the_transition_period() {
+        let t0 = tokio::time::Instant::now();
+        let period = Duration::from_secs(300);
+        let mut seen = BTreeMap::new();
+        let memory = [Condition::MemoryPressure];
+        assert_eq!(hold_pressure(&mut seen, &memory, t0, period), memory);
+        let later = t0 + Duration::from_secs(299);
+        assert_eq!(
+            hold_pressure(&mut seen, &[], later, period),
+            memory,
+            "recovered, held"
+        );
+        let after = t0 + Duration::from_secs(300);
+        assert!(hold_pressure(&mut seen, &[], after, period).is_empty());
+
+        let mut o = observed();
+        o.held_pressure = vec![Condition::DiskPressure];
+        let s = status(&config(), &o);
+        assert_eq!(s["conditions"][1]["type"], "DiskPressure");
+        assert_eq!(
+            s["conditions"][1]["status"], "True",
+            "held although the disk is fine"
+        );
     }
 
     #[test]
