@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser};
+use skiff_api::duration::parse_go;
 use skiff_controllers::Config;
 use skiff_controllers::config::Ipv4Net;
 use skiff_runtime::CancellationToken;
@@ -39,13 +40,13 @@ pub struct ControllerOptions {
     #[arg(long, default_value_t = true, action = ArgAction::Set)]
     pub leader_elect: bool,
     /// How long a lease is valid without renewal.
-    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, default_value = "15s", value_parser = parse_go)]
     pub leader_elect_lease_duration: Duration,
     /// How long the leader retries renewing before it steps down.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = parse_go)]
     pub leader_elect_renew_deadline: Duration,
     /// How often candidates try to acquire or renew.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = parse_go)]
     pub leader_elect_retry_period: Duration,
     /// CIDR that node pod CIDRs are allocated from.
     #[arg(long, default_value = "10.42.0.0/16")]
@@ -61,13 +62,13 @@ pub struct ControllerOptions {
     #[arg(long)]
     pub root_ca_file: Option<PathBuf>,
     /// How often node health is checked.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = parse_go)]
     pub node_monitor_period: Duration,
     /// How long a node may go without renewing its Lease before it is marked unknown.
-    #[arg(long, default_value = "40s", value_parser = parse_duration)]
+    #[arg(long, default_value = "40s", value_parser = parse_go)]
     pub node_monitor_grace_period: Duration,
     /// How long a new node may take to report for the first time.
-    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    #[arg(long, default_value = "1m", value_parser = parse_go)]
     pub node_startup_grace_period: Duration,
     /// Nodes per second that get NoExecute taints while their zone is healthy.
     #[arg(long, default_value_t = 0.1)]
@@ -85,16 +86,16 @@ pub struct ControllerOptions {
     #[arg(long, default_value_t = 12500)]
     pub terminated_pod_gc_threshold: usize,
     /// How often horizontal pod autoscalers are evaluated.
-    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, default_value = "15s", value_parser = parse_go)]
     pub horizontal_pod_autoscaler_sync_period: Duration,
     /// How long a scale-down recommendation must hold before it is acted on.
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, default_value = "5m", value_parser = parse_go)]
     pub horizontal_pod_autoscaler_downscale_stabilization: Duration,
     /// Relative change in the metric ratio below which no scaling happens.
     #[arg(long, default_value_t = 0.1)]
     pub horizontal_pod_autoscaler_tolerance: f64,
     /// How often every quota's usage is recalculated in full.
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, default_value = "5m", value_parser = parse_go)]
     pub resource_quota_sync_period: Duration,
     /// Do not run the cloud-controller loops (node initialization, cloud node lifecycle,
     /// routes, load balancers), e.g. because another cloud controller manager runs them.
@@ -113,10 +114,10 @@ pub struct ControllerOptions {
     #[arg(long, default_value_t = true, action = ArgAction::Set)]
     pub configure_cloud_routes: bool,
     /// How often the cloud provider's route table is reconciled.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = parse_go)]
     pub route_reconciliation_period: Duration,
     /// How often initialized nodes' addresses are refreshed from the cloud provider.
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, default_value = "5m", value_parser = parse_go)]
     pub node_status_update_frequency: Duration,
     /// Services whose load balancers are synced at once.
     #[arg(long, default_value_t = 1)]
@@ -138,41 +139,6 @@ pub fn options_from_args(args: &[String]) -> Result<ControllerOptions, Error> {
     Wrapper::try_parse_from(argv)
         .map(|w| w.options)
         .map_err(|e| Error::Config(vec![format!("--kube-controller-manager-arg: {e}")]))
-}
-
-/// Upstream (Go) duration syntax: `1h2m3s`, `500ms`, `1.5s`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("{s:?} is not a duration (e.g. 40s, 1m30s, 500ms)");
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let mut total = 0f64;
-    let mut rest = s;
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        let value: f64 = rest[..number_len].parse().map_err(|_| bad())?;
-        rest = &rest[number_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let factor = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(bad()),
-        };
-        total += value * factor;
-        rest = &rest[unit_len..];
-    }
-    Ok(Duration::from_secs_f64(total))
 }
 
 impl ControllerOptions {
@@ -403,18 +369,6 @@ pub async fn run(args: ControllerManagerArgs) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn go_durations_parse() {
-        assert_eq!(parse_duration("40s").unwrap(), Duration::from_secs(40));
-        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("1.5h").unwrap(), Duration::from_secs(5400));
-        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
-        assert!(parse_duration("5").is_err());
-        assert!(parse_duration("5x").is_err());
-        assert!(parse_duration("").is_err());
-    }
 
     #[test]
     fn passthrough_args_parse_and_bad_values_are_reported_together() {

@@ -234,37 +234,6 @@ pub struct SchedulerConfiguration {
     pub enable_contention_profiling: Option<bool>,
 }
 
-/// Parse a Go-style duration such as `15s`, `1m30s` or `500ms`.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let mut total = 0f64;
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let value: f64 = rest[..end].parse().ok()?;
-        rest = &rest[end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let factor = match &rest[..unit_end] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        total += value * factor;
-        rest = &rest[unit_end..];
-    }
-    Some(Duration::from_secs_f64(total))
-}
-
 impl SchedulerConfiguration {
     /// Read and validate a configuration file.
     pub fn load(path: &Path) -> Result<SchedulerConfiguration, Error> {
@@ -370,7 +339,7 @@ impl SchedulerConfiguration {
                 ("retryPeriod", &le.retry_period),
             ] {
                 if let Some(v) = value
-                    && parse_duration(v).is_none()
+                    && skiff_api::duration::parse_go(v).is_err()
                 {
                     problems.push(format!(
                         "leaderElection.{field}: Invalid value: {v:?}: not a duration"
@@ -465,13 +434,5 @@ profiles:
         assert_eq!(problems.len(), 3, "{problems:?}");
         assert!(problems[0].contains("apiVersion"));
         assert!(SchedulerConfiguration::parse("bogusField: 1").is_err());
-    }
-
-    #[test]
-    fn go_durations() {
-        assert_eq!(parse_duration("15s"), Some(Duration::from_secs(15)));
-        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("soon"), None);
     }
 }

@@ -15,7 +15,7 @@ use skiff_runtime::{CancellationToken, Informer, Informers};
 
 use crate::Error;
 use crate::cache::Cache;
-use crate::config::{SchedulerConfiguration, parse_duration};
+use crate::config::SchedulerConfiguration;
 use crate::framework::events::Resource;
 use crate::framework::{Activator, Framework, Handle, Listers, WaitingPods};
 use crate::handlers;
@@ -93,13 +93,25 @@ pub async fn run(
         le.resource_name.as_deref().unwrap_or("kube-scheduler"),
         identity,
     );
-    if let Some(d) = le.lease_duration.as_deref().and_then(parse_duration) {
+    if let Some(d) = le
+        .lease_duration
+        .as_deref()
+        .and_then(|d| skiff_api::duration::parse_go(d).ok())
+    {
         election.lease_duration = d;
     }
-    if let Some(d) = le.renew_deadline.as_deref().and_then(parse_duration) {
+    if let Some(d) = le
+        .renew_deadline
+        .as_deref()
+        .and_then(|d| skiff_api::duration::parse_go(d).ok())
+    {
         election.renew_deadline = d;
     }
-    if let Some(d) = le.retry_period.as_deref().and_then(parse_duration) {
+    if let Some(d) = le
+        .retry_period
+        .as_deref()
+        .and_then(|d| skiff_api::duration::parse_go(d).ok())
+    {
         election.retry_period = d;
     }
     let config = options.config.clone();
