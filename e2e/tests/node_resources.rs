@@ -73,6 +73,23 @@ fn pod_manifest(name: &str, spec: Value) -> Value {
     json!({ "apiVersion": "v1", "kind": "Pod", "metadata": { "name": name }, "spec": spec })
 }
 
+/// Wait for an event with `reason` about pod `name`; returns it and all the pod's events.
+fn wait_event(
+    cluster: &TestCluster,
+    name: &str,
+    reason: &str,
+    timeout: Duration,
+) -> Result<(Value, Vec<Value>)> {
+    eventually(timeout, &format!("the {reason} event of {name}"), || {
+        let events = events_of(cluster, name)?;
+        Ok(events
+            .iter()
+            .find(|e| e["reason"] == reason)
+            .cloned()
+            .map(|event| (event, events)))
+    })
+}
+
 fn events_of(cluster: &TestCluster, name: &str) -> Result<Vec<Value>> {
     let list = cluster.k_json(&[
         "get",
@@ -328,14 +345,7 @@ fn expect_rejected(cluster: &TestCluster, name: &str, reason: &str, message: &st
         "a rejected pod's containers never start: {}",
         p["status"]
     );
-    let events = eventually(Duration::from_secs(30), "the rejection event", || {
-        let events = events_of(cluster, name)?;
-        Ok(events
-            .iter()
-            .any(|e| e["reason"] == reason)
-            .then_some(events))
-    })?;
-    let event = events.iter().find(|e| e["reason"] == reason).unwrap();
+    let (event, events) = wait_event(cluster, name, reason, Duration::from_secs(30))?;
     assert_eq!(event["type"], "Warning");
     assert_eq!(event["message"], message);
     assert!(
@@ -557,17 +567,12 @@ fn pods_bound_to_a_node_that_cannot_run_them_are_rejected() -> Result<()> {
     apply(&cluster, sleeper("untolerant", json!({})))?;
     // The taint manager deletes the pod too, possibly before its status can be read: the
     // kubelet's verdict shows in its event either way.
-    let events = eventually(Duration::from_secs(60), "the TaintToleration event", || {
-        let events = events_of(&cluster, "untolerant")?;
-        Ok(events
-            .iter()
-            .any(|e| e["reason"] == "TaintToleration")
-            .then_some(events))
-    })?;
-    let event = events
-        .iter()
-        .find(|e| e["reason"] == "TaintToleration")
-        .unwrap();
+    let (event, events) = wait_event(
+        &cluster,
+        "untolerant",
+        "TaintToleration",
+        Duration::from_secs(60),
+    )?;
     assert_eq!(
         event["message"],
         "Predicate TaintToleration failed: node(s) had taints that the pod didn't tolerate"
@@ -725,14 +730,7 @@ fn local_storage_limits_evict_pods() -> Result<()> {
                 "an evicted pod's containers are stopped: {c}"
             );
         }
-        let events = eventually(Duration::from_secs(30), "the Evicted event", || {
-            let events = events_of(&cluster, name)?;
-            Ok(events
-                .iter()
-                .any(|e| e["reason"] == "Evicted")
-                .then_some(events))
-        })?;
-        let event = events.iter().find(|e| e["reason"] == "Evicted").unwrap();
+        let (event, _) = wait_event(&cluster, name, "Evicted", Duration::from_secs(30))?;
         assert_eq!(event["type"], "Warning");
         assert_eq!(event["message"], message);
         Ok(p)
@@ -859,14 +857,7 @@ fn memory_pressure_refuses_best_effort_pods_and_evicts_running_ones() -> Result<
             && message.contains("Container main was using "),
         "{message}"
     );
-    let events = eventually(Duration::from_secs(30), "the Evicted event", || {
-        let events = events_of(&cluster, "burstable")?;
-        Ok(events
-            .iter()
-            .any(|e| e["reason"] == "Evicted")
-            .then_some(events))
-    })?;
-    let event = events.iter().find(|e| e["reason"] == "Evicted").unwrap();
+    let (event, _) = wait_event(&cluster, "burstable", "Evicted", Duration::from_secs(30))?;
     assert_eq!(event["type"], "Warning");
     assert_eq!(event["message"], message.as_str());
     Ok(())
