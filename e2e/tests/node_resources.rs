@@ -862,3 +862,84 @@ fn memory_pressure_refuses_best_effort_pods_and_evicts_running_ones() -> Result<
     assert_eq!(event["message"], message.as_str());
     Ok(())
 }
+
+/// Critical pod admission: a static pod that finds the node full (`--max-pods 2`, two API
+/// pods running) preempts the BestEffort pod rather than the Burstable one, and runs; the
+/// preempted pod ends Failed with upstream's reason and message. A static pod that cannot fit
+/// even so (a node selector no node matches) does not run and says why in an event.
+#[test]
+fn static_pods_preempt_to_fit_and_say_why_they_cannot() -> Result<()> {
+    let cluster =
+        TestCluster::with_node_flags(&["--max-pods", "2", "--file-check-frequency", "1"])?;
+    let sleeper = |name: &str, resources: Value| {
+        pod_manifest(
+            name,
+            json!({ "terminationGracePeriodSeconds": 1, "containers": [{
+                "name": "main", "image": BUSYBOX_IMAGE, "command": ["sleep", "3600"],
+                "resources": resources }] }),
+        )
+    };
+    apply(&cluster, sleeper("best-effort", json!({})))?;
+    apply(
+        &cluster,
+        sleeper("burstable", json!({ "requests": { "cpu": "10m" } })),
+    )?;
+    for name in ["best-effort", "burstable"] {
+        cluster.wait_pod(name, "Running", |p| p["status"]["phase"] == "Running")?;
+    }
+
+    let manifests = cluster.data_dir().join("agent/pod-manifests");
+    let static_pod = |name: &str, extra: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n{extra}  containers:\n  - name: main\n    image: {BUSYBOX_IMAGE}\n    command: [sleep, '3600']\n"
+        )
+    };
+    std::fs::write(manifests.join("critical.yaml"), static_pod("critical", ""))?;
+    let preempted = cluster.wait_pod("best-effort", "preemption", |p| {
+        p["status"]["phase"] == "Failed"
+    })?;
+    assert_eq!(
+        preempted["status"]["reason"], "Preempting",
+        "{}",
+        preempted["status"]
+    );
+    assert_eq!(
+        preempted["status"]["message"],
+        "Preempted in order to admit critical pod"
+    );
+    let (event, _) = wait_event(
+        &cluster,
+        "best-effort",
+        "Preempting",
+        Duration::from_secs(30),
+    )?;
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["message"], "Preempted in order to admit critical pod");
+    let mirror = format!("critical-{NODE_NAME}");
+    cluster.wait_pod(&mirror, "Running", |p| p["status"]["phase"] == "Running")?;
+    let burstable = cluster.k_json(&["get", "pod", "burstable"])?;
+    assert_eq!(
+        burstable["status"]["phase"], "Running",
+        "the Burstable pod stays"
+    );
+
+    // Nothing to preempt for a node selector: the static pod is refused, and no pod goes.
+    std::fs::write(
+        manifests.join("misfit.yaml"),
+        static_pod("misfit", "  nodeSelector:\n    disk: none\n"),
+    )?;
+    let misfit = format!("misfit-{NODE_NAME}");
+    let (event, _) = wait_event(&cluster, &misfit, "NodeAffinity", Duration::from_secs(30))?;
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(
+        event["message"],
+        "Predicate NodeAffinity failed: node(s) didn't match Pod's node affinity/selector"
+    );
+    assert!(
+        cluster.kubectl(&["get", "pod", &misfit])?.status.code() != Some(0),
+        "a refused static pod has no mirror"
+    );
+    let burstable = cluster.k_json(&["get", "pod", "burstable"])?;
+    assert_eq!(burstable["status"]["phase"], "Running");
+    Ok(())
+}

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::admission::{self, Rejection};
 use super::observed::labels;
+use super::preemption;
 use super::statics;
 use super::volumes::MountedVolume;
 use super::worker::{Desired, Env, Termination, Worker};
@@ -316,6 +317,9 @@ impl PodManager {
                 let uid = pod.uid().unwrap_or_default();
                 seen.insert(uid.clone(), pod.name_any());
                 if !running.contains_key(&uid) {
+                    if !self.admit_static(&pod) {
+                        continue;
+                    }
                     tracing::info!(pod = %pod.name_any(), "starting static pod");
                     self.desire(
                         &uid,
@@ -338,6 +342,77 @@ impl PodManager {
                 _ = self.shutdown.cancelled() => return,
                 _ = tokio::time::sleep(period) => {}
             }
+        }
+    }
+
+    /// Admit a static pod: a critical pod short only of resources preempts non-critical
+    /// pods to fit ([`preemption`]); one refused otherwise does not run, and says why in a
+    /// Warning event (it is not retried until its manifest changes).
+    fn admit_static(&self, pod: &Pod) -> bool {
+        let admitted: Vec<Arc<Pod>> = self.admitted().into_iter().map(|(p, _)| p).collect();
+        let node = self.node();
+        let Err(mut rejection) = admission::admit(pod, &node, &admitted, true) else {
+            return true;
+        };
+        if rejection.reason.starts_with("OutOf") {
+            // Would it fit at all with only the critical pods? If not, say why (upstream
+            // reports the reasons preemption cannot fix).
+            let critical: Vec<Arc<Pod>> = admitted
+                .iter()
+                .filter(|p| crate::eviction::is_critical(p))
+                .cloned()
+                .collect();
+            match admission::admit(pod, &node, &critical, true) {
+                Err(unfixable) => rejection = unfixable,
+                Ok(()) => {
+                    let needed = preemption::shortage(pod, &node, &admitted);
+                    if let Some(victims) = preemption::pods_to_preempt(pod, &needed, &admitted) {
+                        let remaining: Vec<Arc<Pod>> = admitted
+                            .iter()
+                            .filter(|p| !victims.iter().any(|v| Arc::ptr_eq(v, p)))
+                            .cloned()
+                            .collect();
+                        if admission::admit(pod, &node, &remaining, true).is_ok() {
+                            for victim in &victims {
+                                self.preempt(victim);
+                            }
+                            return true;
+                        }
+                    }
+                }
+            }
+        }
+        tracing::warn!(pod = %pod.name_any(), reason = %rejection.reason, message = %rejection.message, "static pod rejected");
+        self.env.recorder.publish(
+            &skiff_runtime::events::reference(pod),
+            skiff_runtime::events::EventType::Warning,
+            &rejection.reason,
+            &rejection.message,
+        );
+        false
+    }
+
+    /// Stop `victim` to make room for a critical pod (Failed, `Preempting`).
+    fn preempt(&self, victim: &Pod) {
+        let grace = victim
+            .spec
+            .as_ref()
+            .and_then(|s| s.termination_grace_period_seconds)
+            .unwrap_or(30)
+            .max(0) as u64;
+        let termination = Termination {
+            reason: preemption::REASON.to_owned(),
+            message: preemption::MESSAGE.to_owned(),
+            grace: Duration::from_secs(grace),
+        };
+        if self.evict(&victim.uid().unwrap_or_default(), termination) {
+            tracing::info!(pod = %victim.name_any(), "preempting pod to admit a critical pod");
+            self.env.recorder.publish(
+                &skiff_runtime::events::reference(victim),
+                skiff_runtime::events::EventType::Warning,
+                preemption::REASON,
+                preemption::MESSAGE,
+            );
         }
     }
 

@@ -6,6 +6,7 @@ pub mod hooks;
 pub mod manager;
 pub mod observed;
 pub mod plan;
+pub mod preemption;
 pub mod probe;
 pub mod spec;
 pub mod statics;
