@@ -90,6 +90,16 @@ fn wait_event(
     })
 }
 
+/// A pod pinned to the node that sleeps, with `resources` on its one container.
+fn pinned_sleeper(name: &str, resources: Value) -> Value {
+    pod_manifest(
+        name,
+        json!({ "terminationGracePeriodSeconds": 1, "containers": [{
+            "name": "main", "image": BUSYBOX_IMAGE, "command": ["sleep", "3600"],
+            "resources": resources }] }),
+    )
+}
+
 fn events_of(cluster: &TestCluster, name: &str) -> Result<Vec<Value>> {
     let list = cluster.k_json(&[
         "get",
@@ -820,15 +830,7 @@ fn memory_pressure_refuses_best_effort_pods_and_evicts_running_ones() -> Result<
         "the threshold is reserved from allocatable"
     );
 
-    let sleeper = |name: &str, resources: Value| {
-        pod_manifest(
-            name,
-            json!({ "terminationGracePeriodSeconds": 30, "containers": [{
-                "name": "main", "image": BUSYBOX_IMAGE, "command": ["sleep", "3600"],
-                "resources": resources }] }),
-        )
-    };
-    apply(&cluster, sleeper("best-effort", json!({})))?;
+    apply(&cluster, pinned_sleeper("best-effort", json!({})))?;
     expect_rejected(
         &cluster,
         "best-effort",
@@ -839,7 +841,7 @@ fn memory_pressure_refuses_best_effort_pods_and_evicts_running_ones() -> Result<
     // Burstable pods are admitted under memory pressure alone, then evicted to relieve it.
     apply(
         &cluster,
-        sleeper("burstable", json!({ "requests": { "cpu": "10m" } })),
+        pinned_sleeper("burstable", json!({ "requests": { "cpu": "10m" } })),
     )?;
     let p = eventually(Duration::from_secs(90), "burstable to be evicted", || {
         let p = cluster.k_json(&["get", "pod", "burstable"])?;
@@ -871,18 +873,10 @@ fn memory_pressure_refuses_best_effort_pods_and_evicts_running_ones() -> Result<
 fn static_pods_preempt_to_fit_and_say_why_they_cannot() -> Result<()> {
     let cluster =
         TestCluster::with_node_flags(&["--max-pods", "2", "--file-check-frequency", "1"])?;
-    let sleeper = |name: &str, resources: Value| {
-        pod_manifest(
-            name,
-            json!({ "terminationGracePeriodSeconds": 1, "containers": [{
-                "name": "main", "image": BUSYBOX_IMAGE, "command": ["sleep", "3600"],
-                "resources": resources }] }),
-        )
-    };
-    apply(&cluster, sleeper("best-effort", json!({})))?;
+    apply(&cluster, pinned_sleeper("best-effort", json!({})))?;
     apply(
         &cluster,
-        sleeper("burstable", json!({ "requests": { "cpu": "10m" } })),
+        pinned_sleeper("burstable", json!({ "requests": { "cpu": "10m" } })),
     )?;
     for name in ["best-effort", "burstable"] {
         cluster.wait_pod(name, "Running", |p| p["status"]["phase"] == "Running")?;
