@@ -298,22 +298,22 @@ fn pod_usage(stats: &PodStats, signal: Signal) -> i64 {
     }
 }
 
-/// The pod's request of `resource`, with each container's written request.
-fn requests(pod: &Pod, resource: &str) -> (i64, Vec<(String, i64, String)>) {
-    let mut total = 0;
-    let mut each = Vec::new();
-    for c in pod.spec.iter().flat_map(|s| &s.containers) {
-        let written = c
-            .resources
-            .as_ref()
-            .and_then(|r| r.requests.as_ref())
-            .and_then(|r| r.get(resource))
-            .map_or_else(|| "0".to_owned(), |q| q.0.clone());
-        let value = bytes(&written).unwrap_or(0);
-        total += value;
-        each.push((c.name.clone(), value, written));
-    }
-    (total, each)
+/// Each container's request of `resource`: name, amount, and as written (`0` if none).
+fn container_requests(pod: &Pod, resource: &str) -> Vec<(String, i64, String)> {
+    pod.spec
+        .iter()
+        .flat_map(|s| &s.containers)
+        .map(|c| {
+            let written = c
+                .resources
+                .as_ref()
+                .and_then(|r| r.requests.as_ref())
+                .and_then(|r| r.get(resource))
+                .map_or_else(|| "0".to_owned(), |q| q.0.clone());
+            let value = bytes(&written).unwrap_or(0);
+            (c.name.clone(), value, written)
+        })
+        .collect()
 }
 
 /// The pod to evict for `crossed`, chosen as upstream ranks (see the module documentation),
@@ -328,7 +328,11 @@ pub fn node_pressure(pods: &[Arc<Pod>], summary: &Summary, crossed: &Crossed) ->
         }
         let stats = summary.pods.iter().find(|p| p.pod_ref.uid == uid)?;
         let usage = pod_usage(stats, signal);
-        let (request, _) = requests(pod, resource);
+        // The pod's request as admission counts it (init containers, sidecars, overhead).
+        let request = skiff_api::scheduling::pod_requests(pod)
+            .get(resource)
+            .copied()
+            .unwrap_or(0);
         let priority = pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
         Some((pod, stats, usage, request, priority))
     });
@@ -360,8 +364,7 @@ pub fn node_pressure(pods: &[Arc<Pod>], summary: &Summary, crossed: &Crossed) ->
         "Threshold quantity: {threshold}, available: {available}. "
     ));
     if signal != Signal::PidAvailable {
-        let (_, each) = requests(pod, resource);
-        for (name, request, written) in each {
+        for (name, request, written) in container_requests(pod, resource) {
             let Some(cs) = stats.containers.iter().find(|c| c.name == name) else {
                 continue;
             };
