@@ -100,6 +100,14 @@ fn pinned_sleeper(name: &str, resources: Value) -> Value {
     )
 }
 
+/// The pod's condition of `kind`, if it has one.
+fn pod_condition<'a>(pod: &'a Value, kind: &str) -> Option<&'a Value> {
+    pod["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == kind)
+}
+
 fn events_of(cluster: &TestCluster, name: &str) -> Result<Vec<Value>> {
     let list = cluster.k_json(&[
         "get",
@@ -859,6 +867,15 @@ fn memory_pressure_refuses_best_effort_pods_and_evicts_running_ones() -> Result<
             && message.contains("Container main was using "),
         "{message}"
     );
+    let disruption = pod_condition(&p, "DisruptionTarget")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        disruption["reason"], "TerminationByKubelet",
+        "{}",
+        p["status"]
+    );
+    assert_eq!(disruption["message"], message.as_str());
     let (event, _) = wait_event(&cluster, "burstable", "Evicted", Duration::from_secs(30))?;
     assert_eq!(event["type"], "Warning");
     assert_eq!(event["message"], message.as_str());
@@ -900,6 +917,12 @@ fn static_pods_preempt_to_fit_and_say_why_they_cannot() -> Result<()> {
     assert_eq!(
         preempted["status"]["message"],
         "Preempted in order to admit critical pod"
+    );
+    assert_eq!(
+        pod_condition(&preempted, "DisruptionTarget").map(|c| c["reason"].clone()),
+        Some(json!("TerminationByKubelet")),
+        "{}",
+        preempted["status"]
     );
     let (event, _) = wait_event(
         &cluster,

@@ -393,15 +393,29 @@ pub fn compute(pod: &Pod, runtime: &PodRuntime, extra: &Extra, now: &str) -> Val
             now,
         ),
     ];
-    // Keep conditions owned by others (PodScheduled, readiness gates, DisruptionTarget, …)
-    // and the transition times of ours that did not change.
-    let ours: BTreeSet<&str> = [
+    // A pod the kubelet evicted or preempted says so, as upstream's kubelet does (Jobs'
+    // podFailurePolicy matches on it).
+    if let Some((_, message)) = &extra.failed {
+        conditions.push(condition(
+            "DisruptionTarget",
+            true,
+            Some("TerminationByKubelet"),
+            Some(message.clone()),
+            now,
+        ));
+    }
+    // Keep conditions owned by others (PodScheduled, readiness gates, the control plane's
+    // DisruptionTarget, …) and the transition times of ours that did not change.
+    let mut ours: BTreeSet<&str> = [
         "PodReadyToStartContainers",
         "Initialized",
         "Ready",
         "ContainersReady",
     ]
     .into();
+    if extra.failed.is_some() {
+        ours.insert("DisruptionTarget");
+    }
     let old: Vec<Value> = previous
         .and_then(|s| s.conditions.as_ref())
         .map(|cs| {
@@ -634,6 +648,43 @@ mod tests {
             "ErrImagePull"
         );
         assert_eq!(cond(&s, "PodReadyToStartContainers")["status"], "False");
+    }
+
+    #[test]
+    fn evicted_pods_carry_a_disruption_target_condition() {
+        let mut extra = ready_extra();
+        extra.failed = Some((
+            "Evicted".into(),
+            "The node was low on resource: memory. ".into(),
+        ));
+        let s = compute(&simple("Always"), &PodRuntime::default(), &extra, "T");
+        assert_eq!(s["phase"], "Failed");
+        assert_eq!(s["reason"], "Evicted");
+        let c = cond(&s, "DisruptionTarget");
+        assert_eq!(c["status"], "True");
+        assert_eq!(c["reason"], "TerminationByKubelet");
+        assert_eq!(c["message"], "The node was low on resource: memory. ");
+        let count = s["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["type"] == "DisruptionTarget")
+            .count();
+        assert_eq!(count, 1);
+        // A running pod has none.
+        let s = compute(
+            &simple("Always"),
+            &PodRuntime::default(),
+            &ready_extra(),
+            "T",
+        );
+        assert!(
+            !s["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["type"] == "DisruptionTarget")
+        );
     }
 
     #[test]
