@@ -960,3 +960,49 @@ fn static_pods_preempt_to_fit_and_say_why_they_cannot() -> Result<()> {
     assert_eq!(burstable["status"]["phase"], "Running");
     Ok(())
 }
+
+/// Soft thresholds (`--eviction-soft` with `--eviction-soft-grace-period`): the node reports
+/// the pressure at once but reserves nothing from allocatable, and evicts only once the
+/// threshold has held for its grace period.
+#[test]
+fn soft_thresholds_evict_after_their_grace_period() -> Result<()> {
+    let cluster = TestCluster::with_node_flags(&[
+        "--eviction-hard=",
+        "--eviction-soft",
+        "memory.available<1Pi",
+        "--eviction-soft-grace-period",
+        "memory.available=5s",
+        "--eviction-max-pod-grace-period",
+        "2",
+    ])?;
+    let node = eventually(Duration::from_secs(30), "MemoryPressure", || {
+        let node = cluster.k_json(&["get", "node", NODE_NAME])?;
+        let pressure = node["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "MemoryPressure" && c["status"] == "True");
+        Ok(pressure.then_some(node))
+    })?;
+    assert_eq!(
+        node["status"]["allocatable"]["memory"], node["status"]["capacity"]["memory"],
+        "soft thresholds reserve nothing"
+    );
+    apply(
+        &cluster,
+        pinned_sleeper("burstable", json!({ "requests": { "cpu": "10m" } })),
+    )?;
+    let p = eventually(Duration::from_secs(90), "burstable to be evicted", || {
+        let p = cluster.k_json(&["get", "pod", "burstable"])?;
+        Ok((p["status"]["phase"] == "Failed").then_some(p))
+    })?;
+    assert_eq!(p["status"]["reason"], "Evicted", "{}", p["status"]);
+    let message = p["status"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with(
+            "The node was low on resource: memory. Threshold quantity: 1Pi, available: "
+        ),
+        "{message}"
+    );
+    Ok(())
+}

@@ -56,6 +56,17 @@ pub struct KubeletArgs {
         value_parser = skiff_kubelet::pressure::Thresholds::parse
     )]
     pub eviction_hard: skiff_kubelet::pressure::Thresholds,
+    /// Soft eviction thresholds, as --eviction-hard writes them: pods are evicted only once
+    /// one has held for its grace period (--eviction-soft-grace-period); "" sets none.
+    #[arg(long, default_value = "")]
+    pub eviction_soft: String,
+    /// Grace periods of the soft thresholds, `signal=duration` comma separated
+    /// (e.g. memory.available=1m30s).
+    #[arg(long, default_value = "")]
+    pub eviction_soft_grace_period: String,
+    /// Longest grace period, in seconds, of a pod evicted for a soft threshold.
+    #[arg(long, default_value_t = 0)]
+    pub eviction_max_pod_grace_period: u64,
     /// How long a pressure condition stays after its signal recovers (Go duration).
     #[arg(long, default_value = "5m0s", value_parser = skiff_api::duration::parse_go)]
     pub eviction_pressure_transition_period: Duration,
@@ -188,6 +199,9 @@ pub fn hostname() -> String {
 impl KubeletArgs {
     /// Check the flags, collecting problems; `default_ip` is used without `--node-ip`.
     pub fn validate(&self, problems: &mut Vec<String>) {
+        if let Err(e) = self.soft_thresholds() {
+            problems.push(e);
+        }
         for l in &self.node_labels {
             if l.split_once('=').is_none_or(|(k, _)| k.is_empty()) {
                 problems.push(format!("--node-label {l:?}: expected key=value"));
@@ -225,6 +239,14 @@ impl KubeletArgs {
                 problems.push(format!("{flag} {v:?}: not a valid label value"));
             }
         }
+    }
+
+    fn soft_thresholds(&self) -> Result<skiff_kubelet::pressure::Thresholds, String> {
+        skiff_kubelet::pressure::Thresholds::soft(
+            &self.eviction_soft,
+            &self.eviction_soft_grace_period,
+        )
+        .map_err(|e| format!("--eviction-soft: {e}"))
     }
 
     /// The node name.
@@ -288,6 +310,11 @@ impl KubeletArgs {
             },
             eviction_hard: self.eviction_hard.clone(),
             eviction_pressure_transition_period: self.eviction_pressure_transition_period,
+            // Checked by `validate`.
+            eviction_soft: self
+                .soft_thresholds()
+                .unwrap_or_else(|_| skiff_kubelet::pressure::Thresholds::none()),
+            eviction_max_pod_grace_period: Duration::from_secs(self.eviction_max_pod_grace_period),
         }
     }
 }
@@ -713,6 +740,42 @@ mod tests {
         );
         let empty = k8s_openapi::api::core::v1::Endpoints::default();
         assert!(endpoint_addresses(&empty).is_empty());
+    }
+
+    #[test]
+    fn soft_eviction_flags_are_checked() {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            kubelet: KubeletArgs,
+        }
+        let problems = |args: &[&str]| {
+            let w = <Wrapper as clap::Parser>::try_parse_from(
+                std::iter::once("kubelet").chain(args.iter().copied()),
+            )
+            .unwrap();
+            let mut problems = Vec::new();
+            w.kubelet.validate(&mut problems);
+            problems
+        };
+        assert!(problems(&[]).is_empty());
+        assert!(
+            problems(&[
+                "--eviction-soft",
+                "memory.available<1Gi",
+                "--eviction-soft-grace-period",
+                "memory.available=1m30s"
+            ])
+            .is_empty()
+        );
+        let p = problems(&["--eviction-soft", "memory.available<1Gi"]);
+        assert_eq!(p.len(), 1);
+        assert!(
+            p[0].starts_with(
+                "--eviction-soft: soft eviction threshold memory.available needs a grace period"
+            ),
+            "{p:?}"
+        );
     }
 
     #[test]

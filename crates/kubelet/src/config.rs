@@ -63,6 +63,17 @@ pub struct KubeletConfig {
     pub eviction_hard: crate::pressure::Thresholds,
     /// How long a pressure condition stays after its signal recovers.
     pub eviction_pressure_transition_period: Duration,
+    /// Soft eviction thresholds (`--eviction-soft`, with `--eviction-soft-grace-period`).
+    pub eviction_soft: crate::pressure::Thresholds,
+    /// The longest grace period a pod evicted for a soft threshold gets.
+    pub eviction_max_pod_grace_period: Duration,
+}
+
+impl KubeletConfig {
+    /// Every eviction threshold, hard and soft: what the pressure conditions follow.
+    pub fn eviction_thresholds(&self) -> crate::pressure::Thresholds {
+        self.eviction_hard.and(&self.eviction_soft)
+    }
 }
 
 impl KubeletConfig {

@@ -11,7 +11,8 @@
 //!    `Container c exceeded its local ephemeral storage limit "1Mi". `.
 //!
 //! Node pressure (upstream's eviction manager `synchronize`): when a hard threshold
-//! ([`crate::pressure`]) is crossed, one pod is evicted per round, chosen by upstream's
+//! ([`crate::pressure`]) is crossed, or a soft one has stayed crossed for its grace period
+//! ([`due`]), one pod is evicted per round, chosen by upstream's
 //! rankers — pods using more than they request of the starved resource first, then lower
 //! priority, then the larger use beyond the request ([`node_pressure`]); for pids, priority
 //! then process count. The message is upstream's: `The node was low on resource: memory.
@@ -383,20 +384,54 @@ pub fn node_pressure(pods: &[Arc<Pod>], summary: &Summary, crossed: &Crossed) ->
     })
 }
 
+/// The node's eviction thresholds.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Evict at once.
+    pub hard: Thresholds,
+    /// Evict once crossed for their grace period.
+    pub soft: Thresholds,
+    /// The longest grace period of a pod evicted for a soft threshold.
+    pub max_pod_grace: Duration,
+}
+
+/// The thresholds to act on now (upstream `thresholdsMetGracePeriod`): every crossed hard
+/// one, and the soft ones crossed continuously for their grace period. `since` remembers
+/// when each soft threshold was first seen crossed, and forgets those no longer crossed.
+pub fn due<'a>(
+    hard: Vec<Crossed<'a>>,
+    soft: Vec<Crossed<'a>>,
+    since: &mut std::collections::HashMap<Signal, tokio::time::Instant>,
+    now: tokio::time::Instant,
+) -> Vec<Crossed<'a>> {
+    since.retain(|signal, _| soft.iter().any(|c| c.threshold.signal == *signal));
+    let mut out = hard;
+    for crossed in soft {
+        let first = *since.entry(crossed.threshold.signal).or_insert(now);
+        let grace = crossed.threshold.grace.unwrap_or_default();
+        if now.duration_since(first) >= grace {
+            out.push(crossed);
+        }
+    }
+    out.sort_by_key(|c| c.threshold.signal);
+    out
+}
+
 /// Measure and judge every [`HOUSEKEEPING`] until `shutdown`, evicting what is over its
 /// local storage limits, then, if a hard threshold is crossed, one pod to relieve it.
 pub async fn run(
     stats: Arc<Provider>,
-    thresholds: Thresholds,
+    limits: Limits,
     manager: Arc<PodManager>,
     recorder: Recorder,
     shutdown: CancellationToken,
 ) {
-    let evict = |pod: &Pod, eviction: &Eviction| {
+    let mut soft_since = std::collections::HashMap::new();
+    let evict = |pod: &Pod, eviction: &Eviction, grace: Duration| {
         let termination = Termination {
             reason: REASON.to_owned(),
             message: eviction.message.clone(),
-            grace: GRACE,
+            grace,
         };
         let evicted = manager.evict(&eviction.uid, termination);
         if evicted {
@@ -434,12 +469,18 @@ pub async fn run(
                         .iter()
                         .find(|p| p.metadata.uid.as_deref() == Some(eviction.uid.as_str()))
                     {
-                        evicted |= evict(pod, &eviction);
+                        evicted |= evict(pod, &eviction, GRACE);
                     }
                 }
                 // Upstream: local storage evictions, when any, are this round's reclaim.
                 let observed = observations(&summary);
-                if let (false, Some(crossed)) = (evicted, thresholds.crossed(&observed).first()) {
+                let due = due(
+                    limits.hard.crossed(&observed),
+                    limits.soft.crossed(&observed),
+                    &mut soft_since,
+                    tokio::time::Instant::now(),
+                );
+                if let (false, Some(crossed)) = (evicted, due.first()) {
                     let active: Vec<Arc<Pod>> =
                         manager.admitted().into_iter().map(|(pod, _)| pod).collect();
                     match node_pressure(&active, &summary, crossed) {
@@ -448,7 +489,21 @@ pub async fn run(
                                 .iter()
                                 .find(|p| p.metadata.uid.as_deref() == Some(eviction.uid.as_str()))
                             {
-                                evict(pod, &eviction);
+                                // Soft: the pod's own grace period, at most the
+                                // configured longest (upstream's override).
+                                let grace = match crossed.threshold.grace {
+                                    None => GRACE,
+                                    Some(_) => pod
+                                        .spec
+                                        .as_ref()
+                                        .and_then(|s| s.termination_grace_period_seconds)
+                                        .map_or(limits.max_pod_grace, |own| {
+                                            limits
+                                                .max_pod_grace
+                                                .min(Duration::from_secs(own.max(0) as u64))
+                                        }),
+                                };
+                                evict(pod, &eviction, grace);
                             }
                         }
                         None => tracing::debug!(
@@ -621,6 +676,43 @@ mod tests {
         }
         // Over-request pods before priority; the critical static pod never.
         assert_eq!(order, ["hog", "important-hog", "cheap", "within"]);
+    }
+
+    #[test]
+    fn soft_thresholds_act_after_their_grace_period_and_hard_ones_at_once() {
+        let hard = Thresholds::parse("memory.available<100Mi").unwrap();
+        let soft = Thresholds::soft("memory.available<1Gi", "memory.available=1m").unwrap();
+        let low = |available: u64| Observations {
+            memory: Some(Observation {
+                available,
+                capacity: 8192 * MI,
+            }),
+            ..Default::default()
+        };
+        let mut since = std::collections::HashMap::new();
+        let t0 = tokio::time::Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let signals = |d: Vec<Crossed>| -> Vec<Option<Duration>> {
+            d.iter().map(|c| c.threshold.grace).collect()
+        };
+        // 500Mi: only the soft threshold, not yet for a minute.
+        let o = low(500 * MI);
+        assert!(due(hard.crossed(&o), soft.crossed(&o), &mut since, at(0)).is_empty());
+        assert!(due(hard.crossed(&o), soft.crossed(&o), &mut since, at(59)).is_empty());
+        assert_eq!(
+            signals(due(hard.crossed(&o), soft.crossed(&o), &mut since, at(60))),
+            [Some(Duration::from_secs(60))]
+        );
+        // Recovering resets the clock.
+        let fine = low(2048 * MI);
+        assert!(due(hard.crossed(&fine), soft.crossed(&fine), &mut since, at(61)).is_empty());
+        assert!(due(hard.crossed(&o), soft.crossed(&o), &mut since, at(62)).is_empty());
+        // 50Mi: the hard threshold acts at once.
+        let o = low(50 * MI);
+        assert_eq!(
+            signals(due(hard.crossed(&o), soft.crossed(&o), &mut since, at(63))),
+            [None]
+        );
     }
 
     #[test]

@@ -225,7 +225,11 @@ pub async fn run(
     ));
     tokio::spawn(eviction::run(
         stats,
-        config.eviction_hard.clone(),
+        eviction::Limits {
+            hard: config.eviction_hard.clone(),
+            soft: config.eviction_soft.clone(),
+            max_pod_grace: config.eviction_max_pod_grace_period,
+        },
         manager.clone(),
         recorder.clone(),
         shutdown.clone(),
@@ -432,6 +436,8 @@ pub(crate) mod tests {
             network: Default::default(),
             eviction_hard: Default::default(),
             eviction_pressure_transition_period: std::time::Duration::from_secs(300),
+            eviction_soft: crate::pressure::Thresholds::none(),
+            eviction_max_pod_grace_period: std::time::Duration::ZERO,
         }
     }
 }

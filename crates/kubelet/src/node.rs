@@ -154,7 +154,7 @@ fn condition(kind: &str, ok_status: bool, inverted: bool, reason: &str, message:
 pub fn status(config: &KubeletConfig, observed: &Observed) -> Value {
     let (capacity, allocatable) = resources(config, observed);
     let mut pressure = config
-        .eviction_hard
+        .eviction_thresholds()
         .conditions(&observed.pressure_observations());
     pressure.extend(&observed.held_pressure);
     let memory_pressure = pressure.contains(&Condition::MemoryPressure);
@@ -471,7 +471,7 @@ impl NodeAgent {
             &mut self.pressure_seen.lock(),
             &self
                 .config
-                .eviction_hard
+                .eviction_thresholds()
                 .conditions(&observed.pressure_observations()),
             tokio::time::Instant::now(),
             self.config.eviction_pressure_transition_period,

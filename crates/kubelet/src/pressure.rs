@@ -8,7 +8,9 @@
 //! `memory.available<100Mi`, and `pid.available<5%`: small machines and CI runners often sit
 //! below upstream's 10–15% free disk, where a node would refuse every pod.
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::time::Duration;
 
 use skiff_api::quantity::Quantity;
 
@@ -99,13 +101,16 @@ pub enum Amount {
     Percent(f64),
 }
 
-/// One hard threshold: evict when `signal`'s available amount is below `amount`.
+/// One threshold: evict when `signal`'s available amount is below `amount` — at once for a
+/// hard threshold, after it has held for `grace` for a soft one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Threshold {
     /// What is measured.
     pub signal: Signal,
     /// The lowest acceptable amount.
     pub amount: Amount,
+    /// For a soft threshold, how long it must hold before pods are evicted.
+    pub grace: Option<Duration>,
 }
 
 impl Threshold {
@@ -237,9 +242,71 @@ impl Thresholds {
                     signal.name()
                 )));
             }
-            out.push(Threshold { signal, amount });
+            out.push(Threshold {
+                signal,
+                amount,
+                grace: None,
+            });
         }
         Ok(Thresholds(out))
+    }
+
+    /// Soft thresholds: `text` as [`Thresholds::parse`] reads it, each with its grace period
+    /// from `grace_periods` (`memory.available=1m30s`, comma separated), which every soft
+    /// threshold needs.
+    pub fn soft(text: &str, grace_periods: &str) -> Result<Thresholds, ParseError> {
+        let mut graces: BTreeMap<Signal, Duration> = BTreeMap::new();
+        for item in grace_periods
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            let parsed = item.split_once('=').and_then(|(name, d)| {
+                let signal = Signal::ALL.into_iter().find(|s| s.name() == name.trim())?;
+                Some((signal, skiff_api::duration::parse_go(d.trim())))
+            });
+            match parsed {
+                Some((signal, Ok(d))) => {
+                    graces.insert(signal, d);
+                }
+                Some((_, Err(e))) => {
+                    return Err(ParseError(format!("eviction grace period {item:?}: {e}")));
+                }
+                None => {
+                    return Err(ParseError(format!(
+                        "eviction grace period {item:?}: expected signal=duration, e.g. memory.available=1m30s"
+                    )));
+                }
+            }
+        }
+        let mut thresholds = Thresholds::parse(text)?;
+        for t in &mut thresholds.0 {
+            let grace = graces.remove(&t.signal).ok_or_else(|| {
+                ParseError(format!(
+                    "soft eviction threshold {} needs a grace period (--eviction-soft-grace-period {}=1m30s)",
+                    t.signal.name(),
+                    t.signal.name()
+                ))
+            })?;
+            t.grace = Some(grace);
+        }
+        if let Some(signal) = graces.keys().next() {
+            return Err(ParseError(format!(
+                "a grace period is given for {}, which has no soft eviction threshold",
+                signal.name()
+            )));
+        }
+        Ok(thresholds)
+    }
+
+    /// No thresholds.
+    pub fn none() -> Thresholds {
+        Thresholds(Vec::new())
+    }
+
+    /// These thresholds and `other`'s together (hard and soft ones).
+    pub fn and(&self, other: &Thresholds) -> Thresholds {
+        Thresholds(self.0.iter().chain(&other.0).cloned().collect())
     }
 
     /// The threshold set for `signal`, if any.
@@ -305,6 +372,10 @@ mod tests {
             Amount::Percent(10.0)
         );
         assert!(t.get(Signal::PidAvailable).is_none());
+        assert!(
+            t.get(Signal::MemoryAvailable).unwrap().grace.is_none(),
+            "hard"
+        );
         assert_eq!(Thresholds::parse("").unwrap(), Thresholds(vec![]));
         for (bad, says) in [
             ("memory.available>1Gi", "expected signal<amount"),
@@ -317,6 +388,50 @@ mod tests {
             let err = Thresholds::parse(bad).unwrap_err().to_string();
             assert!(err.contains(says), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn soft_thresholds_need_their_grace_periods() {
+        let soft = Thresholds::soft(
+            "memory.available<1Gi,nodefs.available<15%",
+            "memory.available=1m30s, nodefs.available=2m",
+        )
+        .unwrap();
+        assert_eq!(
+            soft.get(Signal::MemoryAvailable).unwrap().grace,
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            soft.get(Signal::NodeFsAvailable).unwrap().grace,
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(Thresholds::soft("", "").unwrap(), Thresholds(vec![]));
+        for (text, graces, says) in [
+            ("memory.available<1Gi", "", "needs a grace period"),
+            ("", "memory.available=1m", "has no soft eviction threshold"),
+            (
+                "memory.available<1Gi",
+                "memory.available=soon",
+                "invalid duration",
+            ),
+            (
+                "memory.available<1Gi",
+                "memory.available",
+                "expected signal=duration",
+            ),
+        ] {
+            let err = Thresholds::soft(text, graces).unwrap_err().to_string();
+            assert!(err.contains(says), "{text} / {graces}: {err}");
+        }
+        // Hard and soft together raise conditions from either.
+        let both = Thresholds::parse("memory.available<100Mi")
+            .unwrap()
+            .and(&soft);
+        let observed = Observations {
+            memory: observed(500 << 20, 4 << 30),
+            ..Default::default()
+        };
+        assert_eq!(both.conditions(&observed), [Condition::MemoryPressure]);
     }
 
     #[test]
