@@ -800,6 +800,49 @@ fn local_storage_limits_evict_pods() -> Result<()> {
     Ok(())
 }
 
+/// The node once it reports MemoryPressure (and, with `tainted`, carries its taint).
+fn wait_memory_pressure(cluster: &TestCluster, tainted: bool) -> Result<Value> {
+    eventually(Duration::from_secs(30), "MemoryPressure", || {
+        let node = cluster.k_json(&["get", "node", NODE_NAME])?;
+        let pressure = node["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "MemoryPressure" && c["status"] == "True");
+        let taint = node["spec"]["taints"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|t| t["key"] == "node.kubernetes.io/memory-pressure");
+        Ok((pressure && (taint || !tainted)).then_some(node))
+    })
+}
+
+/// Run a Burstable pod on a node under memory pressure (threshold 1Pi) and wait for its
+/// eviction; returns the pod and upstream's eviction message.
+fn burstable_evicted_for_memory(cluster: &TestCluster) -> Result<(Value, String)> {
+    apply(
+        cluster,
+        pinned_sleeper("burstable", json!({ "requests": { "cpu": "10m" } })),
+    )?;
+    let p = eventually(Duration::from_secs(90), "burstable to be evicted", || {
+        let p = cluster.k_json(&["get", "pod", "burstable"])?;
+        Ok((p["status"]["phase"] == "Failed").then_some(p))
+    })?;
+    assert_eq!(p["status"]["reason"], "Evicted", "{}", p["status"]);
+    let message = p["status"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        message.starts_with(
+            "The node was low on resource: memory. Threshold quantity: 1Pi, available: "
+        ),
+        "{message}"
+    );
+    Ok((p, message))
+}
+
 /// Node pressure with a memory threshold above anything the machine has
 /// (`--eviction-hard memory.available<1Pi`): the node reports MemoryPressure and is tainted,
 /// BestEffort pods bound to it are refused, and a running pod is evicted with upstream's
@@ -807,24 +850,7 @@ fn local_storage_limits_evict_pods() -> Result<()> {
 #[test]
 fn memory_pressure_refuses_best_effort_pods_and_evicts_running_ones() -> Result<()> {
     let cluster = TestCluster::with_node_flags(&["--eviction-hard", "memory.available<1Pi"])?;
-    let node = eventually(
-        Duration::from_secs(30),
-        "MemoryPressure and its taint",
-        || {
-            let node = cluster.k_json(&["get", "node", NODE_NAME])?;
-            let pressure = node["status"]["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|c| c["type"] == "MemoryPressure" && c["status"] == "True");
-            let tainted = node["spec"]["taints"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|t| t["key"] == "node.kubernetes.io/memory-pressure");
-            Ok((pressure && tainted).then_some(node))
-        },
-    )?;
+    let node = wait_memory_pressure(&cluster, true)?;
     let condition = node["status"]["conditions"]
         .as_array()
         .into_iter()
@@ -847,23 +873,9 @@ fn memory_pressure_refuses_best_effort_pods_and_evicts_running_ones() -> Result<
     )?;
 
     // Burstable pods are admitted under memory pressure alone, then evicted to relieve it.
-    apply(
-        &cluster,
-        pinned_sleeper("burstable", json!({ "requests": { "cpu": "10m" } })),
-    )?;
-    let p = eventually(Duration::from_secs(90), "burstable to be evicted", || {
-        let p = cluster.k_json(&["get", "pod", "burstable"])?;
-        Ok((p["status"]["phase"] == "Failed").then_some(p))
-    })?;
-    assert_eq!(p["status"]["reason"], "Evicted", "{}", p["status"]);
-    let message = p["status"]["message"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let (p, message) = burstable_evicted_for_memory(&cluster)?;
     assert!(
-        message.starts_with(
-            "The node was low on resource: memory. Threshold quantity: 1Pi, available: "
-        ) && message.ends_with(", request is 0, has larger consumption of memory. ")
+        message.ends_with(", request is 0, has larger consumption of memory. ")
             && message.contains("Container main was using "),
         "{message}"
     );
@@ -975,34 +987,11 @@ fn soft_thresholds_evict_after_their_grace_period() -> Result<()> {
         "--eviction-max-pod-grace-period",
         "2",
     ])?;
-    let node = eventually(Duration::from_secs(30), "MemoryPressure", || {
-        let node = cluster.k_json(&["get", "node", NODE_NAME])?;
-        let pressure = node["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["type"] == "MemoryPressure" && c["status"] == "True");
-        Ok(pressure.then_some(node))
-    })?;
+    let node = wait_memory_pressure(&cluster, false)?;
     assert_eq!(
         node["status"]["allocatable"]["memory"], node["status"]["capacity"]["memory"],
         "soft thresholds reserve nothing"
     );
-    apply(
-        &cluster,
-        pinned_sleeper("burstable", json!({ "requests": { "cpu": "10m" } })),
-    )?;
-    let p = eventually(Duration::from_secs(90), "burstable to be evicted", || {
-        let p = cluster.k_json(&["get", "pod", "burstable"])?;
-        Ok((p["status"]["phase"] == "Failed").then_some(p))
-    })?;
-    assert_eq!(p["status"]["reason"], "Evicted", "{}", p["status"]);
-    let message = p["status"]["message"].as_str().unwrap_or_default();
-    assert!(
-        message.starts_with(
-            "The node was low on resource: memory. Threshold quantity: 1Pi, available: "
-        ),
-        "{message}"
-    );
+    burstable_evicted_for_memory(&cluster)?;
     Ok(())
 }

@@ -742,22 +742,25 @@ mod tests {
         assert!(endpoint_addresses(&empty).is_empty());
     }
 
-    #[test]
-    fn soft_eviction_flags_are_checked() {
+    /// What `validate` finds wrong with these kubelet flags.
+    fn kubelet_flag_problems(args: &[&str]) -> Vec<String> {
         #[derive(clap::Parser)]
         struct Wrapper {
             #[command(flatten)]
             kubelet: KubeletArgs,
         }
-        let problems = |args: &[&str]| {
-            let w = <Wrapper as clap::Parser>::try_parse_from(
-                std::iter::once("kubelet").chain(args.iter().copied()),
-            )
-            .unwrap();
-            let mut problems = Vec::new();
-            w.kubelet.validate(&mut problems);
-            problems
-        };
+        let w = <Wrapper as clap::Parser>::try_parse_from(
+            std::iter::once("kubelet").chain(args.iter().copied()),
+        )
+        .unwrap();
+        let mut problems = Vec::new();
+        w.kubelet.validate(&mut problems);
+        problems
+    }
+
+    #[test]
+    fn soft_eviction_flags_are_checked() {
+        let problems = kubelet_flag_problems;
         assert!(problems(&[]).is_empty());
         assert!(
             problems(&[
@@ -780,20 +783,7 @@ mod tests {
 
     #[test]
     fn cloud_flags_are_checked() {
-        #[derive(clap::Parser)]
-        struct Wrapper {
-            #[command(flatten)]
-            kubelet: KubeletArgs,
-        }
-        let parse = |args: &[&str]| {
-            let w = <Wrapper as clap::Parser>::try_parse_from(
-                std::iter::once("kubelet").chain(args.iter().copied()),
-            )
-            .unwrap();
-            let mut problems = Vec::new();
-            w.kubelet.validate(&mut problems);
-            problems
-        };
+        let parse = kubelet_flag_problems;
         assert!(parse(&["--cloud-provider", "external", "--node-zone", "rack-a"]).is_empty());
         assert!(parse(&["--cloud-provider="]).is_empty());
         assert_eq!(
