@@ -97,8 +97,9 @@ fn the_node_registers_with_upstream_fields() -> Result<()> {
             )
         })
         .collect();
-    // DiskPressure follows the real filesystem (below 10% free), which a busy test machine
-    // may reach; the others must hold here.
+    // DiskPressure follows the real filesystem against the default `nodefs.available<5%`,
+    // which a busy test machine may reach; the others must hold here. Free space moves while
+    // the test runs, so a reading close to the line accepts either answer.
     let disk = std::process::Command::new("df")
         .args(["--output=size,avail", "-B1"])
         .arg(cluster.data_dir())
@@ -107,20 +108,28 @@ fn the_node_registers_with_upstream_fields() -> Result<()> {
         .split_whitespace()
         .filter_map(|w| w.parse().ok())
         .collect();
-    let disk_pressure = if nums.len() == 2 && nums[1] < nums[0] * 0.1 {
-        "True"
-    } else {
-        "False"
+    let free_percent = match nums[..] {
+        [size, avail] if size > 0.0 => avail / size * 100.0,
+        _ => anyhow::bail!("unreadable df output: {nums:?}"),
     };
-    for (kind, want) in [
-        ("Ready", "True"),
-        ("MemoryPressure", "False"),
+    let disk_pressure: &[&str] = if free_percent < 4.0 {
+        &["True"]
+    } else if free_percent < 6.0 {
+        &["True", "False"]
+    } else {
+        &["False"]
+    };
+    for (kind, wanted) in [
+        ("Ready", &["True"][..]),
+        ("MemoryPressure", &["False"][..]),
         ("DiskPressure", disk_pressure),
-        ("PIDPressure", "False"),
+        ("PIDPressure", &["False"][..]),
     ] {
         assert!(
-            conditions.contains(&(kind.to_owned(), want.to_owned())),
-            "{conditions:?}"
+            conditions
+                .iter()
+                .any(|(k, status)| k == kind && wanted.contains(&status.as_str())),
+            "{kind} should be one of {wanted:?} (disk {free_percent:.1}% free): {conditions:?}"
         );
     }
     assert_eq!(
