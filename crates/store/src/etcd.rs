@@ -19,6 +19,9 @@
 //! the version of the shared `compact_rev_key` with a compare-and-swap, and only the winner
 //! compacts, to the revision it saw one interval earlier; the key's value records the last
 //! compaction point (upstream: k8s.io/apiserver/pkg/storage/etcd3/compact.go).
+//!
+//! Requests and watches share one gRPC channel, which a request that gets no answer at all
+//! within the request timeout replaces (see [`Connection`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -130,9 +133,80 @@ impl EtcdOptions {
     }
 }
 
+/// The gRPC channel to etcd, dialled afresh when it stops answering.
+///
+/// A request that waits out the whole request timeout without any answer — no response and
+/// no error — is on a channel that has stopped working without failing (seen on loaded
+/// machines, where HTTP/2 keep-alive takes a further 15 s to notice, if it does). Such a
+/// timeout redials in the background: later requests use the new channel, and watches on the
+/// old one end, so their clients re-watch through the new one (upstream relies on gRPC-Go's
+/// own reconnects and etcd's client health checks for the same recovery). At most one redial
+/// runs per request timeout, so an etcd that is merely slow is not hammered with new
+/// connections.
+struct Connection {
+    endpoints: Vec<String>,
+    options: ConnectOptions,
+    timeout: Duration,
+    client: parking_lot::RwLock<Client>,
+    redialing: std::sync::atomic::AtomicBool,
+    /// Bumped by every redial; watches end when it changes.
+    generation: tokio::sync::watch::Sender<u64>,
+}
+
+impl Connection {
+    async fn dial(
+        endpoints: &[String],
+        options: &ConnectOptions,
+        timeout: Duration,
+    ) -> Result<Client> {
+        tokio::time::timeout(timeout, Client::connect(endpoints, Some(options.clone())))
+            .await
+            .map_err(|_| unavailable("connecting", "timed out"))?
+            .map_err(|e| unavailable("connecting", e))
+    }
+
+    fn client(&self) -> Client {
+        self.client.read().clone()
+    }
+
+    /// Start a redial in the background unless one ran within the last request timeout.
+    fn redial(self: &Arc<Self>, action: &'static str) {
+        use std::sync::atomic::Ordering;
+        if self.redialing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let connection = Arc::clone(self);
+        tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            tracing::warn!(
+                action,
+                endpoints = ?connection.endpoints,
+                "etcd gave no answer within the request timeout; dialling it again"
+            );
+            match Connection::dial(
+                &connection.endpoints,
+                &connection.options,
+                connection.timeout,
+            )
+            .await
+            {
+                Ok(client) => {
+                    *connection.client.write() = client;
+                    connection
+                        .generation
+                        .send_modify(|generation| *generation += 1);
+                }
+                Err(e) => tracing::warn!(error = %e, "dialling etcd again failed"),
+            }
+            tokio::time::sleep_until(started + connection.timeout).await;
+            connection.redialing.store(false, Ordering::Release);
+        });
+    }
+}
+
 /// A [`Store`] backed by an etcd cluster.
 pub struct EtcdStore {
-    client: Client,
+    connection: Arc<Connection>,
     prefix: String,
     options: EtcdOptions,
     compactor: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -268,15 +342,17 @@ impl EtcdStore {
             }
             connect = connect.with_tls(tls);
         }
-        let client = tokio::time::timeout(
-            options.request_timeout,
-            Client::connect(&options.endpoints, Some(connect)),
-        )
-        .await
-        .map_err(|_| unavailable("connecting", "timed out"))?
-        .map_err(|e| unavailable("connecting", e))?;
+        let client =
+            Connection::dial(&options.endpoints, &connect, options.request_timeout).await?;
         let store = Arc::new(EtcdStore {
-            client,
+            connection: Arc::new(Connection {
+                endpoints: options.endpoints.clone(),
+                options: connect,
+                timeout: options.request_timeout,
+                client: parking_lot::RwLock::new(client),
+                redialing: Default::default(),
+                generation: tokio::sync::watch::Sender::new(0),
+            }),
             prefix: options.prefix.clone(),
             options,
             compactor: parking_lot::Mutex::new(None),
@@ -299,13 +375,15 @@ impl EtcdStore {
     /// A KV client that accepts responses of any size (a range of 10k objects is tens of
     /// MiB; gRPC's default limit is 4 MiB).
     fn kv(&self) -> etcd_client::KvClient {
-        self.client
+        self.connection
+            .client()
             .kv_client()
             .max_decoding_message_size(MAX_MESSAGE)
     }
 
     fn watcher(&self) -> etcd_client::WatchClient {
-        self.client
+        self.connection
+            .client()
             .watch_client()
             .max_decoding_message_size(MAX_MESSAGE)
     }
@@ -337,6 +415,13 @@ impl EtcdStore {
         })
     }
 
+    /// The error for a request that got no answer at all, which also redials (see
+    /// [`Connection`]).
+    fn timed_out(&self, action: &'static str) -> Error {
+        self.connection.redial(action);
+        unavailable(action, "timed out")
+    }
+
     async fn timed<T>(
         &self,
         action: &'static str,
@@ -344,7 +429,7 @@ impl EtcdStore {
     ) -> Result<std::result::Result<T, etcd_client::Error>> {
         tokio::time::timeout(self.options.request_timeout, call)
             .await
-            .map_err(|_| unavailable(action, "timed out"))
+            .map_err(|_| self.timed_out(action))
     }
 
     /// Run a request, retrying within the request timeout while etcd is failing over: any
@@ -365,9 +450,11 @@ impl EtcdStore {
         let mut last_failure: Option<etcd_client::Error> = None;
         loop {
             let Ok(result) = tokio::time::timeout_at(deadline, attempt()).await else {
+                // The last attempt got no answer at all, whatever the earlier ones got.
+                let timed_out = self.timed_out(action);
                 return Err(match last_failure {
                     Some(e) => unavailable(action, format!("timed out; last failure: {e}")),
-                    None => unavailable(action, "timed out"),
+                    None => timed_out,
                 });
             };
             match result {
@@ -495,7 +582,7 @@ impl EtcdStore {
         };
         tokio::time::timeout(self.options.request_timeout, probe)
             .await
-            .map_err(|_| unavailable("probing the compaction point", "timed out"))?
+            .map_err(|_| self.timed_out("probing the compaction point"))?
     }
 
     /// Stop the background compactor (dropping the store does the same).
@@ -741,6 +828,8 @@ impl Store for EtcdStore {
     }
 
     async fn watch(&self, prefix: &str, after_revision: Revision) -> Result<Watch> {
+        // Before the stream exists, so a redial while it starts still ends it.
+        let redialed = self.connection.generation.subscribe();
         let full = self.full_key(prefix);
         if after_revision > 0 {
             // Answer "compacted" and "future" now rather than through a cancelled stream.
@@ -797,6 +886,7 @@ impl Store for EtcdStore {
             prefix: self.prefix.clone(),
             after: after_revision,
             tx,
+            redialed,
         };
         tokio::spawn(forwarder.run(stream, first));
         Ok(Watch { events: rx })
@@ -833,7 +923,7 @@ impl Store for EtcdStore {
     /// consistent bbolt file, with etcd's SHA-256 appended (restorable with
     /// `etcdctl snapshot restore`).
     async fn snapshot(&self, out: mpsc::Sender<Bytes>) -> Result<()> {
-        let mut maintenance = self.client.maintenance_client();
+        let mut maintenance = self.connection.client().maintenance_client();
         let mut stream = maintenance
             .snapshot()
             .await
@@ -898,16 +988,24 @@ struct Forwarder {
     prefix: String,
     after: Revision,
     tx: mpsc::Sender<Event>,
+    /// Changes when the store redials: this watch's channel was given up.
+    redialed: tokio::sync::watch::Receiver<u64>,
 }
 
 impl Forwarder {
-    async fn run(self, mut stream: etcd_client::WatchStream, first: etcd_client::WatchResponse) {
+    async fn run(
+        mut self,
+        mut stream: etcd_client::WatchStream,
+        first: etcd_client::WatchResponse,
+    ) {
         if !self.forward(&first) {
             return;
         }
         loop {
             let message = tokio::select! {
                 _ = self.tx.closed() => return,
+                // Ending makes the client re-watch through the new channel.
+                _ = self.redialed.changed() => return,
                 message = stream.message() => message,
             };
             match message {

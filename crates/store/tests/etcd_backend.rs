@@ -171,3 +171,122 @@ async fn ranges_larger_than_grpcs_default_message_limit() {
     let all = store.range(RangeRequest::default()).await.unwrap();
     assert_eq!(all.items.len(), 6, "6 MiB in one response");
 }
+
+/// A loopback TCP proxy in front of etcd whose connections can be frozen: bytes stop flowing
+/// both ways while the sockets stay open, as on a channel that has stopped answering without
+/// failing. Connections made after a freeze flow normally.
+struct FreezingProxy {
+    address: std::net::SocketAddr,
+    connections: Arc<parking_lot::Mutex<Vec<Arc<std::sync::atomic::AtomicBool>>>>,
+}
+
+impl FreezingProxy {
+    async fn start(upstream: &str) -> FreezingProxy {
+        let upstream = upstream.trim_start_matches("http://").to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let connections: Arc<parking_lot::Mutex<Vec<Arc<std::sync::atomic::AtomicBool>>>> =
+            Arc::default();
+        let registry = Arc::clone(&connections);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                let frozen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                registry.lock().push(Arc::clone(&frozen));
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::spawn(pump(client_read, server_write, Arc::clone(&frozen)));
+                tokio::spawn(pump(server_read, client_write, frozen));
+            }
+        });
+        FreezingProxy {
+            address,
+            connections,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    fn freeze_existing(&self) {
+        for frozen in self.connections.lock().iter() {
+            frozen.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+/// Copy bytes until the connection freezes, then hold both sockets open forever.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    frozen: Arc<std::sync::atomic::AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let Ok(n) = from.read(&mut buffer).await else {
+            return;
+        };
+        if frozen.load(std::sync::atomic::Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        if n == 0 || to.write_all(&buffer[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_channel_that_stops_answering_is_dialled_again() {
+    let cluster = start(1, false).await;
+    let proxy = FreezingProxy::start(&cluster.endpoints()[0]).await;
+    let store = EtcdStore::connect(EtcdOptions {
+        endpoints: vec![proxy.url()],
+        request_timeout: Duration::from_secs(2),
+        ..options(&cluster, "/redial")
+    })
+    .await
+    .unwrap();
+    let created = store.create("/a", Bytes::from_static(b"1")).await.unwrap();
+    let mut old_watch = store.watch("", created).await.unwrap();
+
+    proxy.freeze_existing();
+    let frozen_at = tokio::time::Instant::now();
+    // Nothing answers and nothing fails: the request waits out its timeout...
+    match store.get("/a").await {
+        Err(Error::Unavailable { reason }) => assert!(reason.contains("timed out"), "{reason}"),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    // ...and the store dials a new channel, so the next requests are answered long before
+    // HTTP/2 keep-alive (10 s, then 5 s for the answer) could notice the dead one.
+    let value = loop {
+        match store.get("/a").await {
+            Ok(found) => break found.unwrap().value,
+            Err(e) => assert!(
+                frozen_at.elapsed() < Duration::from_secs(8),
+                "still unanswered after {:?}: {e}",
+                frozen_at.elapsed()
+            ),
+        }
+    };
+    assert_eq!(value, Bytes::from_static(b"1"));
+    assert!(frozen_at.elapsed() < Duration::from_secs(8));
+
+    // The watch on the frozen channel ended, so its client re-watches, and the new watch
+    // sees writes.
+    let ended = tokio::time::timeout(Duration::from_secs(5), old_watch.events.recv()).await;
+    assert!(matches!(ended, Ok(None)), "{ended:?}");
+    let mut new_watch = store.watch("", created).await.unwrap();
+    let written = store.create("/b", Bytes::from_static(b"2")).await.unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(5), new_watch.events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (event.kv.key.as_str(), event.kv.mod_revision),
+        ("/b", written)
+    );
+}
