@@ -260,8 +260,9 @@ fn an_agent_configured_with_several_servers_fails_over() -> Result<()> {
         ))
     };
     // The second server serves reads before the failover (so a failure after it is the
-    // failover's). Its store has been seen to answer nothing for a while in CI, under load,
-    // before any failover (not explained yet): wait for it, and keep its log if it never does.
+    // failover's). Its etcd channel has been seen to stop answering in CI, under load, before
+    // any failover; the store now redials after one unanswered request, and the wait covers
+    // that. The logs are kept if it never answers.
     let mut renewed = String::new();
     eventually(
         "a read through the second server",
