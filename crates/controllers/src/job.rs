@@ -445,6 +445,9 @@ impl<'a> JobSync<'a> {
         let mut u_failed: Vec<String> = uncounted.failed.clone().unwrap_or_default();
         let known: HashSet<String> = u_succeeded.iter().chain(&u_failed).cloned().collect();
         let mut newly_finished = Vec::new();
+        // Every finished pod still holding the finalizer: the newly finished, and those
+        // recorded in an earlier round whose release failed (a crash, an API error).
+        let mut release = Vec::new();
         let mut fail_job: Option<(String, String)> = None;
         let rules = spec
             .pod_failure_policy
@@ -455,6 +458,7 @@ impl<'a> JobSync<'a> {
             if !has_tracking_finalizer(pod) || !self.pod_finished(pod) {
                 continue;
             }
+            release.push(pod.clone());
             let uid = pod.metadata.uid.clone().unwrap_or_default();
             if known.contains(&uid) {
                 continue;
@@ -480,7 +484,9 @@ impl<'a> JobSync<'a> {
             self.status.uncounted_terminated_pods = Some(uncounted.clone());
             // Persist the uids before the finalizers go, so a crash cannot lose a count.
             self.write_status().await?;
-            self.c.remove_finalizers(key, &newly_finished).await?;
+        }
+        if !release.is_empty() {
+            self.c.remove_finalizers(key, &release).await?;
         }
         // Move uids whose pods are released (finalizer gone) into the counters.
         let held: HashSet<String> = self
@@ -1044,20 +1050,21 @@ impl JobController {
         for pod in finished {
             let ns = pod.namespace().unwrap_or_default();
             let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
-            let rest: Vec<&String> = pod
-                .metadata
-                .finalizers
-                .iter()
-                .flatten()
-                .filter(|f| *f != TRACKING_FINALIZER)
-                .collect();
-            let patch = json!({ "metadata": { "finalizers": rest, "uid": pod.metadata.uid, "resourceVersion": pod.metadata.resource_version } });
+            // Removes just this finalizer, whatever else changed (upstream's patch): the
+            // kubelet keeps writing the pod's status, so a resourceVersion precondition would
+            // conflict often. The uid keeps a same-named successor pod untouched.
+            let patch = json!({
+                "metadata": {
+                    "$deleteFromPrimitiveList/finalizers": [TRACKING_FINALIZER],
+                    "uid": pod.metadata.uid,
+                }
+            });
             let uid = pod.metadata.uid.clone().unwrap_or_default();
             match api
                 .patch(
                     &pod.name_any(),
                     &PatchParams::default(),
-                    &Patch::Merge(&patch),
+                    &Patch::Strategic(&patch),
                 )
                 .await
             {

@@ -782,6 +782,73 @@ async fn jobs_complete_fail_run_indexed_and_suspend() -> Result<()> {
     Ok(())
 }
 
+/// A pod recorded in `uncountedTerminatedPods` whose finalizer is still on (the controller
+/// stopped, or its patch failed, between the two writes) is released and counted when the
+/// controller comes back, and the job completes.
+#[tokio::test]
+async fn a_recorded_pod_still_holding_its_finalizer_is_released() -> Result<()> {
+    let cluster = skiff_testing::TestCluster::start_with(&[
+        "--disable-agent",
+        "--disable-controller-manager",
+    ])?;
+    let client = skiff_runtime::client::from_kubeconfig(&cluster.kubeconfig()).await?;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let job = jobs
+        .create(
+            &PostParams::default(),
+            &obj(json!({ "metadata": { "name": "recorded" }, "spec": { "template": {
+                "spec": { "restartPolicy": "Never", "containers": [{ "name": "main", "image": "busybox" }] } } } })),
+        )
+        .await?;
+    let job_uid = job.metadata.uid.clone().unwrap();
+    // The state the first half of the controller's work leaves behind.
+    let pod = pods
+        .create(
+            &PostParams::default(),
+            &obj(json!({ "metadata": {
+                "name": "recorded-1",
+                "labels": job.spec.as_ref().unwrap().template.metadata.as_ref().unwrap().labels,
+                "finalizers": ["batch.kubernetes.io/job-tracking"],
+                "ownerReferences": [{ "apiVersion": "batch/v1", "kind": "Job", "name": "recorded",
+                    "uid": job_uid, "controller": true, "blockOwnerDeletion": true }] },
+                "spec": { "restartPolicy": "Never", "containers": [{ "name": "main", "image": "busybox" }] } })),
+        )
+        .await?;
+    finish(&pods, "recorded-1", "Succeeded", 0).await?;
+    let status = json!({ "status": {
+        "startTime": "2026-01-01T00:00:00Z",
+        "active": 0,
+        "uncountedTerminatedPods": { "succeeded": [pod.metadata.uid] } } });
+    jobs.patch_status("recorded", &PatchParams::default(), &Patch::Merge(&status))
+        .await?;
+
+    let _manager = cluster.spawn_skiff(
+        "manager",
+        &["controller-manager", "--controllers=job-controller"],
+    )?;
+    eventually("the job to complete", 30, || async {
+        let s = jobs.get("recorded").await?.status.unwrap_or_default();
+        let complete = s
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "Complete" && c.status == "True");
+        Ok(complete.then_some(s))
+    })
+    .await
+    .map(|s| {
+        assert_eq!(s.succeeded, Some(1));
+        assert!(
+            s.uncounted_terminated_pods
+                .is_none_or(|u| u.succeeded.unwrap_or_default().is_empty())
+        );
+    })?;
+    let pod = pods.get("recorded-1").await?;
+    assert!(pod.finalizers().is_empty(), "{:?}", pod.finalizers());
+    Ok(())
+}
+
 #[tokio::test]
 async fn cronjobs_fire_on_schedule_and_keep_history() -> Result<()> {
     let e = env(&[]).await?;
