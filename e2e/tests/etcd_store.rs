@@ -1,7 +1,7 @@
 //! `skiff server --store etcd://...` against a real etcd the test starts: kubectl CRUD,
 //! watches replayed from a resourceVersion, consistent pagination, optimistic-concurrency
 //! conflicts, restarts (the data lives in etcd, under upstream's key layout), and etcd over
-//! TLS with client certificates. (The whole e2e suite also runs on etcd with
+//! TLS with client certificates, and health endpoints that follow etcd. (The whole e2e suite also runs on etcd with
 //! `SKIFF_TEST_STORE=etcd`, which `scripts/test.sh` does.)
 
 use anyhow::Result;
@@ -202,5 +202,54 @@ fn bad_store_flags_are_refused_with_clear_errors() -> Result<()> {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
+    Ok(())
+}
+
+#[test]
+fn health_endpoints_follow_the_store() -> Result<()> {
+    let mut c = TestCluster::start_on(Backend::Etcd, &[])?;
+    assert_eq!(c.k(&["get", "--raw", "/readyz"])?, "ok");
+    assert_eq!(
+        c.k(&["get", "--raw", "/readyz?verbose"])?,
+        "[+]ping ok\n[+]etcd ok\n[+]poststarthook/bootstrap-controller ok\n\
+         [+]shutdown ok\nreadyz check passed\n"
+    );
+    let livez = c.k(&["get", "--raw", "/livez?verbose&exclude=etcd&exclude=nope"])?;
+    assert!(livez.contains("[+]etcd excluded: ok\n"), "{livez}");
+    assert!(!livez.contains("shutdown"), "{livez}");
+    assert!(
+        livez.contains("warn: some health checks cannot be excluded: no matches for \"nope\""),
+        "{livez}"
+    );
+    assert!(livez.ends_with("livez check passed\n"), "{livez}");
+    assert_eq!(c.k(&["get", "--raw", "/readyz/etcd"])?, "ok");
+    assert_eq!(c.k(&["get", "--raw", "/healthz/ping"])?, "ok");
+    // Shutting down is a readiness matter only.
+    let missing = c.k_fail(&["get", "--raw", "/livez/shutdown"])?;
+    assert!(missing.contains("NotFound"), "{missing}");
+
+    // With etcd gone the server is neither ready nor live; the public endpoints withhold the
+    // reason, the named check gives it.
+    let etcd = c.etcd_mut().expect("the cluster runs on etcd");
+    etcd.kill(0)?;
+    let failed = c.k_fail(&["get", "--raw", "/readyz"])?;
+    assert!(
+        failed.contains("[+]ping ok") && failed.contains("[-]etcd failed: reason withheld"),
+        "{failed}"
+    );
+    assert!(failed.contains("readyz check failed"), "{failed}");
+    let failed = c.k_fail(&["get", "--raw", "/livez?exclude=etcd"]);
+    assert!(
+        failed.is_err(),
+        "excluding the failing check passes: {failed:?}"
+    );
+    let reason = c.k_fail(&["get", "--raw", "/readyz/etcd"])?;
+    assert!(reason.contains("internal server error"), "{reason}");
+
+    c.etcd_mut().expect("the cluster runs on etcd").restart(0)?;
+    skiff_testing::eventually("ready again", std::time::Duration::from_secs(30), || {
+        Ok(c.k(&["get", "--raw", "/readyz"])
+            .is_ok_and(|out| out == "ok"))
+    })?;
     Ok(())
 }

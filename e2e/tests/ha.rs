@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use serde_json::Value;
 use skiff_testing::etcd::EtcdCluster;
-use skiff_testing::{BUSYBOX_IMAGE, ServerOptions, TestCluster, TestLan, free_port};
+use skiff_testing::{BUSYBOX_IMAGE, ServerOptions, TestCluster, TestLan, eventually, free_port};
 
 fn server(
     host: Ipv4Addr,
@@ -44,24 +44,6 @@ fn endpoint_ips(c: &TestCluster) -> Result<Vec<String>> {
         .collect();
     ips.sort();
     Ok(ips)
-}
-
-fn eventually(
-    what: &str,
-    timeout: Duration,
-    mut check: impl FnMut() -> Result<bool>,
-) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    let mut last = None;
-    while Instant::now() < deadline {
-        match check() {
-            Ok(true) => return Ok(()),
-            Ok(false) => last = None,
-            Err(e) => last = Some(e),
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    bail!("{what} not within {timeout:?} (last error: {last:?})")
 }
 
 /// Create a ConfigMap, retrying while the store fails over; returns once it succeeded.

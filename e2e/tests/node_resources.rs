@@ -3,33 +3,11 @@
 //! with real numbers from busy pods; node-level admission refusing pods bound straight to a
 //! node that cannot run them; and local ephemeral storage limits evicting pods.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
-use skiff_testing::{BUSYBOX_IMAGE, NODE_NAME, TestCluster};
-
-/// Poll `probe` until it returns `Some`, for at most `timeout`; the error carries the last
-/// thing seen.
-fn eventually<T>(
-    timeout: Duration,
-    what: &str,
-    mut probe: impl FnMut() -> Result<Option<T>>,
-) -> Result<T> {
-    let deadline = Instant::now() + timeout;
-    let mut last = String::new();
-    loop {
-        match probe() {
-            Ok(Some(v)) => return Ok(v),
-            Ok(None) => {}
-            Err(e) => last = format!("{e:#}"),
-        }
-        if Instant::now() > deadline {
-            bail!("timed out after {timeout:?} waiting for {what}; last error: {last}");
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
+use skiff_testing::{BUSYBOX_IMAGE, NODE_NAME, TestCluster, wait_for};
 
 fn summary(cluster: &TestCluster) -> Result<Value> {
     let raw = cluster.k(&[
@@ -80,7 +58,7 @@ fn wait_event(
     reason: &str,
     timeout: Duration,
 ) -> Result<(Value, Vec<Value>)> {
-    eventually(timeout, &format!("the {reason} event of {name}"), || {
+    wait_for(timeout, &format!("the {reason} event of {name}"), || {
         let events = events_of(cluster, name)?;
         Ok(events
             .iter()
@@ -169,7 +147,7 @@ fn stats_summary_and_resource_metrics_report_real_usage() -> Result<()> {
     })?;
 
     // CPU rates need two samples; memory needs the hog to have allocated.
-    let s = eventually(Duration::from_secs(90), "busy pod stats", || {
+    let s = wait_for(Duration::from_secs(90), "busy pod stats", || {
         let s = summary(&cluster)?;
         let Some(pod) = pod_stats(&s, "busy") else {
             bail!("no busy pod in {s}");
@@ -295,7 +273,7 @@ fn stats_summary_and_resource_metrics_report_real_usage() -> Result<()> {
         "bs=1048576",
         "count=4",
     ])?;
-    let after = eventually(Duration::from_secs(60), "scratch usage to grow", || {
+    let after = wait_for(Duration::from_secs(60), "scratch usage to grow", || {
         let s = summary(&cluster)?;
         Ok(pod_stats(&s, "busy")
             .and_then(|p| volume_used(p, "scratch"))
@@ -493,7 +471,7 @@ fn pods_bound_to_a_node_that_cannot_run_them_are_rejected() -> Result<()> {
         "-p",
         r#"{"status":{"capacity":{"example.com/dongle":"2"},"allocatable":{"example.com/dongle":"2"}}}"#,
     ])?;
-    eventually(
+    wait_for(
         Duration::from_secs(30),
         "the node to advertise dongles",
         || {
@@ -571,7 +549,7 @@ fn pods_bound_to_a_node_that_cannot_run_them_are_rejected() -> Result<()> {
     // An untolerated NoExecute taint refuses new pods (kept last: the taint also sends the
     // pods already here away).
     cluster.k(&["taint", "node", NODE_NAME, "dedicated=db:NoExecute"])?;
-    eventually(
+    wait_for(
         Duration::from_secs(30),
         "the taint to reach the node",
         || {
@@ -728,7 +706,7 @@ fn local_storage_limits_evict_pods() -> Result<()> {
     )?;
 
     let evicted = |name: &str, message: &str| -> Result<Value> {
-        let p = eventually(
+        let p = wait_for(
             Duration::from_secs(120),
             &format!("{name} to be evicted"),
             || {
@@ -802,7 +780,7 @@ fn local_storage_limits_evict_pods() -> Result<()> {
 
 /// The node once it reports MemoryPressure (and, with `tainted`, carries its taint).
 fn wait_memory_pressure(cluster: &TestCluster, tainted: bool) -> Result<Value> {
-    eventually(Duration::from_secs(30), "MemoryPressure", || {
+    wait_for(Duration::from_secs(30), "MemoryPressure", || {
         let node = cluster.k_json(&["get", "node", NODE_NAME])?;
         let pressure = node["status"]["conditions"]
             .as_array()
@@ -825,7 +803,7 @@ fn burstable_evicted_for_memory(cluster: &TestCluster) -> Result<(Value, String)
         cluster,
         pinned_sleeper("burstable", json!({ "requests": { "cpu": "10m" } })),
     )?;
-    let p = eventually(Duration::from_secs(90), "burstable to be evicted", || {
+    let p = wait_for(Duration::from_secs(90), "burstable to be evicted", || {
         let p = cluster.k_json(&["get", "pod", "burstable"])?;
         Ok((p["status"]["phase"] == "Failed").then_some(p))
     })?;

@@ -21,6 +21,7 @@ pub mod enroll;
 pub mod error;
 pub mod fieldvalidation;
 pub mod handlers;
+pub mod health;
 pub mod jsonpath;
 pub mod managed;
 pub mod nodeproxy;

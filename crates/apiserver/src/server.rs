@@ -20,6 +20,7 @@ use tower::ServiceExt;
 
 use crate::discovery;
 use crate::error::ApiError;
+use crate::health::{self, Endpoint};
 use crate::openapi;
 use crate::output;
 use crate::state::State;
@@ -46,6 +47,8 @@ pub struct Front {
     pub tokens: Vec<(String, Identity)>,
     /// Set once bootstrap is complete.
     pub ready: AtomicBool,
+    /// Set when shutdown begins (readiness fails from then on).
+    pub stopping: AtomicBool,
     /// The version reported by `/version`.
     pub git_version: String,
     /// Node enrollment (join token and issuer), if nodes may join.
@@ -60,6 +63,7 @@ impl Front {
             state,
             tokens,
             ready: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
             git_version,
             enrollment: None,
             openapi: openapi::Cache::default(),
@@ -69,10 +73,10 @@ impl Front {
 
 /// The router of every endpoint.
 pub fn router(front: Arc<Front>) -> Router {
-    Router::new()
-        .route("/healthz", get(health))
-        .route("/livez", get(health))
-        .route("/readyz", get(readyz))
+    let router = [Endpoint::Healthz, Endpoint::Livez, Endpoint::Readyz]
+        .into_iter()
+        .fold(Router::new(), health::routes);
+    router
         .route("/version", get(version))
         // The Python client asks for `/version/`; upstream answers both spellings.
         .route("/version/", get(version))
@@ -94,22 +98,6 @@ pub fn router(front: Arc<Front>) -> Router {
         .route(crate::snapshot::PATH, get(crate::snapshot::handler))
         .fallback(resources)
         .with_state(front)
-}
-
-async fn health() -> &'static str {
-    "ok"
-}
-
-async fn readyz(AxState(front): AxState<Arc<Front>>) -> Response {
-    if front.ready.load(Ordering::Acquire) {
-        "ok".into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "[-]bootstrap not finished\nreadyz check failed",
-        )
-            .into_response()
-    }
 }
 
 async fn version(AxState(front): AxState<Arc<Front>>) -> Response {
@@ -343,8 +331,10 @@ pub async fn serve(
     let acceptor = TlsAcceptor::from(tls);
     let app = router(front.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopping = front.clone();
     tokio::spawn(async move {
         shutdown.await;
+        stopping.stopping.store(true, Ordering::Release);
         let _ = stop_tx.send(true);
     });
     let mut stop = stop_rx.clone();

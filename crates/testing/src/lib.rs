@@ -107,6 +107,37 @@ pub fn write_busybox_image(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Poll `probe` every 200 ms until it returns `Some`, for at most `timeout`; the error names
+/// `what` and the last error seen.
+pub fn wait_for<T>(
+    timeout: Duration,
+    what: &str,
+    mut probe: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    let mut last = String::new();
+    loop {
+        match probe() {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last = format!("{e:#}"),
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}; last error: {last}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// [`wait_for`] a yes/no check.
+pub fn eventually(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Result<bool>,
+) -> Result<()> {
+    wait_for(timeout, what, || Ok(check()?.then_some(())))
+}
+
 /// A free loopback TCP port.
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("binding an ephemeral port");
@@ -322,6 +353,11 @@ impl TestCluster {
     /// The etcd this cluster runs on, when it started one.
     pub fn etcd(&self) -> Option<&etcd::EtcdCluster> {
         self.etcd.as_ref()
+    }
+
+    /// The etcd cluster behind this server, to stop and restart its members.
+    pub fn etcd_mut(&mut self) -> Option<&mut etcd::EtcdCluster> {
+        self.etcd.as_mut()
     }
 
     fn spawn(&mut self) -> Result<()> {
