@@ -566,6 +566,46 @@ fn kubectl_debug_adds_ephemeral_containers_only() -> Result<()> {
         ])?,
         "busybox:1"
     );
+
+    // What the pod could come to rely on is refused, as is a target that does not exist.
+    let mut probing = pod.clone();
+    probing["spec"]["ephemeralContainers"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "name": "bad", "image": "busybox:1", "ports": [{ "containerPort": 80 }],
+            "readinessProbe": { "exec": { "command": ["true"] } },
+            "targetContainerName": "nope",
+        }));
+    let out = c.kubectl_stdin(
+        &[
+            "replace",
+            "--raw",
+            "/api/v1/namespaces/default/pods/app/ephemeralcontainers",
+            "-f",
+            "-",
+        ],
+        Some(&probing.to_string()),
+    )?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    for needle in [
+        "spec.ephemeralContainers[1].ports: Forbidden: cannot be set for an Ephemeral Container",
+        "spec.ephemeralContainers[1].readinessProbe: Forbidden",
+        "spec.ephemeralContainers[1].targetContainerName: Not found: \"nope\"",
+    ] {
+        assert!(stderr.contains(needle), "{needle}: {stderr}");
+    }
+    // And a pod cannot be created with ephemeral containers.
+    let mut fresh = pod.clone();
+    fresh["metadata"] = serde_json::json!({ "name": "born-debugged" });
+    fresh.as_object_mut().unwrap().remove("status");
+    let out = c.kubectl_stdin(&["create", "-f", "-"], Some(&fresh.to_string()))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("spec.ephemeralContainers: Forbidden: cannot be set on create"),
+        "{stderr}"
+    );
     Ok(())
 }
 

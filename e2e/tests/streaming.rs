@@ -1,6 +1,7 @@
 //! Streaming with stock kubectl against a server with its own node: `kubectl logs` and its
 //! options, `exec` (stdin with end-of-file, exit codes, a terminal and its size), `attach`,
-//! `cp` both ways, `port-forward`, and `nodes/proxy`, over both protocols kubectl speaks
+//! `cp` both ways, `debug` (an ephemeral container in the target's process namespace),
+//! `port-forward`, and `nodes/proxy`, over both protocols kubectl speaks
 //! (WebSocket first, SPDY when told to fall back). The API server proxies each to the
 //! kubelet, which uses containerd's streaming server.
 
@@ -352,6 +353,62 @@ fn kubectl_exec_attach_and_cp() -> Result<()> {
 }
 
 /// Start `kubectl port-forward` and wait until it listens; returns the child.
+#[test]
+fn kubectl_debug_runs_an_ephemeral_container_beside_its_target() -> Result<()> {
+    let cluster = TestCluster::with_node()?;
+    apply_pod(
+        &cluster,
+        "app",
+        "Always",
+        vec![container("main", "sleep 3600")],
+    )?;
+    cluster.wait_pod("app", "Running", running)?;
+    let debug = [
+        "debug",
+        "app",
+        "--image",
+        BUSYBOX_IMAGE,
+        "--image-pull-policy=IfNotPresent",
+        "--profile=general",
+        "--container=debugger",
+        "--target=main",
+        "--",
+        "sh",
+        "-c",
+        "ps -o pid,args",
+    ];
+    ok(kubectl(&cluster, &debug, None, &[])?, "kubectl debug")?;
+    let pod = cluster.wait_pod("app", "the debugger to finish", |p| {
+        p["status"]["ephemeralContainerStatuses"][0]["state"]["terminated"].is_object()
+    })?;
+    let status = &pod["status"]["ephemeralContainerStatuses"][0];
+    assert_eq!(status["name"], "debugger");
+    assert_eq!(status["state"]["terminated"]["exitCode"], 0, "{status}");
+    assert_eq!(status["ready"], false);
+    // The pod itself is untouched: still Running, Ready, not restarted.
+    assert_eq!(pod["status"]["phase"], "Running");
+    assert_eq!(pod["status"]["containerStatuses"][0]["restartCount"], 0);
+    // It joined the target's process namespace: the target's process is PID 1 there.
+    let logs = cluster.k(&["logs", "app", "-c", "debugger"])?;
+    assert!(
+        logs.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["1", "sleep", "3600"]),
+        "{logs}"
+    );
+    // Ephemeral containers run once: a later sync does not start it again.
+    std::thread::sleep(Duration::from_secs(2));
+    let after = cluster.k_json(&["get", "pod", "app"])?;
+    assert_eq!(
+        after["status"]["ephemeralContainerStatuses"][0]["state"]["terminated"]["containerID"],
+        status["state"]["terminated"]["containerID"]
+    );
+    assert_eq!(
+        after["status"]["ephemeralContainerStatuses"][0]["restartCount"],
+        0
+    );
+    Ok(())
+}
+
 fn port_forward(
     cluster: &TestCluster,
     local: u16,

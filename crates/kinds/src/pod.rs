@@ -303,6 +303,45 @@ pub fn validate_pod_spec(spec: &PodSpec, path: &Path, errors: &mut ErrorList) {
         if c.image.as_deref().unwrap_or("").trim().is_empty() {
             errors.push(FieldError::required(&p.child("image"), ""));
         }
+        // Nothing the pod could come to rely on (upstream allows a fixed list of fields).
+        let resources = c.resources.as_ref().is_some_and(|r| {
+            r.limits.as_ref().is_some_and(|l| !l.is_empty())
+                || r.requests.as_ref().is_some_and(|l| !l.is_empty())
+                || r.claims.as_ref().is_some_and(|l| !l.is_empty())
+        });
+        for (field, set) in [
+            ("lifecycle", c.lifecycle.is_some()),
+            ("livenessProbe", c.liveness_probe.is_some()),
+            ("ports", c.ports.as_ref().is_some_and(|p| !p.is_empty())),
+            ("readinessProbe", c.readiness_probe.is_some()),
+            (
+                "resizePolicy",
+                c.resize_policy.as_ref().is_some_and(|p| !p.is_empty()),
+            ),
+            ("resources", resources),
+            ("restartPolicy", c.restart_policy.is_some()),
+            ("startupProbe", c.startup_probe.is_some()),
+        ] {
+            if set {
+                errors.push(FieldError::forbidden(
+                    &p.child(field),
+                    "cannot be set for an Ephemeral Container",
+                ));
+            }
+        }
+        if let Some(target) = c.target_container_name.as_deref() {
+            let known = spec
+                .containers
+                .iter()
+                .chain(spec.init_containers.iter().flatten())
+                .any(|other| other.name == target);
+            if !known {
+                errors.push(FieldError::not_found(
+                    &p.child("targetContainerName"),
+                    target,
+                ));
+            }
+        }
     }
     if let Some(policy) = spec.restart_policy.as_deref()
         && !RESTART_POLICIES.contains(&policy)
@@ -353,6 +392,17 @@ pub fn validate(pod: &Pod, old: Option<&Pod>, op: Operation) -> ErrorList {
     let path = Path::new("spec");
     let spec = pod.spec.clone().unwrap_or_default();
     validate_pod_spec(&spec, &path, &mut errors);
+    if op == Operation::Create
+        && spec
+            .ephemeral_containers
+            .as_ref()
+            .is_some_and(|e| !e.is_empty())
+    {
+        errors.push(FieldError::forbidden(
+            &path.child("ephemeralContainers"),
+            "cannot be set on create",
+        ));
+    }
     if op == Operation::UpdateEphemeralContainers
         && let Some(old_spec) = old.and_then(|o| o.spec.as_ref())
     {

@@ -5,7 +5,8 @@
 //! (`restartPolicy: Always`) kept running; then every regular container; exited containers
 //! restarted as the restart policy says, with the crash-loop back-off (first restart at once,
 //! then 10 s doubling to 5 min); containers whose liveness or startup probe failed, or whose
-//! spec changed, killed so they restart.
+//! spec changed, killed so they restart. Ephemeral containers (`kubectl debug`) start once
+//! the pod has a sandbox, initialized or not, and never restart.
 //!
 //! Pure: no IO, time is passed in.
 
@@ -25,15 +26,23 @@ pub enum Kind {
     Sidecar,
     /// `containers`.
     Regular,
+    /// `ephemeralContainers`: started once, never restarted, no probes.
+    Ephemeral,
 }
 
 impl Kind {
+    /// Whether containers of this kind start one after another (a failure stops the rest).
+    pub fn in_order(self) -> bool {
+        matches!(self, Kind::Init | Kind::Sidecar)
+    }
+
     /// The annotation value.
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Init => "init",
             Kind::Sidecar => "sidecar",
             Kind::Regular => "regular",
+            Kind::Ephemeral => "ephemeral",
         }
     }
 }
@@ -178,6 +187,47 @@ pub fn containers(pod: &Pod) -> Vec<(Kind, &ContainerSpec)> {
     }
     out.extend(spec.containers.iter().map(|c| (Kind::Regular, c)));
     out
+}
+
+/// The pod's ephemeral containers as container specs: the fields the two types share
+/// (validation refuses ports, probes and resources on ephemeral ones).
+pub fn ephemeral_containers(pod: &Pod) -> Vec<ContainerSpec> {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.ephemeral_containers.iter().flatten())
+        .filter_map(|e| {
+            let mut value = serde_json::to_value(e).ok()?;
+            value.as_object_mut()?.remove("targetContainerName");
+            serde_json::from_value(value).ok()
+        })
+        .collect()
+}
+
+/// The kind and spec of the container `name`, from any of the pod's three lists.
+pub fn container_named(pod: &Pod, name: &str) -> Option<(Kind, ContainerSpec)> {
+    containers(pod)
+        .into_iter()
+        .find(|(_, s)| s.name == name)
+        .map(|(k, s)| (k, s.clone()))
+        .or_else(|| {
+            ephemeral_containers(pod)
+                .into_iter()
+                .find(|s| s.name == name)
+                .map(|s| (Kind::Ephemeral, s))
+        })
+}
+
+/// The container whose process namespace the ephemeral container `name` joins
+/// (`kubectl debug --target`).
+pub fn ephemeral_target<'p>(pod: &'p Pod, name: &str) -> Option<&'p str> {
+    pod.spec
+        .as_ref()?
+        .ephemeral_containers
+        .iter()
+        .flatten()
+        .find(|e| e.name == name)?
+        .target_container_name
+        .as_deref()
 }
 
 /// A stable hash of a container's spec: a changed spec (e.g. a new image) restarts it.
@@ -356,8 +406,23 @@ pub fn plan(
         }
     }
 
+    // Ephemeral containers: once each, in a sandbox that exists (upstream starts them even
+    // before initialization completes).
+    let ephemeral = ephemeral_containers(pod);
+    if sandbox_id.is_some() {
+        for spec in &ephemeral {
+            if runtime.all_instances(&spec.name).next().is_none() {
+                start(&mut plan, Kind::Ephemeral, &spec.name);
+            }
+        }
+    }
+
     // Containers of the current sandbox that the spec no longer names.
-    let names: BTreeSet<&str> = specs.iter().map(|(_, s)| s.name.as_str()).collect();
+    let names: BTreeSet<&str> = specs
+        .iter()
+        .map(|(_, s)| s.name.as_str())
+        .chain(ephemeral.iter().map(|s| s.name.as_str()))
+        .collect();
     if let Some(sid) = &sandbox_id {
         for c in runtime.containers.iter().filter(|c| &c.sandbox_id == sid) {
             if !names.contains(c.name.as_str()) {
@@ -629,6 +694,76 @@ mod tests {
             );
             assert_eq!(!starts(&plan).is_empty(), restarts, "{policy} exit {exit}");
         }
+    }
+
+    #[test]
+    fn ephemeral_containers_start_once_in_an_existing_sandbox() {
+        let mut p = pod("Always", &["setup"], &["app"]);
+        p.spec.as_mut().unwrap().ephemeral_containers = Some(vec![
+            serde_json::from_value(json!({
+                "name": "debugger", "image": "busybox", "targetContainerName": "app"
+            }))
+            .unwrap(),
+        ]);
+        assert_eq!(ephemeral_target(&p, "debugger"), Some("app"));
+        assert_eq!(
+            container_named(&p, "debugger").map(|(k, s)| (k, s.name)),
+            Some((Kind::Ephemeral, "debugger".to_owned()))
+        );
+        // No sandbox yet: only the sandbox and the first init container.
+        let fresh = plan(
+            &p,
+            &PodRuntime::default(),
+            &ProbeVerdicts::default(),
+            &mut Backoffs::new(),
+            0,
+        );
+        assert_eq!(starts(&fresh), ["setup#0"]);
+        // A sandbox, initialization still running: the debugger starts anyway.
+        let mut rt = PodRuntime {
+            sandboxes: vec![sandbox("s1", 0, true)],
+            containers: vec![container(
+                "i1",
+                "setup",
+                "s1",
+                ContainerState::Running,
+                0,
+                0,
+                0,
+            )],
+        };
+        let first = plan(&p, &rt, &ProbeVerdicts::default(), &mut Backoffs::new(), S);
+        assert_eq!(starts(&first), ["debugger#0"]);
+        assert!(first.steps.iter().any(|s| matches!(
+            s,
+            Step::StartContainer {
+                kind: Kind::Ephemeral,
+                ..
+            }
+        )));
+        // Once it ran it is neither restarted nor removed as unknown.
+        rt.containers.push(container(
+            "e1",
+            "debugger",
+            "s1",
+            ContainerState::Exited,
+            1,
+            0,
+            S,
+        ));
+        let later = plan(
+            &p,
+            &rt,
+            &ProbeVerdicts::default(),
+            &mut Backoffs::new(),
+            100 * S,
+        );
+        assert!(starts(&later).is_empty(), "{:?}", later.steps);
+        assert!(
+            !later
+                .steps
+                .contains(&Step::RemoveContainer { id: "e1".into() })
+        );
     }
 
     #[test]

@@ -447,6 +447,9 @@ pub struct ContainerInputs<'a> {
     pub memory_capacity: u64,
     /// The uid the image runs as, when the runtime knows it.
     pub image_uid: Option<i64>,
+    /// The runtime id of the container whose process namespace this one joins (an ephemeral
+    /// container's target).
+    pub pid_target: Option<String>,
 }
 
 /// The container configuration, or a `CreateContainerConfigError` message.
@@ -579,7 +582,14 @@ pub fn container_config(inputs: &ContainerInputs<'_>) -> Result<api::ContainerCo
             ..Default::default()
         }),
         privileged,
-        namespace_options: Some(namespace_options(pod)),
+        namespace_options: Some(match &inputs.pid_target {
+            Some(target) => api::NamespaceOption {
+                pid: api::NamespaceMode::Target as i32,
+                target_id: target.clone(),
+                ..namespace_options(pod)
+            },
+            None => namespace_options(pod),
+        }),
         run_as_user: run_as_user.map(|v| api::Int64Value { value: v }),
         run_as_group: run_as_group.map(|v| api::Int64Value { value: v }),
         readonly_rootfs: sc.read_only_root_filesystem.unwrap_or(false),
@@ -778,6 +788,7 @@ mod tests {
             hash: "abc".into(),
             memory_capacity: 8 << 30,
             image_uid: None,
+            pid_target: None,
         })
         .unwrap();
         assert_eq!(cfg.args, ["echo hi"]);
@@ -835,6 +846,7 @@ mod tests {
             hash: String::new(),
             memory_capacity: 1,
             image_uid: None,
+            pid_target: None,
         })
         .unwrap_err();
         assert_eq!(

@@ -129,10 +129,15 @@ fn container_status(
     match (current, waiting) {
         (Some(c), _) if c.state == ContainerState::Running => {
             status["state"] = json!({ "running": { "startedAt": rfc3339(c.started_at) } });
-            let started = extra.started.contains(&c.id);
+            // Ephemeral containers have no probes: started once running, never ready.
+            let started = kind == Kind::Ephemeral || extra.started.contains(&c.id);
             status["started"] = json!(started);
             // Init containers are never "ready"; sidecars and regular ones by readiness.
-            status["ready"] = json!(kind != Kind::Init && started && extra.ready.contains(&c.id));
+            status["ready"] = json!(
+                !matches!(kind, Kind::Init | Kind::Ephemeral)
+                    && started
+                    && extra.ready.contains(&c.id)
+            );
             if let Some(p) = previous.filter(|p| p.state == ContainerState::Exited) {
                 status["lastState"] = json!({ "terminated": terminated(p, extra) });
             }
@@ -286,8 +291,23 @@ pub fn compute(pod: &Pod, runtime: &PodRuntime, extra: &Extra, now: &str) -> Val
                 }
                 statuses.push(status);
             }
+            // Not among `specs`; reported below, outside phase and readiness.
+            Kind::Ephemeral => {}
         }
     }
+    let ephemeral_statuses: Vec<Value> = plan::ephemeral_containers(pod)
+        .iter()
+        .map(|spec| {
+            let image = spec.image.clone().unwrap_or_default();
+            container_status(
+                &spec.name,
+                &image,
+                Kind::Ephemeral,
+                &instances_of(&spec.name),
+                extra,
+            )
+        })
+        .collect();
     // Regular containers wait on init containers.
     if !incomplete_init.is_empty() {
         for s in &mut statuses {
@@ -473,6 +493,9 @@ pub fn compute(pod: &Pod, runtime: &PodRuntime, extra: &Extra, now: &str) -> Val
     });
     if !init_statuses.is_empty() {
         status["initContainerStatuses"] = json!(init_statuses);
+    }
+    if !ephemeral_statuses.is_empty() {
+        status["ephemeralContainerStatuses"] = json!(ephemeral_statuses);
     }
     if let Some(ip) = pod_ips.first().filter(|ip| !ip.is_empty()) {
         status["podIP"] = json!(ip);

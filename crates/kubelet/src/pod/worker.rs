@@ -247,7 +247,8 @@ impl Worker {
         if let Some((name, kind)) = container {
             r.field_path = Some(match kind {
                 Kind::Regular => format!("spec.containers{{{name}}}"),
-                _ => format!("spec.initContainers{{{name}}}"),
+                Kind::Ephemeral => format!("spec.ephemeralContainers{{{name}}}"),
+                Kind::Init | Kind::Sidecar => format!("spec.initContainers{{{name}}}"),
             });
         }
         r
@@ -334,10 +335,7 @@ impl Worker {
                     ),
                 },
             );
-            let kind = plan::containers(pod)
-                .into_iter()
-                .find(|(_, s)| &s.name == name)
-                .map_or(Kind::Regular, |(k, _)| k);
+            let kind = plan::container_named(pod, name).map_or(Kind::Regular, |(k, _)| k);
             self.event(
                 pod,
                 Some((name, kind)),
@@ -635,7 +633,7 @@ impl Worker {
                         && *retry > now
                     {
                         retry_at = Some(retry_at.map_or(*retry, |r| r.min(*retry)));
-                        if *kind != Kind::Regular {
+                        if kind.in_order() {
                             break;
                         }
                         continue;
@@ -666,7 +664,7 @@ impl Worker {
                             let retry = now + delay.as_nanos() as i64;
                             self.failures.insert(name.clone(), (waiting, retry));
                             retry_at = Some(retry_at.map_or(retry, |r| r.min(retry)));
-                            if *kind != Kind::Regular {
+                            if kind.in_order() {
                                 // Init containers run in order: nothing after this one.
                                 break;
                             }
@@ -675,10 +673,8 @@ impl Worker {
                 }
                 Step::KillContainer { id, name, reason } => {
                     if let Some(c) = runtime.containers.iter().find(|c| &c.id == id) {
-                        let kind = plan::containers(pod)
-                            .into_iter()
-                            .find(|(_, s)| &s.name == name)
-                            .map_or(Kind::Regular, |(k, _)| k);
+                        let kind =
+                            plan::container_named(pod, name).map_or(Kind::Regular, |(k, _)| k);
                         if reason.contains("liveness") || reason.contains("startup") {
                             self.event(
                                 pod,
@@ -968,12 +964,21 @@ impl Worker {
         restart_count: i32,
         runtime: &PodRuntime,
     ) -> Result<(), Waiting> {
-        let specs = plan::containers(pod);
-        let Some((_, c)) = specs.iter().find(|(_, s)| s.name == name) else {
+        let Some((_, c)) = plan::container_named(pod, name) else {
             return Ok(());
         };
-        let c = (*c).clone();
         let reference = Some((name, kind));
+        // `kubectl debug --target`: join the running target's process namespace.
+        let pid_target = plan::ephemeral_target(pod, name)
+            .filter(|_| kind == Kind::Ephemeral)
+            .and_then(|target| {
+                runtime.containers.iter().find(|t| {
+                    t.name == target
+                        && t.sandbox_id == sandbox_id
+                        && t.state == ContainerState::Running
+                })
+            })
+            .map(|t| t.id.clone());
         let (image, image_uid) = self.ensure_image(pod, &c, kind).await?;
         let config_error = |this: &Self, message: String| {
             this.event(
@@ -1040,6 +1045,7 @@ impl Worker {
             hash: plan::spec_hash(&c),
             memory_capacity: self.env.node.memory_capacity,
             image_uid,
+            pid_target,
         };
         let config = match spec::container_config(&inputs) {
             Ok(c) => c,
@@ -1139,12 +1145,7 @@ impl Worker {
             return;
         }
         let started = std::time::Instant::now();
-        let spec = pod.and_then(|p| {
-            plan::containers(p)
-                .into_iter()
-                .find(|(_, s)| s.name == c.name)
-                .map(|(k, s)| (k, s.clone()))
-        });
+        let spec = pod.and_then(|p| plan::container_named(p, &c.name));
         if let (Some(pod), Some((kind, spec))) = (pod, &spec) {
             self.event(
                 pod,

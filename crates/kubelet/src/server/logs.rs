@@ -107,6 +107,10 @@ pub async fn container_logs(
                     .iter()
                     .chain(s.init_containers.iter().flatten())
                     .any(|c| c.name == container)
+                    || s.ephemeral_containers
+                        .iter()
+                        .flatten()
+                        .any(|c| c.name == container)
             })
         });
         if !known && located.pod.is_some() {
