@@ -516,7 +516,6 @@ fn hpa_row(hpa: &Value, ctx: &PrintContext) -> Cells {
         .pointer("/spec/minReplicas")
         .and_then(Value::as_i64)
         .map_or("<unset>".to_owned(), |m| m.to_string());
-    let metrics = list(hpa, "/spec/metrics").len();
     vec![
         name(hpa),
         text(format!(
@@ -524,16 +523,104 @@ fn hpa_row(hpa: &Value, ctx: &PrintContext) -> Cells {
             s(hpa, "/spec/scaleTargetRef/kind"),
             s(hpa, "/spec/scaleTargetRef/name")
         )),
-        text(if metrics == 0 {
-            "<none>".to_owned()
-        } else {
-            format!("{metrics} metric(s)")
-        }),
+        text(hpa_targets(hpa)),
         text(min),
         Value::from(n(hpa, "/spec/maxReplicas")),
         Value::from(n(hpa, "/status/currentReplicas")),
         age_cell(hpa, ctx),
     ]
+}
+
+/// The TARGETS cell: `current/target` per metric, the first two (upstream's
+/// `formatHPAMetrics`). Reads autoscaling/v2 and v1 shapes alike.
+fn hpa_targets(hpa: &Value) -> String {
+    let unknown = || "<unknown>".to_owned();
+    let quantity = |v: Option<&Value>| match v {
+        Some(Value::String(q)) => Some(q.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    };
+    let percent = |v: Option<&Value>| v.and_then(Value::as_i64).map(|p| format!("{p}%"));
+    let specs = list(hpa, "/spec/metrics");
+    if specs.is_empty() {
+        // autoscaling/v1: one CPU utilization target, if any.
+        return match hpa.pointer("/spec/targetCPUUtilizationPercentage") {
+            Some(target) => format!(
+                "cpu: {}/{}",
+                percent(hpa.pointer("/status/currentCPUUtilizationPercentage"))
+                    .unwrap_or_else(unknown),
+                percent(Some(target)).unwrap_or_else(|| "<auto>".to_owned())
+            ),
+            None => "<none>".to_owned(),
+        };
+    }
+    let statuses = list(hpa, "/status/currentMetrics");
+    let cells: Vec<String> = specs
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| {
+            let status = statuses.get(i);
+            let current = |source: &str, field: &str| {
+                status
+                    .and_then(|st| st.get(source))
+                    .and_then(|st| st.pointer(&format!("/current/{field}")))
+            };
+            match spec["type"].as_str().unwrap_or_default() {
+                source @ ("External" | "Object") => {
+                    let key = if source == "External" {
+                        "external"
+                    } else {
+                        "object"
+                    };
+                    let target = &spec[key]["target"];
+                    match quantity(target.get("averageValue")) {
+                        Some(average) => format!(
+                            "{}/{average} (avg)",
+                            quantity(current(key, "averageValue")).unwrap_or_else(unknown)
+                        ),
+                        None => format!(
+                            "{}/{}",
+                            quantity(current(key, "value")).unwrap_or_else(unknown),
+                            quantity(target.get("value")).unwrap_or_default()
+                        ),
+                    }
+                }
+                "Pods" => format!(
+                    "{}/{}",
+                    quantity(current("pods", "averageValue")).unwrap_or_else(unknown),
+                    quantity(spec.pointer("/pods/target/averageValue")).unwrap_or_default()
+                ),
+                source @ ("Resource" | "ContainerResource") => {
+                    let key = if source == "Resource" {
+                        "resource"
+                    } else {
+                        "containerResource"
+                    };
+                    let resource = spec[key]["name"].as_str().unwrap_or_default();
+                    let target = &spec[key]["target"];
+                    match quantity(target.get("averageValue")) {
+                        Some(average) => format!(
+                            "{resource}: {}/{average}",
+                            quantity(current(key, "averageValue")).unwrap_or_else(unknown)
+                        ),
+                        None => format!(
+                            "{resource}: {}/{}",
+                            percent(current(key, "averageUtilization")).unwrap_or_else(unknown),
+                            percent(target.get("averageUtilization"))
+                                .unwrap_or_else(|| "<auto>".to_owned())
+                        ),
+                    }
+                }
+                _ => "<unknown type>".to_owned(),
+            }
+        })
+        .collect();
+    let shown = cells.len().min(2);
+    let mut out = cells[..shown].join(", ");
+    if cells.len() > shown {
+        out.push_str(&format!(" + {} more...", cells.len() - shown));
+    }
+    out
 }
 
 fn netpol_columns() -> Vec<Column> {
@@ -954,4 +1041,40 @@ pub fn entries() -> Vec<ResourceInfo> {
             },
         ),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn hpa_targets_print_like_upstream() {
+        let hpa = json!({
+            "spec": { "metrics": [
+                { "type": "Resource", "resource": { "name": "cpu",
+                    "target": { "type": "Utilization", "averageUtilization": 50 } } },
+                { "type": "Resource", "resource": { "name": "memory",
+                    "target": { "type": "AverageValue", "averageValue": "100Mi" } } },
+                { "type": "Pods", "pods": { "metric": { "name": "qps" },
+                    "target": { "type": "AverageValue", "averageValue": "1k" } } },
+            ] },
+            "status": { "currentMetrics": [
+                { "type": "Resource", "resource": { "name": "cpu",
+                    "current": { "averageUtilization": 12, "averageValue": "12m" } } },
+            ] },
+        });
+        assert_eq!(
+            hpa_targets(&hpa),
+            "cpu: 12%/50%, memory: <unknown>/100Mi + 1 more..."
+        );
+        let object = json!({ "spec": { "metrics": [
+            { "type": "Object", "object": { "target": { "type": "Value", "value": "10" } } },
+            { "type": "External", "external": { "target": { "type": "AverageValue", "averageValue": "2" } } },
+        ] } });
+        assert_eq!(hpa_targets(&object), "<unknown>/10, <unknown>/2 (avg)");
+        assert_eq!(hpa_targets(&json!({ "spec": {} })), "<none>");
+        let v1 = json!({ "spec": { "targetCPUUtilizationPercentage": 80 } });
+        assert_eq!(hpa_targets(&v1), "cpu: <unknown>/80%");
+    }
 }
