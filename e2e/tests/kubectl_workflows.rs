@@ -525,19 +525,23 @@ fn kubectl_debug_adds_ephemeral_containers_only() -> Result<()> {
     assert_eq!(ephemeral["terminationMessagePolicy"], "File");
     assert_eq!(pod["spec"]["containers"][0]["image"], "busybox:1");
 
+    // The subresource, as kubectl would PUT it.
+    let replace_ephemeral = |pod: &serde_json::Value| {
+        c.kubectl_stdin(
+            &[
+                "replace",
+                "--raw",
+                "/api/v1/namespaces/default/pods/app/ephemeralcontainers",
+                "-f",
+                "-",
+            ],
+            Some(&pod.to_string()),
+        )
+    };
     // Removing it, or changing anything else through the subresource, is refused.
     let mut edited = pod.clone();
     edited["spec"]["ephemeralContainers"] = serde_json::json!([]);
-    let out = c.kubectl_stdin(
-        &[
-            "replace",
-            "--raw",
-            "/api/v1/namespaces/default/pods/app/ephemeralcontainers",
-            "-f",
-            "-",
-        ],
-        Some(&edited.to_string()),
-    )?;
+    let out = replace_ephemeral(&edited)?;
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("may not be removed"),
@@ -546,16 +550,7 @@ fn kubectl_debug_adds_ephemeral_containers_only() -> Result<()> {
     );
     let mut sneaky = pod.clone();
     sneaky["spec"]["containers"][0]["image"] = "busybox:2".into();
-    c.kubectl_stdin(
-        &[
-            "replace",
-            "--raw",
-            "/api/v1/namespaces/default/pods/app/ephemeralcontainers",
-            "-f",
-            "-",
-        ],
-        Some(&sneaky.to_string()),
-    )?;
+    replace_ephemeral(&sneaky)?;
     assert_eq!(
         c.k(&[
             "get",
@@ -577,16 +572,7 @@ fn kubectl_debug_adds_ephemeral_containers_only() -> Result<()> {
             "readinessProbe": { "exec": { "command": ["true"] } },
             "targetContainerName": "nope",
         }));
-    let out = c.kubectl_stdin(
-        &[
-            "replace",
-            "--raw",
-            "/api/v1/namespaces/default/pods/app/ephemeralcontainers",
-            "-f",
-            "-",
-        ],
-        Some(&probing.to_string()),
-    )?;
+    let out = replace_ephemeral(&probing)?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     for needle in [
