@@ -165,8 +165,10 @@ impl Connection {
             .map_err(|e| unavailable("connecting", e))
     }
 
-    fn client(&self) -> Client {
-        self.client.read().clone()
+    /// Borrow the current client (cloning a whole `Client` would clone one channel handle
+    /// per service, on every request).
+    fn with_client<T>(&self, f: impl FnOnce(&Client) -> T) -> T {
+        f(&self.client.read())
     }
 
     /// Start a redial in the background unless one ran within the last request timeout.
@@ -376,15 +378,13 @@ impl EtcdStore {
     /// MiB; gRPC's default limit is 4 MiB).
     fn kv(&self) -> etcd_client::KvClient {
         self.connection
-            .client()
-            .kv_client()
+            .with_client(Client::kv_client)
             .max_decoding_message_size(MAX_MESSAGE)
     }
 
     fn watcher(&self) -> etcd_client::WatchClient {
         self.connection
-            .client()
-            .watch_client()
+            .with_client(Client::watch_client)
             .max_decoding_message_size(MAX_MESSAGE)
     }
 
@@ -923,7 +923,7 @@ impl Store for EtcdStore {
     /// consistent bbolt file, with etcd's SHA-256 appended (restorable with
     /// `etcdctl snapshot restore`).
     async fn snapshot(&self, out: mpsc::Sender<Bytes>) -> Result<()> {
-        let mut maintenance = self.connection.client().maintenance_client();
+        let mut maintenance = self.connection.with_client(Client::maintenance_client);
         let mut stream = maintenance
             .snapshot()
             .await
