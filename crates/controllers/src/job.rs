@@ -444,7 +444,7 @@ impl<'a> JobSync<'a> {
         let mut u_succeeded: Vec<String> = uncounted.succeeded.clone().unwrap_or_default();
         let mut u_failed: Vec<String> = uncounted.failed.clone().unwrap_or_default();
         let known: HashSet<String> = u_succeeded.iter().chain(&u_failed).cloned().collect();
-        let mut newly_finished = Vec::new();
+        let recorded_before = u_succeeded.len() + u_failed.len();
         // Every finished pod still holding the finalizer: the newly finished, and those
         // recorded in an earlier round whose release failed (a crash, an API error).
         let mut release = Vec::new();
@@ -476,9 +476,8 @@ impl<'a> JobSync<'a> {
                     PolicyAction::Count | PolicyAction::FailIndex => u_failed.push(uid),
                 }
             }
-            newly_finished.push(pod.clone());
         }
-        if !newly_finished.is_empty() {
+        if u_succeeded.len() + u_failed.len() > recorded_before {
             uncounted.succeeded = Some(u_succeeded.clone());
             uncounted.failed = Some(u_failed.clone());
             self.status.uncounted_terminated_pods = Some(uncounted.clone());
@@ -494,7 +493,6 @@ impl<'a> JobSync<'a> {
             .iter()
             .filter(|p| has_tracking_finalizer(p))
             .filter_map(|p| p.metadata.uid.clone())
-            .chain(newly_finished.iter().filter_map(|p| p.metadata.uid.clone()))
             .collect();
         let mut completed = parse_indexes(self.status.completed_indexes.as_deref().unwrap_or(""));
         let index_of = |uid: &str| {
